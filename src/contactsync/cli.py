@@ -1,0 +1,108 @@
+"""The `contactsync` command: serve, db, and (from later issues) login, sync, events, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from contactsync.server.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="contactsync server and tools")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+app.add_typer(db_app, name="db")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="postgresql://… or sqlite:///…; default: embedded SQLite "
+        "in the data folder (env CONTACTSYNC_DATABASE_URL)",
+    ),
+]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Local data folder (env CONTACTSYNC_DATA_DIR)")
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Redis for fan-out across processes")
+    ] = None,
+    default_region: Annotated[
+        str | None, typer.Option("--default-region", help="Region for numbers without one")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+) -> None:
+    """Run the server (embedded SQLite unless a database URL is given)."""
+    import uvicorn
+
+    from contactsync.server.app import create_app
+
+    settings = _settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        data_dir=data_dir,
+        redis_url=redis_url,
+        default_region=default_region,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    application = create_app(settings)
+    typer.echo(
+        f"contactsync on http://{settings.host}:{settings.port} "
+        f"({'sqlite' if not settings.database_url else 'postgresql'})"
+    )
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Apply all migrations."""
+    from contactsync.server.store import migrate
+    from contactsync.server.store.database import Database
+
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> set[str]:
+        db = Database.from_url(settings.resolved_database_url())
+        try:
+            await migrate.upgrade(db)
+            return await migrate.current(db)
+        finally:
+            await db.dispose()
+
+    typer.echo(f"database at revision {', '.join(sorted(asyncio.run(run())))}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Domain errors: one class per failure, each with a stable code and an HTTP status.
+
+Services raise these; the HTTP layer turns them into the contract's JSON error body in one
+place (`server/http/errors.py`), and the WebSocket endpoint into a close code. Driver and
+library exceptions are translated at the boundary where they happen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Base of every error a client may see."""
+
+    code = "error"
+    status = 400
+    message = "The request failed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class InvalidRequest(ApiError):
+    code = "invalid_request"
+    status = 422
+    message = "The request is not valid."
+
+
+class InvalidPhone(ApiError):
+    code = "invalid_phone"
+    status = 422
+    message = "The phone number is not valid."
+
+    def __init__(self, reason: str, *, field: str = "phone") -> None:
+        super().__init__(
+            f"The phone number is not valid ({reason}).",
+            details={"field": field, "reason": reason},
+        )
+        self.reason = reason
+
+
+class InvalidRegion(ApiError):
+    code = "invalid_region"
+    status = 422
+    message = "The region is not an ISO 3166 alpha-2 code libphonenumber knows."
+
+
+class Unauthorized(ApiError):
+    code = "unauthorized"
+    status = 401
+    message = "A valid bearer token is required."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class Forbidden(ApiError):
+    code = "forbidden"
+    status = 403
+    message = "This is not allowed."
+
+
+class AdminOnly(Forbidden):
+    code = "admin_required"
+    message = "This call needs the admin key."
+
+
+class NotFound(ApiError):
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+class Conflict(ApiError):
+    code = "conflict"
+    status = 409
+    message = "The request conflicts with the current state."
+
+
+class BodyTooLarge(ApiError):
+    code = "body_too_large"
+    status = 413
+    message = "The request body is too large."
+
+
+class TooManyContacts(ApiError):
+    code = "too_many_contacts"
+    status = 413
+    message = "Too many contacts in one request."
+
+
+class RateLimited(ApiError):
+    code = "rate_limited"
+    status = 429
+    message = "Too many requests; try again later."
+
+    def __init__(self, retry_after: int, message: str | None = None, **kwargs: Any) -> None:
+        retry_after = max(1, int(retry_after))
+        kwargs.setdefault("details", {"retry_after": retry_after})
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        self.retry_after = retry_after
+
+
+class OtpInvalid(ApiError):
+    code = "invalid_code"
+    status = 401
+    message = "The code is wrong, expired or already used."
+
+
+class OtpTooManyAttempts(ApiError):
+    code = "too_many_attempts"
+    status = 429
+    message = "Too many wrong codes; request a new one."
+
+
+class StoreUnavailable(ApiError):
+    code = "store_unavailable"
+    status = 503
+    message = "The database is not reachable."

@@ -1,0 +1,152 @@
+"""The one place phone numbers are parsed and normalised.
+
+Every number that enters contactsync — a registration, an address-book entry, a relation by
+number, an OTP request — goes through :func:`normalize`. It turns what a person typed into E.164
+using libphonenumber's rules, read in a region when the number has no country code, or says why
+it cannot (a stable reason code).
+
+Address books repeat the same numbers constantly (across syncs, devices and users), and
+libphonenumber costs tens of microseconds a number, so results are kept in a bounded LRU cache
+keyed by (raw, region). Numbers already in E.164 — what the SDK sends — take a cheaper path that
+skips the region logic but still validates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+
+__all__ = [
+    "REASONS",
+    "InvalidNumber",
+    "Normalized",
+    "normalize",
+    "try_normalize",
+    "region_of",
+    "valid_region",
+    "mask",
+]
+
+# Stable reason codes, part of the API (address-book `invalid[].reason`, error details).
+REASONS = ("not_a_number", "invalid_country_code", "too_short", "too_long", "invalid_number")
+
+_MAX_RAW = 64  # longer than any real number with formatting and an extension
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_PARSE_REASON = {
+    NumberParseException.INVALID_COUNTRY_CODE: "invalid_country_code",
+    NumberParseException.NOT_A_NUMBER: "not_a_number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too_short",
+    NumberParseException.TOO_SHORT_NSN: "too_short",
+    NumberParseException.TOO_LONG: "too_long",
+}
+_POSSIBLE_REASON = {
+    ValidationResult.INVALID_COUNTRY_CODE: "invalid_country_code",
+    ValidationResult.TOO_SHORT: "too_short",
+    ValidationResult.TOO_LONG: "too_long",
+    ValidationResult.INVALID_LENGTH: "invalid_number",
+}
+_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+class InvalidNumber(ValueError):
+    """A string that is not a valid phone number; `reason` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """Outcome of normalising one raw string: `e164` on success, else `reason`."""
+
+    e164: str | None
+    reason: str | None = None
+
+
+def valid_region(region: str | None) -> str | None:
+    """Upper-cased ISO 3166 alpha-2 code when libphonenumber knows it, else None."""
+    if not region:
+        return None
+    code = region.strip().upper()
+    return code if code in _REGIONS else None
+
+
+def normalize(raw: str, region: str | None = None) -> str:
+    """Return `raw` as E.164, reading it in `region` when it has no country code.
+
+    Raises :class:`InvalidNumber` with a stable reason. Handles the usual written forms:
+    "+1 (415) 555-0100", "00 44 20 7946 0958", "030 1234567" (region DE), extensions
+    (dropped), "tel:" URIs and surrounding junk as libphonenumber does.
+    """
+    result = try_normalize(raw, region)
+    if result.e164 is None:
+        raise InvalidNumber(result.reason or "invalid_number")
+    return result.e164
+
+
+def try_normalize(raw: str, region: str | None = None) -> Normalized:
+    """Like :func:`normalize` but returns the reason instead of raising (for bulk paths)."""
+    if not isinstance(raw, str):
+        return Normalized(None, "not_a_number")
+    return _cached(raw, region.upper() if region else None)
+
+
+@lru_cache(maxsize=200_000)
+def _cached(raw: str, region: str | None) -> Normalized:
+    if len(raw) > _MAX_RAW:
+        return Normalized(None, "too_long")
+    text = raw.strip()
+    if _E164.fullmatch(text):
+        return _validate(text, None)
+    result = _validate(text, region)
+    if result.e164 is None:
+        # "00" is the international prefix almost everywhere, but libphonenumber only reads
+        # it so when the region's own prefix is 00; an "00 44 …" number in a US phone book
+        # would otherwise never match.
+        digits = text.lstrip(" (")
+        if digits.startswith("00") and not digits.startswith("000"):
+            retry = _validate("+" + digits[2:], None)
+            if retry.e164 is not None:
+                return retry
+    return result
+
+
+def _validate(text: str, region: str | None) -> Normalized:
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        return Normalized(None, _PARSE_REASON.get(exc.error_type, "not_a_number"))
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible != ValidationResult.IS_POSSIBLE and possible in _POSSIBLE_REASON:
+        return Normalized(None, _POSSIBLE_REASON[possible])
+    if not phonenumbers.is_valid_number(number):
+        return Normalized(None, "invalid_number")
+    return Normalized(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+
+
+@lru_cache(maxsize=50_000)
+def region_of(e164: str) -> str | None:
+    """The region a normalised number belongs to ("US", "DE", …), or None."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return None
+    return region if region in _REGIONS else None
+
+
+def mask(e164: str) -> str:
+    """A number fit for logs and screens: country code and last two digits only."""
+    if len(e164) < 6:
+        return "***"
+    return e164[:3] + "*" * (len(e164) - 5) + e164[-2:]
+
+
+def cache_clear() -> None:
+    """Forget cached results (benchmarks measure the cold path with it)."""
+    _cached.cache_clear()
+    region_of.cache_clear()

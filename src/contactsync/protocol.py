@@ -1,0 +1,115 @@
+"""Wire models shared by the server and the SDK. Inputs refuse unknown fields; outputs are
+built from service results explicitly, so internal columns (token hashes) cannot leak."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+RawPhone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Region = Annotated[str, StringConstraints(min_length=2, max_length=2)]
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- users, devices, sessions ------------------------------------------------------------
+
+
+class CreateUser(Input):
+    phone: RawPhone
+    name: Name | None = None
+    region: Region | None = None
+
+
+class PatchUser(Input):
+    name: Name | None = None
+    region: Region | None = None
+    restricted: bool | None = None
+
+
+class MintToken(Input):
+    device_id: DeviceId
+
+
+class UserOut(Output):
+    user_id: int
+    phone: str
+    name: str | None = None
+    region: str | None = None
+    restricted: bool = False
+    created_at: int
+
+
+class TokenOut(Output):
+    user_id: int
+    device_id: str
+    token: str
+
+
+class MeOut(Output):
+    user_id: int
+    phone: str
+    name: str | None = None
+    region: str | None = None
+    restricted: bool = False
+    device_id: str
+
+
+class OtpRequest(Input):
+    phone: RawPhone
+    region: Region | None = None
+
+
+class OtpRequested(Output):
+    expires_in: int
+
+
+class OtpVerify(Input):
+    phone: RawPhone
+    region: Region | None = None
+    code: Annotated[str, StringConstraints(min_length=1, max_length=12)]
+    device_id: DeviceId
+
+
+class OtpVerified(Output):
+    user_id: int
+    token: str
+    new_user: bool
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+class EventOut(Output):
+    seq: int
+    type: str
+    at: str
+    data: dict[str, Any]
+
+
+class EventsPage(Output):
+    events: list[EventOut]
+    next_after: int
+
+
+class ErrorBody(Output):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(Output):
+    error: ErrorBody
+
+
+class Health(Output):
+    status: str = Field(examples=["ok"])

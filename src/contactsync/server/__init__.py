@@ -1,0 +1,1 @@
+"""The contactsync server: FastAPI app, services, storage and the event bus."""

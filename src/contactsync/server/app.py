@@ -1,0 +1,78 @@
+"""Build the ASGI app: everything is wired here, nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from contactsync import __version__
+from contactsync.server.bus.base import Bus
+from contactsync.server.bus.memory import MemoryBus
+from contactsync.server.clock import Clock, SystemClock
+from contactsync.server.config import Settings
+from contactsync.server.context import Context
+from contactsync.server.http import admin_users, auth, errors, events, health, me
+from contactsync.server.http.limits import BodySizeLimit
+from contactsync.server.services import admin
+from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
+from contactsync.server.store import migrate
+from contactsync.server.store.database import Database
+
+log = logging.getLogger("contactsync.server")
+
+ROUTERS = [health.router, admin_users.router, auth.router, me.router, events.router]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    bus: Bus | None = None,
+    clock: Clock | None = None,
+    otp_sender: OtpSender | None = None,
+    migrate_on_start: bool = True,
+) -> FastAPI:
+    database = db or Database.from_url(settings.resolved_database_url())
+    if database.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        settings=settings,
+        db=database,
+        bus=bus or MemoryBus(),
+        clock=clock or SystemClock(),
+    )
+    ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if migrate_on_start:
+            await migrate.upgrade(ctx.db)
+        key = await admin.ensure_admin_key(ctx)
+        ctx.services["admin_key"] = key
+        if key.source == "generated":
+            log.warning("created an admin key; it is in %s", key.path)
+        elif key.source == "stored":
+            log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
+        await ctx.bus.start()
+        try:
+            yield
+        finally:
+            await ctx.bus.stop()
+            if db is None:
+                await ctx.db.dispose()
+
+    app = FastAPI(
+        title="contactsync",
+        version=__version__,
+        summary="Address-book sync, contact discovery and durable real-time events",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,68 @@
+"""Process settings: built once from CONTACTSYNC_* variables and command-line options.
+
+These are the settings an operator gives a process (where the database is, which port). The
+settings an app team changes at run time (notify_contact_joined, quotas, the push webhook) live
+in the database instead: see `services/app_settings.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contactsync.phone import valid_region
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTACTSYNC_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    admin_key: SecretStr | None = None
+    redis_url: str | None = None
+    default_region: str | None = None
+    log_level: str = "info"
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    otp_sender: Literal["console", "webhook", "memory"] = "console"
+    otp_webhook_url: str | None = None
+    otp_webhook_secret: SecretStr | None = None
+    otp_ttl_seconds: int = 300
+    otp_max_attempts: int = 5
+    otp_per_phone_per_hour: int = 5
+    otp_per_address_per_hour: int = 30
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        region = valid_region(value)
+        if region is None:
+            raise ValueError(f"unknown region {value!r}")
+        return region
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: the embedded SQLite file unless a URL is given."""
+        if not self.database_url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'contactsync.db').resolve()}"
+        return async_url(self.database_url)
+
+
+def async_url(url: str) -> str:
+    """Map the usual database URLs to their async drivers."""
+    for prefix, driver in (
+        ("postgresql+asyncpg://", None),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite+aiosqlite://", None),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return url if driver is None else driver + url[len(prefix) :]
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")

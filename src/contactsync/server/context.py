@@ -1,0 +1,57 @@
+"""What a service call needs besides its arguments, wired once by `create_app`.
+
+`Context.tx()` opens a write transaction and yields a `Tx`: the connection, the dialect, the
+time of the request, and the notices of events appended in it. The notices go out on the bus
+only after the transaction commits, so no process is woken for an event it cannot read yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contactsync.server.bus.base import Bus
+from contactsync.server.clock import Clock
+from contactsync.server.config import Settings
+from contactsync.server.store.database import Database
+
+
+@dataclass
+class Tx:
+    conn: AsyncConnection
+    dialect: str
+    now: int
+    latest: dict[int, int] = field(default_factory=dict)
+    after_commit: list[Any] = field(default_factory=list)
+
+    def notify(self, user_id: int, seq: int) -> None:
+        if seq > self.latest.get(user_id, 0):
+            self.latest[user_id] = seq
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    bus: Bus
+    clock: Clock
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        async with self.db.write() as conn:
+            tx = Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())
+            yield tx
+        if tx.latest:
+            await self.bus.publish(tx.latest)
+        for callback in tx.after_commit:
+            await callback()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        async with self.db.read() as conn:
+            yield Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())

@@ -1,0 +1,87 @@
+"""Admin (app backend) calls on users: create, read, change, delete, mint tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from contactsync.protocol import CreateUser, MintToken, PatchUser, TokenOut, UserOut
+from contactsync.server.http.deps import Admin, Ctx
+from contactsync.server.services import sessions, users
+
+router = APIRouter(prefix="/v1/admin/users", tags=["admin"], dependencies=[Admin])
+
+
+def user_out(user: users.User) -> UserOut:
+    return UserOut(
+        user_id=user.id,
+        phone=user.phone,
+        name=user.name,
+        region=user.region,
+        restricted=user.restricted,
+        created_at=user.created_at,
+    )
+
+
+@router.post("", status_code=201, response_model=UserOut)
+async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut:
+    async with ctx.tx() as tx:
+        user, created = await users.register(
+            tx,
+            body.phone,
+            name=body.name or None,
+            region=body.region,
+            default_region=ctx.settings.default_region,
+        )
+    if not created:
+        response.status_code = 200
+    return user_out(user)
+
+
+@router.get("/{user_id}", response_model=UserOut)
+async def get_user(user_id: int, ctx: Ctx) -> UserOut:
+    async with ctx.read() as tx:
+        return user_out(await users.get(tx, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserOut)
+async def patch_user(user_id: int, body: PatchUser, ctx: Ctx) -> UserOut:
+    async with ctx.tx() as tx:
+        user = await users.update(
+            tx,
+            user_id,
+            name=body.name,
+            region=body.region,
+            restricted=body.restricted,
+            fields_set=frozenset(body.model_fields_set),
+        )
+    return user_out(user)
+
+
+@router.delete("/{user_id}", status_code=204)
+async def delete_user(user_id: int, ctx: Ctx) -> Response:
+    async with ctx.tx() as tx:
+        await users.delete(tx, user_id)
+    return Response(status_code=204)
+
+
+@router.post("/{user_id}/tokens", response_model=TokenOut)
+async def mint_token(user_id: int, body: MintToken, ctx: Ctx) -> TokenOut:
+    async with ctx.tx() as tx:
+        await users.get(tx, user_id)
+        token = await sessions.mint(tx, user_id, body.device_id)
+    return TokenOut(user_id=user_id, device_id=body.device_id, token=token)
+
+
+@router.delete("/{user_id}/tokens", status_code=200)
+async def revoke_tokens(user_id: int, ctx: Ctx) -> dict[str, int]:
+    async with ctx.tx() as tx:
+        await users.get(tx, user_id)
+        revoked = await sessions.revoke_all(tx, user_id)
+    return {"revoked": revoked}
+
+
+@router.get("/{user_id}/devices")
+async def list_devices(user_id: int, ctx: Ctx) -> dict[str, object]:
+    async with ctx.read() as tx:
+        await users.get(tx, user_id)
+        return {"devices": await sessions.list_devices(tx, user_id)}

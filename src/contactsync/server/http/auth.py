@@ -1,0 +1,26 @@
+"""Phone login with one-time codes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from contactsync.protocol import OtpRequest, OtpRequested, OtpVerified, OtpVerify
+from contactsync.server.http.deps import Ctx
+from contactsync.server.services import otp
+
+router = APIRouter(prefix="/v1/auth/otp", tags=["auth"])
+
+
+@router.post("/request", status_code=202, response_model=OtpRequested)
+async def request_code(body: OtpRequest, ctx: Ctx, request: Request) -> OtpRequested:
+    client = request.client.host if request.client else "unknown"
+    expires_in = await otp.request_code(
+        ctx, ctx.services["otp_sender"], body.phone, body.region, client
+    )
+    return OtpRequested(expires_in=expires_in)
+
+
+@router.post("/verify", response_model=OtpVerified)
+async def verify_code(body: OtpVerify, ctx: Ctx) -> OtpVerified:
+    verified = await otp.verify(ctx, body.phone, body.region, body.code, body.device_id)
+    return OtpVerified(user_id=verified.user_id, token=verified.token, new_user=verified.new_user)

@@ -1,0 +1,28 @@
+"""Reading the caller's event log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from contactsync.protocol import EventOut, EventsPage
+from contactsync.server.http.deps import Caller, Ctx
+from contactsync.server.services import events
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.get("", response_model=EventsPage)
+async def read_events(
+    caller: Caller,
+    ctx: Ctx,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
+) -> EventsPage:
+    async with ctx.read() as tx:
+        page = await events.read(tx, caller.user_id, after, limit)
+    return EventsPage(
+        events=[EventOut(**event.wire()) for event in page],
+        next_after=page[-1].seq if page else after,
+    )

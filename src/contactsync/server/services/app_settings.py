@@ -1,0 +1,87 @@
+"""Run-time settings an app team changes through the admin API and console.
+
+Stored as one row a key in `app_settings`; defaults live in the model, so a fresh install and
+an upgraded one read the same. Internal values (the admin key hash, the OTP pepper) share the
+table under a `secret.` prefix and never appear in `AppSettings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from contactsync.server.context import Tx
+from contactsync.server.store.tables import app_settings
+
+EVENT_TYPES = (
+    "contact.joined",
+    "contacts.registered",
+    "profile.updated",
+    "relation.changed",
+    "conversation.created",
+    "conversation.updated",
+    "message.created",
+    "consent.updated",
+    "sync.requested",
+    "preferences.updated",
+)
+
+
+class AppSettings(BaseModel):
+    """Every run-time setting with its default. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    notify_contact_joined: bool = True
+    max_contacts_per_request: int = Field(5000, ge=1, le=100_000)
+    discovery_quota: int = Field(10_000, ge=0, le=10_000_000)
+    push_webhook_url: HttpUrl | None = None
+    push_webhook_secret: str | None = Field(None, min_length=16, max_length=200)
+    push_event_types: list[str] = Field(default_factory=lambda: list(EVENT_TYPES))
+    push_max_attempts: int = Field(8, ge=1, le=50)
+    relation_changed_events: bool = True
+    auto_subscribe_on_message: bool = True
+    max_message_bytes: int = Field(16_384, ge=1, le=1_048_576)
+
+
+PUBLIC_FIELDS = frozenset(AppSettings.model_fields)
+
+
+async def load(tx: Tx) -> AppSettings:
+    rows = await tx.conn.execute(
+        sa.select(app_settings.c.key, app_settings.c.value).where(
+            app_settings.c.key.in_(PUBLIC_FIELDS)
+        )
+    )
+    return AppSettings.model_validate({key: value for key, value in rows})
+
+
+async def update(tx: Tx, changes: dict[str, Any]) -> AppSettings:
+    """Apply a partial update after validating the whole result."""
+    current = await load(tx)
+    merged = AppSettings.model_validate({**current.model_dump(mode="json"), **changes})
+    stored = merged.model_dump(mode="json")
+    for key in changes:
+        await _put(tx, key, stored[key])
+    return merged
+
+
+async def get_secret(tx: Tx, name: str) -> Any:
+    value = await tx.conn.scalar(
+        sa.select(app_settings.c.value).where(app_settings.c.key == f"secret.{name}")
+    )
+    return value
+
+
+async def put_secret(tx: Tx, name: str, value: Any) -> None:
+    await _put(tx, f"secret.{name}", value)
+
+
+async def _put(tx: Tx, key: str, value: Any) -> None:
+    updated = await tx.conn.execute(
+        sa.update(app_settings).where(app_settings.c.key == key).values(value=value)
+    )
+    if updated.rowcount == 0:
+        await tx.conn.execute(sa.insert(app_settings).values(key=key, value=value))

@@ -1,0 +1,102 @@
+"""Phone login with one-time codes.
+
+Codes are 6 digits, stored as a keyed hash, valid for `otp_ttl_seconds`, and dead after
+`otp_max_attempts` wrong tries (the next try fails even with the right code). Requests are
+rate-limited per phone and per client address. A verified code is deleted, so it cannot be
+replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from contactsync.errors import OtpInvalid, OtpTooManyAttempts
+from contactsync.server.context import Context, Tx
+from contactsync.server.services import app_settings, ratelimit, secrets, sessions, users
+from contactsync.server.services.otp_senders import OtpSender
+from contactsync.server.store.tables import otp_codes
+
+
+@dataclass(frozen=True)
+class Verified:
+    user_id: int
+    token: str
+    new_user: bool
+
+
+async def _pepper(tx: Tx) -> str:
+    pepper = await app_settings.get_secret(tx, "otp_pepper")
+    if pepper is None:
+        pepper = secrets.new_admin_key()
+        await app_settings.put_secret(tx, "otp_pepper", pepper)
+    return str(pepper)
+
+
+async def request_code(
+    ctx: Context, sender: OtpSender, raw_phone: str, region: str | None, client: str
+) -> int:
+    """Create and send a code; returns its lifetime in seconds."""
+    settings = ctx.settings
+    async with ctx.tx() as tx:
+        region = users.resolve_region(region, settings.default_region)
+        e164 = users.normalize_phone(raw_phone, region)
+        await ratelimit.hit(
+            tx, f"otp:phone:{e164}", limit=settings.otp_per_phone_per_hour, window_s=3600
+        )
+        await ratelimit.hit(
+            tx, f"otp:addr:{client}", limit=settings.otp_per_address_per_hour, window_s=3600
+        )
+        code = secrets.new_otp_code()
+        pepper = await _pepper(tx)
+        await tx.conn.execute(sa.delete(otp_codes).where(otp_codes.c.phone == e164))
+        await tx.conn.execute(
+            sa.insert(otp_codes).values(
+                phone=e164,
+                code_hash=secrets.keyed_hash(pepper, f"{e164}:{code}"),
+                expires_at=tx.now + settings.otp_ttl_seconds * 1000,
+                attempts=0,
+                created_at=tx.now,
+            )
+        )
+        # Sent inside the transaction: if the sender fails, no code is stored and the
+        # client gets an error it can retry.
+        await sender.send(e164, code)
+    return settings.otp_ttl_seconds
+
+
+async def verify(
+    ctx: Context, raw_phone: str, region: str | None, code: str, device_id: str
+) -> Verified:
+    settings = ctx.settings
+    sessions.check_device_id(device_id)
+    async with ctx.tx() as tx:
+        region = users.resolve_region(region, settings.default_region)
+        e164 = users.normalize_phone(raw_phone, region)
+        row = (await tx.conn.execute(sa.select(otp_codes).where(otp_codes.c.phone == e164))).first()
+        if row is None or row.expires_at <= tx.now:
+            outcome = "invalid"
+        elif row.attempts >= settings.otp_max_attempts:
+            outcome = "exhausted"
+        else:
+            pepper = await _pepper(tx)
+            expected = secrets.keyed_hash(pepper, f"{e164}:{code}")
+            outcome = "ok" if secrets.same(expected, row.code_hash) else "wrong"
+        if outcome == "wrong":
+            # Committed on purpose: a wrong try must count even though the request fails.
+            await tx.conn.execute(
+                sa.update(otp_codes)
+                .where(otp_codes.c.phone == e164)
+                .values(attempts=otp_codes.c.attempts + 1)
+            )
+        elif outcome == "ok":
+            await tx.conn.execute(sa.delete(otp_codes).where(otp_codes.c.phone == e164))
+            user, created = await users.register(
+                tx, e164, name=None, region=None, default_region=None
+            )
+            token = await sessions.mint(tx, user.id, device_id)
+            return Verified(user.id, token, created)
+    if outcome == "exhausted":
+        raise OtpTooManyAttempts()
+    raise OtpInvalid()

@@ -1,0 +1,125 @@
+"""Devices and bearer tokens: one token per device, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from contactsync.errors import InvalidRequest, Unauthorized
+from contactsync.server.context import Tx
+from contactsync.server.services import secrets
+from contactsync.server.store.tables import devices, tokens, users
+
+DEVICE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: int
+    phone: str
+    name: str | None
+    region: str | None
+    restricted: bool
+    device_id: str
+    device_pk: int
+    token_hash: str
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID.fullmatch(device_id):
+        raise InvalidRequest(
+            "device_id must be 1-128 characters of letters, digits and . _ : -",
+            details={"field": "device_id"},
+        )
+    return device_id
+
+
+async def ensure_device(tx: Tx, user_id: int, device_id: str) -> int:
+    """The device row for (user, device_id), created on first use."""
+    check_device_id(device_id)
+    query = sa.select(devices.c.id).where(
+        devices.c.user_id == user_id, devices.c.device_id == device_id
+    )
+    device_pk = await tx.conn.scalar(query)
+    if device_pk is None:
+        device_pk = await tx.conn.scalar(
+            sa.insert(devices)
+            .values(user_id=user_id, device_id=device_id, created_at=tx.now)
+            .returning(devices.c.id)
+        )
+    assert device_pk is not None
+    return int(device_pk)
+
+
+async def mint(tx: Tx, user_id: int, device_id: str) -> str:
+    """A new token for the device; any earlier token of that device stops working."""
+    device_pk = await ensure_device(tx, user_id, device_id)
+    await tx.conn.execute(sa.delete(tokens).where(tokens.c.device_pk == device_pk))
+    token = secrets.new_token()
+    await tx.conn.execute(
+        sa.insert(tokens).values(
+            token_hash=secrets.sha256(token),
+            user_id=user_id,
+            device_pk=device_pk,
+            created_at=tx.now,
+        )
+    )
+    return token
+
+
+async def authenticate(tx: Tx, token: str) -> Session:
+    if not token.startswith(secrets.TOKEN_PREFIX) or len(token) > 100:
+        raise Unauthorized("The token is not valid.", details={"reason": "invalid_token"})
+    token_hash = secrets.sha256(token)
+    row = (
+        await tx.conn.execute(
+            sa.select(
+                users.c.id,
+                users.c.phone,
+                users.c.name,
+                users.c.region,
+                users.c.restricted,
+                devices.c.device_id,
+                devices.c.id.label("device_pk"),
+            )
+            .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+            .join(devices, devices.c.id == tokens.c.device_pk)
+            .where(tokens.c.token_hash == token_hash)
+        )
+    ).first()
+    if row is None:
+        raise Unauthorized("The token is not valid.", details={"reason": "invalid_token"})
+    return Session(
+        user_id=row.id,
+        phone=row.phone,
+        name=row.name,
+        region=row.region,
+        restricted=bool(row.restricted),
+        device_id=row.device_id,
+        device_pk=row.device_pk,
+        token_hash=token_hash,
+    )
+
+
+async def revoke(tx: Tx, token_hash: str) -> None:
+    await tx.conn.execute(sa.delete(tokens).where(tokens.c.token_hash == token_hash))
+
+
+async def revoke_all(tx: Tx, user_id: int) -> int:
+    result = await tx.conn.execute(sa.delete(tokens).where(tokens.c.user_id == user_id))
+    return int(result.rowcount or 0)
+
+
+async def list_devices(tx: Tx, user_id: int) -> list[dict[str, object]]:
+    rows = await tx.conn.execute(
+        sa.select(devices.c.device_id, devices.c.created_at, tokens.c.created_at.label("token_at"))
+        .select_from(devices.outerjoin(tokens, tokens.c.device_pk == devices.c.id))
+        .where(devices.c.user_id == user_id)
+        .order_by(devices.c.id)
+    )
+    return [
+        {"device_id": r.device_id, "created_at": r.created_at, "active": r.token_at is not None}
+        for r in rows
+    ]

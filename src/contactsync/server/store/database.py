@@ -1,0 +1,114 @@
+"""The database handle: an async engine plus the per-dialect details kept in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from contactsync.errors import StoreUnavailable
+
+
+class Database:
+    """Owns the engine. `write()` and `read()` give a connection inside a transaction.
+
+    On SQLite a write transaction starts with BEGIN IMMEDIATE, so two writers queue on the
+    busy timeout instead of failing when a read lock cannot be upgraded.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        if self.is_sqlite:
+            _configure_sqlite(engine)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Database:
+        if url.startswith("sqlite"):
+            kwargs.setdefault("connect_args", {"timeout": 30})
+        else:
+            kwargs.setdefault("pool_size", 10)
+            kwargs.setdefault("max_overflow", 20)
+            kwargs.setdefault("pool_pre_ping", True)
+        return cls(create_async_engine(url, **kwargs))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._transaction(write=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._transaction(write=False) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                if write:
+                    conn = await conn.execution_options(contactsync_write=True)
+                async with conn.begin():
+                    yield conn
+        except (OperationalError, OSError, ConnectionError) as exc:
+            raise StoreUnavailable() from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable() from exc
+            raise
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event decide how transactions start (see below).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get("contactsync_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def id_in(column: sa.ColumnElement[Any], values: Sequence[Any], dialect: str) -> Any:
+    """`column IN values` as one bound parameter, however many values there are.
+
+    PostgreSQL gets `= ANY(:array)`; SQLite reads a JSON array with json_each, which avoids
+    its bound-parameter limit and a statement per chunk.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
+    import json
+
+    each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
+    return column.in_(sa.select(each.c.value))

@@ -1,0 +1,98 @@
+"""Table definitions used to build queries.
+
+The schema itself is created only by the Alembic migrations in `migrations/`; a test checks
+that these definitions and the migrated schema agree. Times are integer milliseconds since the
+epoch, the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# BIGINT on PostgreSQL; on SQLite an INTEGER PRIMARY KEY, so it is the auto-incrementing rowid.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MS = sa.BigInteger
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("phone", sa.String(16), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("region", sa.String(2), nullable=True),
+    sa.Column("restricted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", MS, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("created_at", MS, nullable=False),
+    sa.UniqueConstraint("user_id", "device_id", name="uq_devices_user_device"),
+    sqlite_autoincrement=True,
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "device_pk",
+        ID,
+        sa.ForeignKey("devices.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("created_at", MS, nullable=False),
+)
+
+otp_codes = sa.Table(
+    "otp_codes",
+    metadata,
+    sa.Column("phone", sa.String(16), primary_key=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("expires_at", MS, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", MS, nullable=False),
+)
+
+rate_hits = sa.Table(
+    "rate_hits",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("at", MS, nullable=False),
+    sa.Index("ix_rate_hits_key_at", "key", "at"),
+    sqlite_autoincrement=True,
+)
+
+app_settings = sa.Table(
+    "app_settings",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)
+
+event_counters = sa.Table(
+    "event_counters",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("at", MS, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+)

@@ -1,0 +1,186 @@
+"""Shared fixtures: a real database per test on SQLite and on PostgreSQL, the app, a client.
+
+Each backend gets one migrated template per test session; every test then gets its own copy
+(a file copy on SQLite, `CREATE DATABASE … TEMPLATE` on PostgreSQL), so tests are isolated and
+fast, and the schema always comes from the Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from contactsync.server.app import create_app
+from contactsync.server.clock import ManualClock, SystemClock
+from contactsync.server.config import Settings
+from contactsync.server.services.otp_senders import MemorySender
+from contactsync.server.store import migrate
+from contactsync.server.store.database import Database
+
+ADMIN_KEY = "csadmin_test-key-0123456789abcdefghijklmnop"
+PG_ADMIN_URL = os.environ.get(
+    "CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def _pg_exec(*statements: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _migrate(url: str) -> None:
+    db = Database.from_url(url)
+    try:
+        await migrate.upgrade(db)
+    finally:
+        await db.dispose()
+
+
+class Templates:
+    """Migrated template databases, made on first use and dropped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sqlite: Path | None = None
+        self.pg: str | None = None
+
+    def sqlite_template(self) -> Path:
+        if self.sqlite is None:
+            path = self.root / "template.db"
+            asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+            self.sqlite = path
+        return self.sqlite
+
+    def pg_template(self) -> str:
+        if self.pg is None:
+            name = f"cs_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+            asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
+            asyncio.run(_migrate(pg_url(name).replace("postgresql://", "postgresql+asyncpg://")))
+            self.pg = name
+        return self.pg
+
+    def close(self) -> None:
+        if self.pg is not None:
+            asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{self.pg}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    t = Templates(tmp_path_factory.mktemp("templates"))
+    yield t
+    t.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_url(backend: str, templates: Templates, tmp_path: Path) -> AsyncIterator[str]:
+    """An async SQLAlchemy URL to a fresh, migrated database of the test's backend."""
+    if backend == "sqlite":
+        path = tmp_path / "contactsync.db"
+        shutil.copyfile(await asyncio.to_thread(templates.sqlite_template), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = await asyncio.to_thread(templates.pg_template)
+    name = f"cs_t_{uuid.uuid4().hex[:12]}"
+    await _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield pg_url(name).replace("postgresql://", "postgresql+asyncpg://")
+    finally:
+        await _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(SystemClock().now_ms())
+
+
+@pytest.fixture
+def otp_sender() -> MemorySender:
+    return MemorySender()
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        admin_key=ADMIN_KEY,
+        otp_sender="memory",
+    )
+
+
+class Api:
+    """A test client with the small helpers every API test needs."""
+
+    def __init__(self, client: httpx.AsyncClient, app: Any) -> None:
+        self.client = client
+        self.app = app
+        self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    @property
+    def ctx(self) -> Any:
+        return self.app.state.ctx
+
+    async def create_user(
+        self, phone: str, name: str | None = None, region: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"phone": phone}
+        if name is not None:
+            body["name"] = name
+        if region is not None:
+            body["region"] = region
+        response = await self.client.post("/v1/admin/users", json=body, headers=self.admin)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    async def token(self, user_id: int, device_id: str = "phone-1") -> dict[str, str]:
+        response = await self.client.post(
+            f"/v1/admin/users/{user_id}/tokens", json={"device_id": device_id}, headers=self.admin
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['token']}"}
+
+    async def user_with_token(
+        self, phone: str, name: str | None = None, device_id: str = "phone-1"
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        user = await self.create_user(phone, name)
+        return user, await self.token(user["user_id"], device_id)
+
+    async def events(self, headers: dict[str, str], after: int = 0) -> list[dict[str, Any]]:
+        response = await self.client.get(f"/v1/events?after={after}&limit=1000", headers=headers)
+        assert response.status_code == 200, response.text
+        return list(response.json()["events"])
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, clock: ManualClock, otp_sender: MemorySender
+) -> AsyncIterator[Api]:
+    app = create_app(settings, clock=clock, otp_sender=otp_sender)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, app)
