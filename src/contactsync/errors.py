@@ -134,3 +134,13 @@ class StoreUnavailable(ApiError):
     code = "store_unavailable"
     status = 503
     message = "The database is not reachable."
+
+
+class Blocked(Forbidden):
+    code = "blocked"
+    message = "One of you has blocked the other."
+
+
+class Restricted(Forbidden):
+    code = "restricted"
+    message = "A restricted user may only communicate with users paired to them."

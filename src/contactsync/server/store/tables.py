@@ -96,3 +96,37 @@ events = sa.Table(
     sa.Column("at", MS, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
 )
+
+# Address books: one row per (owner, book, number). book is "" for the user's global book, or
+# the device_id of a per-installation book. The index on phone makes "who holds this number"
+# (joins, discovery) a cheap lookup.
+book_entries = sa.Table(
+    "book_entries",
+    metadata,
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("book", sa.String(128), primary_key=True),
+    sa.Column("phone", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("updated_at", MS, nullable=False),
+    sa.Index("ix_book_entries_phone", "phone"),
+)
+
+blocks = sa.Table(
+    "blocks",
+    metadata,
+    sa.Column("blocker_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("blocked_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Index("ix_blocks_blocked", "blocked_id"),
+)
+
+# Pairs are symmetric and stored once, with a_id < b_id.
+pairs = sa.Table(
+    "pairs",
+    metadata,
+    sa.Column("a_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("b_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("created_at", MS, nullable=False),
+    sa.CheckConstraint("a_id < b_id", name="ck_pairs_ordered"),
+    sa.Index("ix_pairs_b", "b_id"),
+)
