@@ -144,3 +144,54 @@ class Blocked(Forbidden):
 class Restricted(Forbidden):
     code = "restricted"
     message = "A restricted user may only communicate with users paired to them."
+
+
+# --- conversations, messages, sync, preferences ------------------------------------------
+
+
+class ConversationNotFound(NotFound):
+    """Also what a non-member gets, so the answer does not tell whether the id exists."""
+
+    code = "conversation_not_found"
+    message = "No such conversation."
+
+
+class MessageTooLarge(ApiError):
+    code = "message_too_large"
+    status = 413
+    message = "The message body is larger than the server allows."
+
+
+class EmptyMessage(ApiError):
+    code = "empty_message"
+    status = 422
+    message = "The message body is empty."
+
+
+class NotAGroup(ApiError):
+    code = "not_a_group"
+    status = 422
+    message = "Only a group has a name, a description and changing members."
+
+
+class UnknownUsers(ApiError):
+    code = "unknown_users"
+    status = 422
+    message = "Some of the user ids are not registered users."
+
+
+class TooManyMembers(ApiError):
+    code = "too_many_members"
+    status = 422
+    message = "The group would have more members than the server allows."
+
+
+class NotGroupAdmin(Forbidden):
+    code = "not_group_admin"
+    message = "Only a group admin may remove other members."
+
+
+class InvalidCursor(ApiError):
+    code = "invalid_cursor"
+    status = 422
+    message = "The cursor is not valid; start again without it."

@@ -130,3 +130,83 @@ pairs = sa.Table(
     sa.CheckConstraint("a_id < b_id", name="ck_pairs_ordered"),
     sa.Index("ix_pairs_b", "b_id"),
 )
+
+# Conversations: a "dm" has exactly two members and a unique dm_key ("lo:hi" user ids), so a
+# pair can only ever have one; a "group" has a name, a description and any members. last_seq
+# is the per-conversation message counter (the server sequence); created_by is kept only as
+# information, so deleting that user leaves the group in place.
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("dm_key", sa.String(41), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("description", sa.String(2000), nullable=True),
+    sa.Column("created_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Column("updated_at", MS, nullable=False),
+    sa.CheckConstraint("kind IN ('dm', 'group')", name="ck_conversations_kind"),
+    sa.UniqueConstraint("dm_key", name="uq_conversations_dm_key"),
+    sqlite_autoincrement=True,
+)
+
+# One row per (conversation, member). consent is the member's own choice (allowed, unknown,
+# denied); since_seq hides the messages sent before the member joined a group.
+conversation_members = sa.Table(
+    "conversation_members",
+    metadata,
+    sa.Column(
+        "conversation_id",
+        ID,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(8), nullable=False),
+    sa.Column("consent", sa.String(8), nullable=False),
+    sa.Column("since_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("joined_at", MS, nullable=False),
+    sa.Column("consent_at", MS, nullable=False),
+    sa.CheckConstraint(
+        "consent IN ('allowed', 'unknown', 'denied')", name="ck_conversation_members_consent"
+    ),
+    sa.Index("ix_conversation_members_user", "user_id", "consent"),
+)
+
+# Messages in server order: (conversation_id, seq) is the key, so paging a conversation is a
+# range scan. A sender's client_msg_id is unique within the conversation: a retried send finds
+# the first message instead of making a second. kind "system" rows record group changes in the
+# timeline (data holds the change), so one per-conversation cursor covers messages and changes.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column(
+        "conversation_id",
+        ID,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("sender_id", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("client_msg_id", sa.String(64), nullable=True),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("data", sa.JSON, nullable=True),
+    sa.Column("sent_at", MS, nullable=False),
+    sa.UniqueConstraint(
+        "conversation_id", "sender_id", "client_msg_id", name="uq_messages_client_msg_id"
+    ),
+    sa.Index("ix_messages_sender", "sender_id"),
+)
+
+# A user's preferences (consent defaults, notification choices) as one JSON object; defaults
+# live in services/preferences.py, so only what the user changed is stored.
+user_preferences = sa.Table(
+    "user_preferences",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", MS, nullable=False),
+)

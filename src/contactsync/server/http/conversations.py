@@ -1,0 +1,171 @@
+"""Conversations, members, consent and messages: parse, call the service, reply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import Field, StringConstraints
+
+from contactsync.protocol import Input
+from contactsync.server.http.deps import Caller, Ctx
+from contactsync.server.services import conversations, messages
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+BIGINT = 2**63 - 1
+UserId = Annotated[int, Field(ge=1, le=BIGINT)]
+ConversationId = Annotated[int, Path(ge=1, le=BIGINT)]
+GroupName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+
+class CreateConversation(Input):
+    kind: Literal["dm", "group"]
+    members: Annotated[list[UserId], Field(max_length=conversations.MAX_MEMBERS)]
+    name: GroupName | None = None
+    description: Description | None = None
+
+
+class PatchConversation(Input):
+    name: GroupName | None = None
+    description: Description | None = None
+
+
+class AddMembers(Input):
+    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=conversations.MAX_MEMBERS)]
+
+
+class SetConsent(Input):
+    state: Literal["allowed", "unknown", "denied"]
+
+
+class SendMessage(Input):
+    body: str
+    client_msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+@router.post("", status_code=201)
+async def create_conversation(
+    body: CreateConversation, caller: Caller, ctx: Ctx, response: Response
+) -> dict[str, Any]:
+    async with ctx.tx() as tx:
+        view, created = await conversations.create(
+            tx,
+            caller.user_id,
+            body.kind,
+            body.members,
+            name=body.name,
+            description=body.description,
+        )
+    if not created:
+        response.status_code = 200
+    return view
+
+
+@router.get("")
+async def list_conversations(
+    caller: Caller,
+    ctx: Ctx,
+    updated_after: Annotated[int, Query(ge=0, le=BIGINT)] = 0,
+    consent: Annotated[str, Query(max_length=100)] = "allowed,unknown",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=conversations.MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    states = conversations.parse_consent(consent.split(","))
+    async with ctx.read() as tx:
+        page, next_cursor = await conversations.list_for_user(
+            tx,
+            caller.user_id,
+            consent=states,
+            updated_after=updated_after,
+            cursor=cursor,
+            limit=limit,
+        )
+    return {"conversations": page, "next_cursor": next_cursor}
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(
+    conversation_id: ConversationId, caller: Caller, ctx: Ctx
+) -> dict[str, Any]:
+    async with ctx.read() as tx:
+        return await conversations.view(tx, conversation_id, caller.user_id)
+
+
+@router.patch("/{conversation_id}")
+async def patch_conversation(
+    conversation_id: ConversationId, body: PatchConversation, caller: Caller, ctx: Ctx
+) -> dict[str, Any]:
+    changes: dict[str, str | None] = {
+        field: getattr(body, field) for field in body.model_fields_set
+    }
+    async with ctx.tx() as tx:
+        return await conversations.update_group(tx, conversation_id, caller.user_id, changes)
+
+
+@router.post("/{conversation_id}/members")
+async def add_members(
+    conversation_id: ConversationId, body: AddMembers, caller: Caller, ctx: Ctx
+) -> dict[str, Any]:
+    async with ctx.tx() as tx:
+        return await conversations.add_members(tx, conversation_id, caller.user_id, body.user_ids)
+
+
+@router.delete("/{conversation_id}/members/{user_id}", status_code=204)
+async def remove_member(
+    conversation_id: ConversationId,
+    user_id: Annotated[int, Path(ge=1, le=BIGINT)],
+    caller: Caller,
+    ctx: Ctx,
+) -> Response:
+    async with ctx.tx() as tx:
+        await conversations.remove_member(tx, conversation_id, caller.user_id, user_id)
+    return Response(status_code=204)
+
+
+@router.put("/{conversation_id}/consent")
+async def set_consent(
+    conversation_id: ConversationId, body: SetConsent, caller: Caller, ctx: Ctx
+) -> dict[str, Any]:
+    async with ctx.tx() as tx:
+        return await conversations.set_consent(
+            tx, conversation_id, caller.user_id, body.state, device_id=caller.device_id
+        )
+
+
+@router.post("/{conversation_id}/messages", status_code=201)
+async def send_message(
+    conversation_id: ConversationId,
+    body: SendMessage,
+    caller: Caller,
+    ctx: Ctx,
+    response: Response,
+) -> dict[str, Any]:
+    async with ctx.tx() as tx:
+        message, created = await messages.send(
+            tx,
+            conversation_id,
+            caller.user_id,
+            body.body,
+            body.client_msg_id,
+            device_id=caller.device_id,
+        )
+    if not created:
+        response.status_code = 200
+    return message.wire()
+
+
+@router.get("/{conversation_id}/messages")
+async def list_messages(
+    conversation_id: ConversationId,
+    caller: Caller,
+    ctx: Ctx,
+    after: Annotated[int, Query(ge=0, le=BIGINT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=messages.MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    async with ctx.read() as tx:
+        page, next_after = await messages.list_page(
+            tx, conversation_id, caller.user_id, after=after, limit=limit
+        )
+    return {"messages": [m.wire() for m in page], "next_after": next_after}

@@ -1,0 +1,662 @@
+"""Conversations: DMs (exactly one per pair of users) and groups, their members and consent.
+
+Rules kept here:
+- A DM has two members and a unique `dm_key`, so creating it again returns the same one; a
+  group has a name, a description and any number of members up to `MAX_MEMBERS`.
+- Who may reach whom is `policy`'s rule. A DM needs `check_can_communicate` between the two.
+  A group may not include anyone the adding member blocked or was blocked by, and wherever a
+  restricted user is involved every pair of that user with another member must be paired (so
+  a restricted user never shares a group with, or posts to, someone unpaired). Blocks between
+  two *other* members of a group do not refuse anything: the group would otherwise let any
+  member silence anyone; instead neither of them receives the other's messages (see
+  `messages`).
+- Consent is each member's own: a new conversation starts `allowed` for its creator and for a
+  member whose address book (any of their books) holds the creator's number, else `unknown`;
+  the member's preferences can change these two defaults. A `denied` member gets no live events
+  for the conversation, but still finds it through `/v1/sync` and the list when asking for it.
+- A non-member cannot tell a conversation exists: every access by a non-member is the same
+  `ConversationNotFound` as for an id that was never used.
+- Group changes are also written into the conversation's timeline as `system` messages, so a
+  client's per-conversation cursor covers messages and changes alike (see `sync`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from contactsync.errors import (
+    Blocked,
+    ConversationNotFound,
+    InvalidCursor,
+    InvalidRequest,
+    NotAGroup,
+    NotGroupAdmin,
+    Restricted,
+    TooManyMembers,
+    UnknownUsers,
+)
+from contactsync.server.context import Tx
+from contactsync.server.services import events, policy, preferences
+from contactsync.server.store.database import id_in
+from contactsync.server.store.tables import (
+    book_entries,
+    conversation_members,
+    conversations,
+    messages,
+    pairs,
+    users,
+)
+
+Kind = Literal["dm", "group"]
+ConsentState = Literal["allowed", "unknown", "denied"]
+CONSENT_STATES: tuple[ConsentState, ...] = ("allowed", "unknown", "denied")
+MAX_MEMBERS = 1000
+MAX_PAGE = 500
+
+cv = conversations.c
+mb = conversation_members.c
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A conversation as one member sees it (their role, consent and join point)."""
+
+    id: int
+    kind: str
+    name: str | None
+    description: str | None
+    created_by: int | None
+    last_seq: int
+    created_at: int
+    updated_at: int
+    role: str
+    consent: str
+    since_seq: int
+    consent_at: int
+
+    def wire(self, members: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "updated_at": max(self.updated_at, self.consent_at),
+            "last_seq": self.last_seq,
+            "members": list(members),
+            "consent": self.consent,
+            "role": self.role,
+            "joined_seq": self.since_seq,
+        }
+
+
+MEMBERSHIP_COLUMNS = (
+    cv.id,
+    cv.kind,
+    cv.name,
+    cv.description,
+    cv.created_by,
+    cv.last_seq,
+    cv.created_at,
+    cv.updated_at,
+    mb.role,
+    mb.consent,
+    mb.since_seq,
+    mb.consent_at,
+)
+
+
+def membership_from_row(row: Any) -> Membership:
+    return Membership(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        description=row.description,
+        created_by=row.created_by,
+        last_seq=row.last_seq,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        role=row.role,
+        consent=row.consent,
+        since_seq=row.since_seq,
+        consent_at=row.consent_at,
+    )
+
+
+def joined() -> sa.FromClause:
+    return conversations.join(conversation_members, mb.conversation_id == cv.id)
+
+
+async def membership(
+    tx: Tx, conversation_id: int, user_id: int, *, lock: bool = False
+) -> Membership:
+    """The caller's view of a conversation; ConversationNotFound for non-members.
+
+    With `lock`, the conversation row stays locked until commit (PostgreSQL; SQLite has one
+    writer anyway), which serialises everything that advances its sequence.
+    """
+    query = (
+        sa.select(*MEMBERSHIP_COLUMNS)
+        .select_from(joined())
+        .where(cv.id == conversation_id, mb.user_id == user_id)
+    )
+    if lock:
+        query = query.with_for_update(of=conversations)
+    row = (await tx.conn.execute(query)).first()
+    if row is None:
+        raise ConversationNotFound(details={"conversation_id": conversation_id})
+    return membership_from_row(row)
+
+
+async def members_of(tx: Tx, conversation_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The member lists of several conversations in one query (ids and roles only: consent is
+    each member's private choice)."""
+    out: dict[int, list[dict[str, Any]]] = {cid: [] for cid in conversation_ids}
+    if not conversation_ids:
+        return out
+    rows = await tx.conn.execute(
+        sa.select(mb.conversation_id, mb.user_id, mb.role)
+        .where(id_in(mb.conversation_id, list(conversation_ids), tx.dialect))
+        .order_by(mb.conversation_id, mb.user_id)
+    )
+    for row in rows:
+        out[row.conversation_id].append({"user_id": row.user_id, "role": row.role})
+    return out
+
+
+async def view(tx: Tx, conversation_id: int, user_id: int) -> dict[str, Any]:
+    """The conversation object for a member."""
+    m = await membership(tx, conversation_id, user_id)
+    return m.wire((await members_of(tx, [m.id]))[m.id])
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+async def _existing_users(tx: Tx, user_ids: Iterable[int]) -> dict[int, tuple[str, bool]]:
+    """{user_id: (phone, restricted)} for the ids that are registered users."""
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    rows = await tx.conn.execute(
+        sa.select(users.c.id, users.c.phone, users.c.restricted).where(
+            id_in(users.c.id, ids, tx.dialect)
+        )
+    )
+    return {row.id: (row.phone, bool(row.restricted)) for row in rows}
+
+
+async def _paired_with(tx: Tx, user_id: int, others: Sequence[int]) -> set[int]:
+    """Which of `others` are paired with `user_id` (one query for many)."""
+    if not others:
+        return set()
+    rows = await tx.conn.execute(
+        sa.select(pairs.c.a_id, pairs.c.b_id).where(
+            sa.or_(
+                sa.and_(pairs.c.a_id == user_id, id_in(pairs.c.b_id, list(others), tx.dialect)),
+                sa.and_(pairs.c.b_id == user_id, id_in(pairs.c.a_id, list(others), tx.dialect)),
+            )
+        )
+    )
+    return {row.b_id if row.a_id == user_id else row.a_id for row in rows}
+
+
+async def check_restricted(
+    tx: Tx, user_id: int, others: Iterable[int], restricted: set[int]
+) -> None:
+    """Raise Restricted unless `user_id` is paired with every other member where either of
+    the two is restricted: `policy`'s rule, checked for many pairs at once."""
+    need = [m for m in others if m != user_id and (user_id in restricted or m in restricted)]
+    if not need:
+        return
+    paired = await _paired_with(tx, user_id, need)
+    if any(m not in paired for m in need):
+        raise Restricted()
+
+
+async def _check_group_adds(
+    tx: Tx,
+    actor: int,
+    new_ids: Sequence[int],
+    all_ids: Sequence[int],
+    restricted: set[int],
+) -> None:
+    blocked = await policy.blocked_ids(tx, actor)
+    if any(uid in blocked for uid in new_ids):
+        raise Blocked()
+    if restricted:
+        for uid in new_ids:
+            await check_restricted(tx, uid, all_ids, restricted)
+
+
+async def _initial_consent(
+    tx: Tx, inviter: int, inviter_phone: str, member_ids: Sequence[int]
+) -> dict[int, str]:
+    """Consent for members joining through `inviter`: from their books and preferences."""
+    others = [m for m in member_ids if m != inviter]
+    consent = {inviter: "allowed"} if inviter in member_ids else {}
+    if not others:
+        return consent
+    rows = await tx.conn.execute(
+        sa.select(book_entries.c.owner_id)
+        .where(
+            book_entries.c.phone == inviter_phone,
+            id_in(book_entries.c.owner_id, others, tx.dialect),
+        )
+        .distinct()
+    )
+    knows = {row.owner_id for row in rows}
+    prefs = await preferences.get_many(tx, others)
+    for uid in others:
+        key = "consent_from_contacts" if uid in knows else "consent_from_others"
+        consent[uid] = prefs[uid][key]
+    return consent
+
+
+# --- creating -----------------------------------------------------------------------------
+
+
+def dm_key(a: int, b: int) -> str:
+    lo, hi = policy.pair_key(a, b)
+    return f"{lo}:{hi}"
+
+
+async def create(
+    tx: Tx,
+    creator: int,
+    kind: Kind,
+    member_ids: Sequence[int],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Create a DM or a group; returns (the creator's view, created). A DM that exists already
+    is returned as it is (created False) and nothing else happens."""
+    others = sorted({uid for uid in member_ids if uid != creator})
+    if kind == "dm":
+        if name is not None or description is not None:
+            raise NotAGroup("A DM has no name or description.")
+        if len(others) != 1:
+            raise InvalidRequest("A DM has exactly one other member.", details={"field": "members"})
+    if len(others) + 1 > MAX_MEMBERS:
+        raise TooManyMembers(details={"max_members": MAX_MEMBERS})
+    known = await _existing_users(tx, [creator, *others])
+    missing = [uid for uid in others if uid not in known]
+    if missing:
+        raise UnknownUsers(details={"user_ids": missing})
+    creator_phone = known[creator][0]
+    all_ids = [creator, *others]
+    restricted = {uid for uid, (_, r) in known.items() if r}
+
+    key: str | None = None
+    if kind == "dm":
+        # Refused before looking for an existing DM, so a blocked user learns nothing more.
+        await policy.check_can_communicate(tx, creator, others[0])
+        key = dm_key(creator, others[0])
+        found = await tx.conn.scalar(sa.select(cv.id).where(cv.dm_key == key))
+        if found is not None:
+            return await view(tx, found, creator), False
+    else:
+        await _check_group_adds(tx, creator, others, all_ids, restricted)
+
+    values = {
+        "kind": kind,
+        "dm_key": key,
+        "name": name,
+        "description": description,
+        "created_by": creator,
+        "last_seq": 0,
+        "created_at": tx.now,
+        "updated_at": tx.now,
+    }
+    conversation_id = await _insert_conversation(tx, values)
+    if conversation_id is None:
+        # A concurrent request created the same DM first; return that one.
+        found = await tx.conn.scalar(sa.select(cv.id).where(cv.dm_key == key))
+        assert found is not None
+        return await view(tx, found, creator), False
+
+    consent = await _initial_consent(tx, creator, creator_phone, all_ids)
+    await tx.conn.execute(
+        sa.insert(conversation_members),
+        [
+            {
+                "conversation_id": conversation_id,
+                "user_id": uid,
+                "role": "admin" if (uid == creator and kind == "group") else "member",
+                "consent": consent[uid],
+                "since_seq": 0,
+                "joined_at": tx.now,
+                "consent_at": tx.now,
+            }
+            for uid in all_ids
+        ],
+    )
+    member_list = [
+        {"user_id": uid, "role": "admin" if (uid == creator and kind == "group") else "member"}
+        for uid in sorted(all_ids)
+    ]
+    base = {
+        "id": conversation_id,
+        "kind": kind,
+        "name": name,
+        "description": description,
+        "created_by": creator,
+        "created_at": tx.now,
+        "updated_at": tx.now,
+        "last_seq": 0,
+        "members": member_list,
+        "joined_seq": 0,
+    }
+    await events.append(
+        tx,
+        [
+            events.NewEvent(
+                uid,
+                "conversation.created",
+                {
+                    "conversation": {
+                        **base,
+                        "consent": consent[uid],
+                        "role": "admin" if (uid == creator and kind == "group") else "member",
+                    }
+                },
+            )
+            for uid in all_ids
+            if consent[uid] != "denied"
+        ],
+    )
+    return await view(tx, conversation_id, creator), True
+
+
+async def _insert_conversation(tx: Tx, values: dict[str, Any]) -> int | None:
+    """Insert; None when a DM with the same dm_key exists (a concurrent create won)."""
+    if tx.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = (
+            pg_insert(conversations)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["dm_key"])
+        )
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = (
+            sqlite_insert(conversations)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["dm_key"])
+        )
+    found = await tx.conn.scalar(stmt.returning(cv.id))
+    return None if found is None else int(found)
+
+
+# --- group changes ------------------------------------------------------------------------
+
+
+async def _member_states(tx: Tx, conversation_id: int) -> dict[int, str]:
+    rows = await tx.conn.execute(
+        sa.select(mb.user_id, mb.consent).where(mb.conversation_id == conversation_id)
+    )
+    return {row.user_id: row.consent for row in rows}
+
+
+async def _system_message(tx: Tx, m: Membership, actor: int, data: dict[str, Any]) -> int:
+    """Write a group change into the timeline; returns its seq. The caller holds the lock."""
+    seq = m.last_seq + 1
+    await tx.conn.execute(
+        sa.update(conversations).where(cv.id == m.id).values(last_seq=seq, updated_at=tx.now)
+    )
+    await tx.conn.execute(
+        sa.insert(messages).values(
+            conversation_id=m.id,
+            seq=seq,
+            kind="system",
+            sender_id=actor,
+            client_msg_id=None,
+            body=None,
+            data=data,
+            sent_at=tx.now,
+        )
+    )
+    return seq
+
+
+async def _announce_update(
+    tx: Tx,
+    conversation_id: int,
+    recipients: dict[int, str],
+    data: dict[str, Any],
+    *,
+    also: Iterable[int] = (),
+) -> None:
+    """conversation.updated to every member who has not denied the conversation, plus `also`
+    (members just removed, so their devices learn it)."""
+    targets = [uid for uid, state in recipients.items() if state != "denied"]
+    targets.extend(uid for uid in also if uid not in recipients)
+    payload = {"conversation_id": conversation_id, **data}
+    await events.append(
+        tx, [events.NewEvent(uid, "conversation.updated", payload) for uid in sorted(targets)]
+    )
+
+
+async def update_group(
+    tx: Tx, conversation_id: int, actor: int, changes: dict[str, str | None]
+) -> dict[str, Any]:
+    """Rename or re-describe a group (any member may)."""
+    m = await membership(tx, conversation_id, actor, lock=True)
+    if m.kind != "group":
+        raise NotAGroup()
+    current = {"name": m.name, "description": m.description}
+    changed = {k: v for k, v in changes.items() if current[k] != v}
+    if not changed:
+        return await view(tx, conversation_id, actor)
+    await tx.conn.execute(sa.update(conversations).where(cv.id == m.id).values(**changed))
+    data = {"change": "updated", "by": actor, **changed}
+    seq = await _system_message(tx, m, actor, data)
+    states = await _member_states(tx, m.id)
+    await _announce_update(tx, m.id, states, {**data, "seq": seq})
+    return await view(tx, conversation_id, actor)
+
+
+async def add_members(
+    tx: Tx, conversation_id: int, actor: int, user_ids: Sequence[int]
+) -> dict[str, Any]:
+    """Add members to a group (any member may). Members already there are ignored."""
+    m = await membership(tx, conversation_id, actor, lock=True)
+    if m.kind != "group":
+        raise NotAGroup()
+    states = await _member_states(tx, m.id)
+    new_ids = sorted({uid for uid in user_ids if uid not in states})
+    if not new_ids:
+        return await view(tx, conversation_id, actor)
+    if len(states) + len(new_ids) > MAX_MEMBERS:
+        raise TooManyMembers(details={"max_members": MAX_MEMBERS})
+    all_ids = [*states, *new_ids]
+    known = await _existing_users(tx, all_ids)
+    missing = [uid for uid in new_ids if uid not in known]
+    if missing:
+        raise UnknownUsers(details={"user_ids": missing})
+    restricted = {uid for uid, (_, r) in known.items() if r}
+    await _check_group_adds(tx, actor, new_ids, all_ids, restricted)
+
+    data = {"change": "members_added", "by": actor, "user_ids": new_ids}
+    since = m.last_seq  # the new members see the message that announces them, nothing before
+    seq = await _system_message(tx, m, actor, data)
+    consent = await _initial_consent(tx, actor, known[actor][0], [actor, *new_ids])
+    await tx.conn.execute(
+        sa.insert(conversation_members),
+        [
+            {
+                "conversation_id": m.id,
+                "user_id": uid,
+                "role": "member",
+                "consent": consent[uid],
+                "since_seq": since,
+                "joined_at": tx.now,
+                "consent_at": tx.now,
+            }
+            for uid in new_ids
+        ],
+    )
+    await _announce_update(tx, m.id, states, {**data, "seq": seq})
+    member_list = (await members_of(tx, [m.id]))[m.id]
+    base = {**m.wire(member_list), "last_seq": seq, "updated_at": tx.now}
+    await events.append(
+        tx,
+        [
+            events.NewEvent(
+                uid,
+                "conversation.created",
+                {
+                    "conversation": {
+                        **base,
+                        "consent": consent[uid],
+                        "role": "member",
+                        "joined_seq": since,
+                    }
+                },
+            )
+            for uid in new_ids
+            if consent[uid] != "denied"
+        ],
+    )
+    return await view(tx, conversation_id, actor)
+
+
+async def remove_member(tx: Tx, conversation_id: int, actor: int, user_id: int) -> None:
+    """Remove a member from a group: any member may leave; only an admin removes others."""
+    m = await membership(tx, conversation_id, actor, lock=True)
+    if m.kind != "group":
+        raise NotAGroup()
+    states = await _member_states(tx, m.id)
+    if user_id not in states:
+        raise InvalidRequest(
+            "That user is not a member of this conversation.", details={"user_id": user_id}
+        )
+    if user_id != actor and m.role != "admin":
+        raise NotGroupAdmin()
+    data = {
+        "change": "member_left" if user_id == actor else "member_removed",
+        "by": actor,
+        "user_ids": [user_id],
+    }
+    seq = await _system_message(tx, m, actor, data)
+    await tx.conn.execute(
+        sa.delete(conversation_members).where(mb.conversation_id == m.id, mb.user_id == user_id)
+    )
+    removed_state = states.pop(user_id)
+    also = [user_id] if removed_state != "denied" else []
+    await _announce_update(tx, m.id, states, {**data, "seq": seq}, also=also)
+
+
+# --- consent ------------------------------------------------------------------------------
+
+
+async def set_consent(
+    tx: Tx, conversation_id: int, user_id: int, state: str, *, device_id: str | None
+) -> dict[str, Any]:
+    """Set the caller's own consent; consent.updated goes to all of their devices (including
+    when the new state is `denied`: it is their own choice, which their devices must learn)."""
+    if state not in CONSENT_STATES:
+        raise InvalidRequest(
+            "state must be allowed, unknown or denied.", details={"field": "state"}
+        )
+    m = await membership(tx, conversation_id, user_id)
+    if m.consent != state:
+        await write_consent(tx, conversation_id, user_id, state, device_id=device_id)
+    return await view(tx, conversation_id, user_id)
+
+
+async def write_consent(
+    tx: Tx, conversation_id: int, user_id: int, state: str, *, device_id: str | None
+) -> None:
+    await tx.conn.execute(
+        sa.update(conversation_members)
+        .where(mb.conversation_id == conversation_id, mb.user_id == user_id)
+        .values(consent=state, consent_at=tx.now)
+    )
+    await events.append(
+        tx,
+        [
+            events.NewEvent(
+                user_id,
+                "consent.updated",
+                {"conversation_id": conversation_id, "state": state, "device_id": device_id},
+            )
+        ],
+    )
+
+
+# --- listing ------------------------------------------------------------------------------
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, keys: Sequence[str]) -> dict[str, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        out = {k: values[k] for k in keys}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out.values()):
+            raise ValueError
+        return out
+    except (ValueError, KeyError, TypeError):
+        raise InvalidCursor(details={"cursor": cursor[:100]}) from None
+
+
+def parse_consent(values: Iterable[str]) -> list[str]:
+    states = sorted({v.strip() for v in values if v.strip()})
+    bad = [s for s in states if s not in CONSENT_STATES]
+    if bad or not states:
+        raise InvalidRequest(
+            "consent is a list of allowed, unknown, denied.",
+            details={"field": "consent", "invalid": bad},
+        )
+    return states
+
+
+async def list_for_user(
+    tx: Tx,
+    user_id: int,
+    *,
+    consent: Sequence[str],
+    updated_after: int,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The user's conversations changed after `updated_after` (ms), oldest change first, so a
+    client can keep a watermark; paged by an opaque cursor."""
+    # A member's view changes with the conversation and with their own consent.
+    changed = sa.case((cv.updated_at > mb.consent_at, cv.updated_at), else_=mb.consent_at)
+    query = (
+        sa.select(*MEMBERSHIP_COLUMNS, changed.label("changed"))
+        .select_from(joined())
+        .where(mb.user_id == user_id, mb.consent.in_(list(consent)), changed > updated_after)
+    )
+    if cursor:
+        after = decode_cursor(cursor, ("t", "id"))
+        query = query.where(
+            sa.or_(changed > after["t"], sa.and_(changed == after["t"], cv.id > after["id"]))
+        )
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = (await tx.conn.execute(query.order_by(changed, cv.id).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    views = [membership_from_row(row) for row in rows]
+    member_lists = await members_of(tx, [v.id for v in views])
+    out = [v.wire(member_lists[v.id]) for v in views]
+    next_cursor = (
+        encode_cursor({"t": rows[-1].changed, "id": rows[-1].id}) if more and rows else None
+    )
+    return out, next_cursor

@@ -1,0 +1,240 @@
+"""Messages: sending (idempotent on the sender's client_msg_id) and reading in server order.
+
+Sending locks the conversation row, so the per-conversation `seq` is gap-free and a retried
+send that races its first attempt finds the first message instead of making a second. Rules:
+- The body is non-empty (not only whitespace) and at most `AppSettings.max_message_bytes`
+  UTF-8 bytes.
+- A DM needs `policy.check_can_communicate` between the two (blocked pairs cannot DM; a
+  restricted user only DMs paired users). In a group, a restricted sender may post only where
+  every other member is paired with them, and no one may post to a group in which a restricted
+  member is unpaired with them (`conversations.check_restricted`). A block between the sender
+  and a member of a group does not refuse the message (any member could otherwise silence
+  anyone); that member simply never receives it, live or when reading.
+- Sending is taken as consent: the sender's consent becomes `allowed` (with consent.updated
+  to their devices) if it was not.
+- message.created goes through the event log to every member (the sender's other devices
+  included) except members who denied the conversation or are in a block with the sender.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from contactsync.errors import EmptyMessage, InvalidRequest, MessageTooLarge
+from contactsync.server.context import Tx
+from contactsync.server.services import app_settings, conversations, events, policy
+from contactsync.server.store.tables import conversation_members, messages, users
+from contactsync.server.store.tables import conversations as conv_table
+
+CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+MAX_PAGE = 1000
+
+ms = messages.c
+
+
+@dataclass(frozen=True)
+class Message:
+    conversation_id: int
+    seq: int
+    kind: str
+    sender_id: int | None
+    client_msg_id: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    sent_at: int
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "kind": self.kind,
+            "sender_id": self.sender_id,
+            "body": self.body,
+            "sent_at": self.sent_at,
+            "client_msg_id": self.client_msg_id,
+        }
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+MESSAGE_COLUMNS = (
+    ms.conversation_id,
+    ms.seq,
+    ms.kind,
+    ms.sender_id,
+    ms.client_msg_id,
+    ms.body,
+    ms.data,
+    ms.sent_at,
+)
+
+
+def from_row(row: Any) -> Message:
+    return Message(
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        kind=row.kind,
+        sender_id=row.sender_id,
+        client_msg_id=row.client_msg_id,
+        body=row.body,
+        data=row.data,
+        sent_at=row.sent_at,
+    )
+
+
+def check_body(body: str, max_bytes: int) -> None:
+    if not body.strip():
+        raise EmptyMessage(details={"field": "body"})
+    size = len(body.encode("utf-8"))
+    if size > max_bytes:
+        raise MessageTooLarge(details={"field": "body", "bytes": size, "max_bytes": max_bytes})
+
+
+def check_client_msg_id(client_msg_id: str) -> None:
+    if not CLIENT_MSG_ID.fullmatch(client_msg_id):
+        raise InvalidRequest(
+            "client_msg_id must be 1-64 characters of letters, digits and . _ : -",
+            details={"field": "client_msg_id"},
+        )
+
+
+async def send(
+    tx: Tx,
+    conversation_id: int,
+    sender: int,
+    body: str,
+    client_msg_id: str,
+    *,
+    device_id: str | None = None,
+) -> tuple[Message, bool]:
+    """Send a text message; returns (message, created). A retry returns the first message."""
+    check_client_msg_id(client_msg_id)
+    settings = await app_settings.load(tx)
+    check_body(body, settings.max_message_bytes)
+    m = await conversations.membership(tx, conversation_id, sender, lock=True)
+    existing = (
+        await tx.conn.execute(
+            sa.select(*MESSAGE_COLUMNS).where(
+                ms.conversation_id == conversation_id,
+                ms.sender_id == sender,
+                ms.client_msg_id == client_msg_id,
+            )
+        )
+    ).first()
+    if existing is not None:
+        return from_row(existing), False
+
+    rows = (
+        await tx.conn.execute(
+            sa.select(
+                conversation_members.c.user_id,
+                conversation_members.c.consent,
+                users.c.restricted,
+            )
+            .select_from(
+                conversation_members.join(users, users.c.id == conversation_members.c.user_id)
+            )
+            .where(conversation_members.c.conversation_id == conversation_id)
+        )
+    ).all()
+    consent = {row.user_id: row.consent for row in rows}
+    others = [uid for uid in consent if uid != sender]
+    if m.kind == "dm":
+        for other in others:
+            await policy.check_can_communicate(tx, sender, other)
+        blocked: set[int] = set()
+    else:
+        restricted = {row.user_id for row in rows if row.restricted}
+        await conversations.check_restricted(tx, sender, others, restricted)
+        blocked = await policy.blocked_ids(tx, sender) if others else set()
+
+    seq = m.last_seq + 1
+    await tx.conn.execute(
+        sa.update(conv_table)
+        .where(conv_table.c.id == conversation_id)
+        .values(last_seq=seq, updated_at=tx.now)
+    )
+    message = Message(
+        conversation_id=conversation_id,
+        seq=seq,
+        kind="text",
+        sender_id=sender,
+        client_msg_id=client_msg_id,
+        body=body,
+        data=None,
+        sent_at=tx.now,
+    )
+    await tx.conn.execute(
+        sa.insert(messages).values(
+            conversation_id=conversation_id,
+            seq=seq,
+            kind="text",
+            sender_id=sender,
+            client_msg_id=client_msg_id,
+            body=body,
+            data=None,
+            sent_at=tx.now,
+        )
+    )
+    if consent.get(sender) != "allowed":
+        await conversations.write_consent(
+            tx, conversation_id, sender, "allowed", device_id=device_id
+        )
+        consent[sender] = "allowed"
+    payload = {**message.wire(), "device_id": device_id}
+    await events.append(
+        tx,
+        [
+            events.NewEvent(uid, "message.created", payload)
+            for uid, state in sorted(consent.items())
+            if state != "denied" and uid not in blocked
+        ],
+    )
+    await _after_message(tx, message, list(consent))
+    return message, True
+
+
+async def _after_message(tx: Tx, message: Message, member_ids: Sequence[int]) -> None:
+    """Runs inside the send's transaction after a new text message is stored and its events
+    are appended (never for a retried send, never for system messages).
+
+    MERGE POINT for the relations branch: wire `relations.auto_subscribe(tx, subscriber,
+    target)` here (guarded by `AppSettings.auto_subscribe_on_message`), e.g. for each member
+    other than `message.sender_id`. Kept as the single call site on purpose.
+    """
+    return None
+
+
+async def list_page(
+    tx: Tx, conversation_id: int, user_id: int, *, after: int, limit: int
+) -> tuple[list[Message], int]:
+    """Messages after `after` in server order, as the member may see them; (page, next_after).
+
+    A member sees nothing from before they joined, and nothing from a user they are in a block
+    with."""
+    m = await conversations.membership(tx, conversation_id, user_id)
+    start = max(after, m.since_seq)
+    query = sa.select(*MESSAGE_COLUMNS).where(ms.conversation_id == conversation_id, ms.seq > start)
+    blocked = await policy.blocked_ids(tx, user_id)
+    if blocked:
+        query = query.where(visible_to(blocked))
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = (await tx.conn.execute(query.order_by(ms.seq).limit(limit))).all()
+    page = [from_row(row) for row in rows]
+    next_after = page[-1].seq if page else start
+    if len(page) < limit:
+        # Everything up to the conversation's seq has been seen, hidden messages included, so
+        # the cursor moves past them (seqs commit in order: the conversation row is locked).
+        next_after = max(next_after, m.last_seq)
+    return page, next_after
+
+
+def visible_to(blocked: set[int]) -> sa.ColumnElement[bool]:
+    """Messages a reader in a block with `blocked` may see: not theirs, except group changes."""
+    return sa.or_(ms.kind == "system", ms.sender_id.is_(None), ms.sender_id.not_in(sorted(blocked)))

@@ -1,0 +1,109 @@
+"""A user's preferences: consent defaults and notification choices, shared by all devices.
+
+Only what the user changed is stored (one JSON object per user); the defaults live in
+`Preferences`, so adding a preference later needs no migration and every reader sees the
+default until the user sets it. A change is announced to all of the user's devices with
+`preferences.updated` through the event log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contactsync.errors import InvalidRequest
+from contactsync.server.context import Tx
+from contactsync.server.services import events
+from contactsync.server.store.database import id_in
+from contactsync.server.store.tables import user_preferences
+
+Consent = Literal["allowed", "unknown", "denied"]
+
+
+class Preferences(BaseModel):
+    """Every preference with its default. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The consent a new conversation starts with for this user, when it was started by someone
+    # whose number is in one of the user's address books, and when it was not.
+    consent_from_contacts: Literal["allowed", "unknown"] = "allowed"
+    consent_from_others: Literal["unknown", "denied"] = "unknown"
+    # Notification choices, read by push delivery and by discovery.
+    notify_messages: bool = True
+    notify_message_requests: bool = True
+    notify_conversations: bool = True
+    notify_contact_joined: bool = True
+
+
+DEFAULTS = Preferences().model_dump()
+
+
+def _merged(stored: dict[str, Any] | None) -> dict[str, Any]:
+    # Drop keys a newer or older server no longer knows instead of failing the read.
+    known = {k: v for k, v in (stored or {}).items() if k in DEFAULTS}
+    return {**DEFAULTS, **known}
+
+
+async def get_preferences(tx: Tx, user_id: int) -> dict[str, Any]:
+    """The user's preferences with defaults filled in (the defaults for an unknown user)."""
+    stored = await tx.conn.scalar(
+        sa.select(user_preferences.c.value).where(user_preferences.c.user_id == user_id)
+    )
+    return _merged(stored)
+
+
+async def get_many(tx: Tx, user_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Preferences of several users in one query; users with none stored get the defaults."""
+    found: dict[int, dict[str, Any]] = {}
+    if user_ids:
+        rows = await tx.conn.execute(
+            sa.select(user_preferences.c.user_id, user_preferences.c.value).where(
+                id_in(user_preferences.c.user_id, user_ids, tx.dialect)
+            )
+        )
+        found = {row.user_id: row.value for row in rows}
+    return {uid: _merged(found.get(uid)) for uid in user_ids}
+
+
+async def update(
+    tx: Tx, user_id: int, changes: dict[str, Any], *, device_id: str | None
+) -> dict[str, Any]:
+    """Apply a partial update, validated as a whole; tell the user's devices when it changed."""
+    current = await get_preferences(tx, user_id)
+    try:
+        merged = Preferences.model_validate({**current, **changes}).model_dump()
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "The preferences are not valid.",
+            details=[
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ],
+        ) from None
+    if merged == current:
+        return merged
+    stored = {k: v for k, v in merged.items() if v != DEFAULTS[k]}
+    updated = await tx.conn.execute(
+        sa.update(user_preferences)
+        .where(user_preferences.c.user_id == user_id)
+        .values(value=stored, updated_at=tx.now)
+    )
+    if updated.rowcount == 0:
+        await tx.conn.execute(
+            sa.insert(user_preferences).values(user_id=user_id, value=stored, updated_at=tx.now)
+        )
+    changed = sorted(k for k in merged if merged[k] != current[k])
+    await events.append(
+        tx,
+        [
+            events.NewEvent(
+                user_id,
+                "preferences.updated",
+                {"preferences": merged, "changed": changed, "device_id": device_id},
+            )
+        ],
+    )
+    return merged
