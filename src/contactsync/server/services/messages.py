@@ -25,10 +25,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.errors import EmptyMessage, InvalidRequest, MessageTooLarge
+from contactsync.errors import ConversationNotFound, EmptyMessage, InvalidRequest, MessageTooLarge
 from contactsync.server.context import Tx
 from contactsync.server.services import app_settings, conversations, events, policy
-from contactsync.server.store.tables import conversation_members, messages, users
+from contactsync.server.store.tables import app_settings as app_settings_table
+from contactsync.server.store.tables import blocks, conversation_members, messages, users
 from contactsync.server.store.tables import conversations as conv_table
 
 CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -88,6 +89,13 @@ def from_row(row: Any) -> Message:
     )
 
 
+def _max_bytes(stored: Any) -> int:
+    """The size limit from its stored setting (validated like every setting), or the default."""
+    if stored is None:
+        return int(app_settings.AppSettings.model_fields["max_message_bytes"].default)
+    return app_settings.AppSettings.model_validate({"max_message_bytes": stored}).max_message_bytes
+
+
 def check_body(body: str, max_bytes: int) -> None:
     if not body.strip():
         raise EmptyMessage(details={"field": "body"})
@@ -113,53 +121,88 @@ async def send(
     *,
     device_id: str | None = None,
 ) -> tuple[Message, bool]:
-    """Send a text message; returns (message, created). A retry returns the first message."""
+    """Send a text message; returns (message, created). A retry returns the first message.
+
+    The hot path of a busy group, so statements are merged: one locks the conversation (and
+    reads the size limit); the next, which starts after the lock is held and so sees every
+    send committed before it, reads the members with their restricted and block flags and an
+    earlier message with this client_msg_id; one (on PostgreSQL) advances the sequence and
+    stores the message; then the event log's own two.
+    """
     check_client_msg_id(client_msg_id)
-    settings = await app_settings.load(tx)
-    check_body(body, settings.max_message_bytes)
-    m = await conversations.membership(tx, conversation_id, sender, lock=True)
-    existing = (
+    if not body.strip():
+        raise EmptyMessage(details={"field": "body"})
+    max_bytes = (
+        sa.select(app_settings_table.c.value)
+        .where(app_settings_table.c.key == "max_message_bytes")
+        .scalar_subquery()
+    )
+    head = (
         await tx.conn.execute(
-            sa.select(*MESSAGE_COLUMNS).where(
-                ms.conversation_id == conversation_id,
-                ms.sender_id == sender,
-                ms.client_msg_id == client_msg_id,
-            )
+            sa.select(conv_table.c.kind, conv_table.c.last_seq, max_bytes.label("max_bytes"))
+            .where(conv_table.c.id == conversation_id)
+            .with_for_update()
         )
     ).first()
-    if existing is not None:
-        return from_row(existing), False
-
-    rows = (
-        await tx.conn.execute(
-            sa.select(
-                conversation_members.c.user_id,
-                conversation_members.c.consent,
-                users.c.restricted,
-            )
-            .select_from(
-                conversation_members.join(users, users.c.id == conversation_members.c.user_id)
-            )
-            .where(conversation_members.c.conversation_id == conversation_id)
+    mb = conversation_members.c
+    blocks_sender = sa.exists().where(
+        sa.or_(
+            sa.and_(blocks.c.blocker_id == mb.user_id, blocks.c.blocked_id == sender),
+            sa.and_(blocks.c.blocker_id == sender, blocks.c.blocked_id == mb.user_id),
         )
-    ).all()
+    )
+    # Uncorrelated, so it runs once, not once a member.
+    existing_seq = (
+        sa.select(ms.seq)
+        .where(
+            ms.conversation_id == conversation_id,
+            ms.sender_id == sender,
+            ms.client_msg_id == client_msg_id,
+        )
+        .scalar_subquery()
+    )
+    rows = (
+        []
+        if head is None
+        else (
+            await tx.conn.execute(
+                sa.select(
+                    mb.user_id,
+                    mb.consent,
+                    users.c.restricted,
+                    blocks_sender.label("blocked"),
+                    existing_seq.label("existing_seq"),
+                )
+                .select_from(conversation_members.join(users, users.c.id == mb.user_id))
+                .where(mb.conversation_id == conversation_id)
+            )
+        ).all()
+    )
+    if head is None or not any(row.user_id == sender for row in rows):
+        raise ConversationNotFound(details={"conversation_id": conversation_id})
+    if rows[0].existing_seq is not None:
+        row = (
+            await tx.conn.execute(
+                sa.select(*MESSAGE_COLUMNS).where(
+                    ms.conversation_id == conversation_id, ms.seq == rows[0].existing_seq
+                )
+            )
+        ).one()
+        return from_row(row), False
+    check_body(body, _max_bytes(head.max_bytes))
+
     consent = {row.user_id: row.consent for row in rows}
     others = [uid for uid in consent if uid != sender]
-    if m.kind == "dm":
+    blocked: set[int] = set()
+    if head.kind == "dm":
         for other in others:
             await policy.check_can_communicate(tx, sender, other)
-        blocked: set[int] = set()
     else:
         restricted = {row.user_id for row in rows if row.restricted}
         await conversations.check_restricted(tx, sender, others, restricted)
-        blocked = await policy.blocked_ids(tx, sender) if others else set()
+        blocked = {row.user_id for row in rows if row.blocked and row.user_id != sender}
 
-    seq = m.last_seq + 1
-    await tx.conn.execute(
-        sa.update(conv_table)
-        .where(conv_table.c.id == conversation_id)
-        .values(last_seq=seq, updated_at=tx.now)
-    )
+    seq = head.last_seq + 1
     message = Message(
         conversation_id=conversation_id,
         seq=seq,
@@ -170,18 +213,26 @@ async def send(
         data=None,
         sent_at=tx.now,
     )
-    await tx.conn.execute(
-        sa.insert(messages).values(
-            conversation_id=conversation_id,
-            seq=seq,
-            kind="text",
-            sender_id=sender,
-            client_msg_id=client_msg_id,
-            body=body,
-            data=None,
-            sent_at=tx.now,
-        )
+    bump = (
+        sa.update(conv_table)
+        .where(conv_table.c.id == conversation_id)
+        .values(last_seq=seq, updated_at=tx.now)
     )
+    insert = sa.insert(messages).values(
+        conversation_id=conversation_id,
+        seq=seq,
+        kind="text",
+        sender_id=sender,
+        client_msg_id=client_msg_id,
+        body=body,
+        data=None,
+        sent_at=tx.now,
+    )
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(insert.add_cte(bump.returning(conv_table.c.id).cte("bump")))
+    else:
+        await tx.conn.execute(bump)
+        await tx.conn.execute(insert)
     if consent.get(sender) != "allowed":
         await conversations.write_consent(
             tx, conversation_id, sender, "allowed", device_id=device_id
