@@ -451,3 +451,28 @@ async def test_list_filters_by_consent_and_pages_by_change(api: Api, clock: Any)
     ):
         r = await api.client.get(f"/v1/conversations?{query}", headers=ha)
         assert (r.status_code, error(r)) == (422, code), query
+
+
+async def test_deleting_a_user_deletes_their_messages_and_membership(api: Api) -> None:
+    a, ha = await person(api, 1)
+    b, hb = await person(api, 2)
+    c, _ = await person(api, 3)
+    d = await dm(api, ha, b)
+    g = await group(api, hb, [a, c])
+    await send(api, ha, d["id"], "from a", "a1")
+    await send(api, hb, d["id"], "from b", "b1")
+    await send(api, hb, g["id"], "group b", "b2")
+    assert (await api.client.delete(f"/v1/admin/users/{b}", headers=api.admin)).status_code == 204
+    r = await api.client.get(f"/v1/conversations/{d['id']}/messages", headers=ha)
+    assert [m["body"] for m in r.json()["messages"]] == ["from a"]
+    view = (await api.client.get(f"/v1/conversations/{g['id']}", headers=ha)).json()
+    assert sorted(m["user_id"] for m in view["members"]) == sorted([a, c])
+    assert view["created_by"] is None
+    # The pair's DM stays unique even though b is gone: a new b is a new user.
+    b2, _ = await person(api, 2)
+    assert b2 != b and (await dm(api, ha, b2))["id"] != d["id"]
+    async with api.ctx.read() as tx:
+        left = await tx.conn.scalar(
+            sa.select(sa.func.count()).select_from(messages).where(messages.c.sender_id == b)
+        )
+    assert left == 0

@@ -3,7 +3,7 @@ built from service results explicitly, so internal columns (token hashes) cannot
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -113,3 +113,126 @@ class ErrorOut(Output):
 
 class Health(Output):
     status: str = Field(examples=["ok"])
+
+
+# --- conversations, messages, consent, sync, preferences ---------------------------------
+
+BigId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+ConsentState = Literal["allowed", "unknown", "denied"]
+GroupName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+MAX_GROUP_MEMBERS = 1000
+
+
+class CreateConversation(Input):
+    kind: Literal["dm", "group"]
+    members: Annotated[list[BigId], Field(max_length=MAX_GROUP_MEMBERS)]
+    name: GroupName | None = None
+    description: Description | None = None
+
+
+class PatchConversation(Input):
+    name: GroupName | None = None
+    description: Description | None = None
+
+
+class AddMembers(Input):
+    user_ids: Annotated[list[BigId], Field(min_length=1, max_length=MAX_GROUP_MEMBERS)]
+
+
+class SetConsent(Input):
+    state: ConsentState
+
+
+class SendMessage(Input):
+    body: str
+    client_msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class SyncRequest(Input):
+    consent: Annotated[list[ConsentState], Field(min_length=1, max_length=3)] = ["allowed"]
+    # {conversation_id: the last seq the client holds}; JSON object keys are strings.
+    cursors: dict[str, int] = Field(default_factory=dict)
+    cursor: Annotated[str | None, Field(max_length=200)] = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    message_limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class DeviceSyncRequest(Input):
+    reason: Annotated[str | None, Field(max_length=200)] = None
+
+
+class MemberOut(Output):
+    user_id: int
+    role: str
+
+
+class ConversationOut(Output):
+    id: int
+    kind: str
+    name: str | None = None
+    description: str | None = None
+    created_by: int | None = None
+    created_at: int
+    updated_at: int
+    last_seq: int
+    members: list[MemberOut]
+    consent: ConsentState
+    role: str
+    joined_seq: int
+
+
+class MessageOut(Output):
+    conversation_id: int
+    seq: int
+    kind: Literal["text", "system"]
+    sender_id: int | None = None
+    body: str | None = None
+    sent_at: int
+    client_msg_id: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class ConversationsPage(Output):
+    conversations: list[ConversationOut]
+    next_cursor: str | None = None
+
+
+class MessagesPage(Output):
+    messages: list[MessageOut]
+    next_after: int
+
+
+class SyncedConversation(ConversationOut):
+    messages: list[MessageOut]
+    has_more: bool
+    cursor: int
+
+
+class SyncExcluded(Output):
+    id: int
+    member: bool
+    consent: ConsentState | None = None
+
+
+class SyncOut(Output):
+    eligible: int
+    synced: int
+    conversations: list[SyncedConversation]
+    excluded: list[SyncExcluded]
+    next_cursor: str | None = None
+
+
+class DeviceOut(Output):
+    device_id: str
+    created_at: int
+    active: bool
+
+
+class DevicesOut(Output):
+    devices: list[DeviceOut]
+
+
+class SyncRequested(Output):
+    seq: int | None = None
+    device_id: str

@@ -2,50 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import Field, StringConstraints
 
-from contactsync.protocol import Input
+from contactsync.protocol import (
+    AddMembers,
+    ConversationOut,
+    ConversationsPage,
+    CreateConversation,
+    MessageOut,
+    MessagesPage,
+    PatchConversation,
+    SendMessage,
+    SetConsent,
+)
 from contactsync.server.http.deps import Caller, Ctx
 from contactsync.server.services import conversations, messages
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 BIGINT = 2**63 - 1
-UserId = Annotated[int, Field(ge=1, le=BIGINT)]
 ConversationId = Annotated[int, Path(ge=1, le=BIGINT)]
-GroupName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 
 
-class CreateConversation(Input):
-    kind: Literal["dm", "group"]
-    members: Annotated[list[UserId], Field(max_length=conversations.MAX_MEMBERS)]
-    name: GroupName | None = None
-    description: Description | None = None
-
-
-class PatchConversation(Input):
-    name: GroupName | None = None
-    description: Description | None = None
-
-
-class AddMembers(Input):
-    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=conversations.MAX_MEMBERS)]
-
-
-class SetConsent(Input):
-    state: Literal["allowed", "unknown", "denied"]
-
-
-class SendMessage(Input):
-    body: str
-    client_msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-
-
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ConversationOut)
 async def create_conversation(
     body: CreateConversation, caller: Caller, ctx: Ctx, response: Response
 ) -> dict[str, Any]:
@@ -63,7 +44,7 @@ async def create_conversation(
     return view
 
 
-@router.get("")
+@router.get("", response_model=ConversationsPage)
 async def list_conversations(
     caller: Caller,
     ctx: Ctx,
@@ -85,7 +66,7 @@ async def list_conversations(
     return {"conversations": page, "next_cursor": next_cursor}
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", response_model=ConversationOut)
 async def get_conversation(
     conversation_id: ConversationId, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
@@ -93,7 +74,7 @@ async def get_conversation(
         return await conversations.view(tx, conversation_id, caller.user_id)
 
 
-@router.patch("/{conversation_id}")
+@router.patch("/{conversation_id}", response_model=ConversationOut)
 async def patch_conversation(
     conversation_id: ConversationId, body: PatchConversation, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
@@ -104,7 +85,7 @@ async def patch_conversation(
         return await conversations.update_group(tx, conversation_id, caller.user_id, changes)
 
 
-@router.post("/{conversation_id}/members")
+@router.post("/{conversation_id}/members", response_model=ConversationOut)
 async def add_members(
     conversation_id: ConversationId, body: AddMembers, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
@@ -124,7 +105,7 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.put("/{conversation_id}/consent")
+@router.put("/{conversation_id}/consent", response_model=ConversationOut)
 async def set_consent(
     conversation_id: ConversationId, body: SetConsent, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
@@ -134,7 +115,7 @@ async def set_consent(
         )
 
 
-@router.post("/{conversation_id}/messages", status_code=201)
+@router.post("/{conversation_id}/messages", status_code=201, response_model=MessageOut)
 async def send_message(
     conversation_id: ConversationId,
     body: SendMessage,
@@ -156,7 +137,7 @@ async def send_message(
     return message.wire()
 
 
-@router.get("/{conversation_id}/messages")
+@router.get("/{conversation_id}/messages", response_model=MessagesPage)
 async def list_messages(
     conversation_id: ConversationId,
     caller: Caller,

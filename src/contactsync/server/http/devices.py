@@ -5,28 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import Field
 
-from contactsync.protocol import Input
+from contactsync.protocol import DevicesOut, DeviceSyncRequest, SyncRequested
 from contactsync.server.http.deps import Caller, Ctx
 from contactsync.server.services import events, sessions
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
-class SyncRequestIn(Input):
-    reason: Annotated[str | None, Field(max_length=200)] = None
-
-
-@router.get("")
+@router.get("", response_model=DevicesOut)
 async def list_devices(caller: Caller, ctx: Ctx) -> dict[str, Any]:
     async with ctx.read() as tx:
         return {"devices": await sessions.list_devices(tx, caller.user_id)}
 
 
-@router.post("/sync-request", status_code=202)
+@router.post("/sync-request", status_code=202, response_model=SyncRequested)
 async def sync_request(
-    caller: Caller, ctx: Ctx, body: Annotated[SyncRequestIn | None, Body()] = None
+    caller: Caller, ctx: Ctx, body: Annotated[DeviceSyncRequest | None, Body()] = None
 ) -> dict[str, Any]:
     """Ask the caller's other devices to sync. The event goes to the user's log (every device
     reads it); `device_id` in its data names the requesting device, which ignores it."""

@@ -12,13 +12,13 @@ from contactsync.server.services import preferences
 router = APIRouter(prefix="/v1/me/preferences", tags=["me"])
 
 
-@router.get("")
+@router.get("", response_model=preferences.Preferences)
 async def get_preferences(caller: Caller, ctx: Ctx) -> dict[str, Any]:
     async with ctx.read() as tx:
         return await preferences.get_preferences(tx, caller.user_id)
 
 
-@router.put("")
+@router.put("", response_model=preferences.Preferences)
 async def put_preferences(
     caller: Caller,
     ctx: Ctx,

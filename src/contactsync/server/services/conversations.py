@@ -41,6 +41,7 @@ from contactsync.errors import (
     TooManyMembers,
     UnknownUsers,
 )
+from contactsync.protocol import MAX_GROUP_MEMBERS
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy, preferences
 from contactsync.server.store.database import id_in
@@ -56,7 +57,7 @@ from contactsync.server.store.tables import (
 Kind = Literal["dm", "group"]
 ConsentState = Literal["allowed", "unknown", "denied"]
 CONSENT_STATES: tuple[ConsentState, ...] = ("allowed", "unknown", "denied")
-MAX_MEMBERS = 1000
+MAX_MEMBERS = MAX_GROUP_MEMBERS
 MAX_PAGE = 500
 
 cv = conversations.c

@@ -50,7 +50,7 @@ class Message:
     sent_at: int
 
     def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "conversation_id": self.conversation_id,
             "seq": self.seq,
             "kind": self.kind,
@@ -58,10 +58,8 @@ class Message:
             "body": self.body,
             "sent_at": self.sent_at,
             "client_msg_id": self.client_msg_id,
+            "data": self.data,
         }
-        if self.data is not None:
-            out["data"] = self.data
-        return out
 
 
 MESSAGE_COLUMNS = (

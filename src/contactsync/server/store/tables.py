@@ -190,7 +190,8 @@ messages = sa.Table(
     ),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(8), nullable=False),
-    sa.Column("sender_id", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    # Deleting a user deletes what they wrote (their messages and the changes they made).
+    sa.Column("sender_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
     sa.Column("client_msg_id", sa.String(64), nullable=True),
     sa.Column("body", sa.Text, nullable=True),
     sa.Column("data", sa.JSON, nullable=True),

@@ -66,7 +66,7 @@ def upgrade() -> None:
         ),
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("kind", sa.String(8), nullable=False),
-        _user_fk("sender_id", "SET NULL", nullable=True),
+        _user_fk("sender_id", "CASCADE", nullable=True),
         sa.Column("client_msg_id", sa.String(64), nullable=True),
         sa.Column("body", sa.Text, nullable=True),
         sa.Column("data", sa.JSON, nullable=True),
