@@ -220,3 +220,22 @@ async def test_sync_request_goes_to_the_users_devices_naming_the_requester(api: 
     assert (bad.status_code, error(bad)) == (422, "invalid_request")
     devices = (await api.client.get("/v1/devices", headers=phone)).json()["devices"]
     assert [d["device_id"] for d in devices] == ["phone-1", "laptop"]
+
+
+async def test_the_openapi_schema_documents_these_endpoints(api: Api) -> None:
+    schema = (await api.client.get("/openapi.json")).json()
+    paths = schema["paths"]
+    for path, method in (
+        ("/v1/conversations", "post"),
+        ("/v1/conversations", "get"),
+        ("/v1/conversations/{conversation_id}/messages", "post"),
+        ("/v1/conversations/{conversation_id}/messages", "get"),
+        ("/v1/conversations/{conversation_id}/consent", "put"),
+        ("/v1/conversations/{conversation_id}/members", "post"),
+        ("/v1/sync", "post"),
+        ("/v1/devices/sync-request", "post"),
+        ("/v1/me/preferences", "put"),
+    ):
+        assert method in paths[path], (path, method)
+    sync_out = schema["components"]["schemas"]["SyncOut"]["properties"]
+    assert {"eligible", "synced", "conversations", "next_cursor"} <= set(sync_out)
