@@ -144,3 +144,8 @@ class Blocked(Forbidden):
 class Restricted(Forbidden):
     code = "restricted"
     message = "A restricted user may only communicate with users paired to them."
+
+
+class DiscoveryQuotaExceeded(RateLimited):
+    code = "discovery_quota_exceeded"
+    message = "Too many new numbers checked in the last 24 hours."

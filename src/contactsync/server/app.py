@@ -14,7 +14,7 @@ from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
-from contactsync.server.http import admin_users, auth, errors, events, health, me
+from contactsync.server.http import addressbook, admin_users, auth, errors, events, health, me
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.services import admin
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
@@ -23,7 +23,14 @@ from contactsync.server.store.database import Database
 
 log = logging.getLogger("contactsync.server")
 
-ROUTERS = [health.router, admin_users.router, auth.router, me.router, events.router]
+ROUTERS = [
+    health.router,
+    admin_users.router,
+    auth.router,
+    me.router,
+    events.router,
+    addressbook.router,
+]
 
 
 def create_app(
