@@ -9,7 +9,6 @@ import sqlalchemy as sa
 
 from contactsync.server.store.tables import (
     blocks,
-    book_entries,
     conversation_members,
     conversations,
     events,
@@ -30,12 +29,14 @@ async def person(api: Api, n: int, device_id: str = "phone-1") -> tuple[int, H]:
 
 
 async def add_book_entry(api: Api, owner: int, phone: str, book: str = "") -> None:
-    async with api.ctx.tx() as tx:
-        await tx.conn.execute(
-            sa.insert(book_entries).values(
-                owner_id=owner, book=book, phone=phone, name="x", updated_at=tx.now
-            )
-        )
+    """Put `phone` in the owner's global book, or in the book of device `book`, through the
+    address-book API (a token for a separate device, so the test's own tokens stay valid)."""
+    headers = await api.token(owner, "book-writer")
+    body: dict[str, Any] = {"contacts": [{"phone": phone, "name": "x"}]}
+    if book:
+        body["device_id"] = book
+    r = await api.client.post("/v1/addressbook", json=body, headers=headers)
+    assert r.status_code == 200, r.text
 
 
 async def block(api: Api, blocker: int, blocked: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contactsync.server.services import preferences
+from contactsync.server.services import discovery, preferences
 from contactsync.server.store.tables import user_preferences
 from tests.conftest import Api
 from tests.test_conversations import count, error, person
@@ -62,3 +62,28 @@ async def test_bad_preferences_are_refused_and_change_nothing(api: Api) -> None:
     assert await count(api, user_preferences) == 0
     assert await api.events(headers) == []
     assert (await api.client.get("/v1/me/preferences")).status_code == 401
+
+
+async def test_muting_contact_joined_is_the_switch_discovery_reads(api: Api) -> None:
+    a, ha = await person(api, 1)
+    c, hc = await person(api, 3)
+    for headers in (ha, hc):
+        r = await api.client.post(
+            "/v1/addressbook", json={"contacts": [{"phone": "+14155550002"}]}, headers=headers
+        )
+        assert r.status_code == 200, r.text
+    r = await api.client.put(
+        "/v1/me/preferences", json={"notify_contact_joined": False}, headers=ha
+    )
+    assert r.status_code == 200
+    async with api.ctx.read() as tx:
+        assert await discovery.join_notices_enabled(tx, a) is False
+        assert await discovery.join_notices_enabled(tx, c) is True
+    await api.create_user("+14155550002")
+    assert "contact.joined" not in [e["type"] for e in await api.events(ha)]
+    assert "contact.joined" in [e["type"] for e in await api.events(hc)]
+    # The switch set elsewhere shows as the preference.
+    async with api.ctx.tx() as tx:
+        await discovery.set_join_notices(tx, a, True)
+    r = await api.client.get("/v1/me/preferences", headers=ha)
+    assert r.json()["notify_contact_joined"] is True

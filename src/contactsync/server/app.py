@@ -15,6 +15,7 @@ from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
 from contactsync.server.http import (
+    addressbook,
     admin_users,
     auth,
     conversations,
@@ -40,6 +41,7 @@ ROUTERS = [
     auth.router,
     me.router,
     events.router,
+    addressbook.router,
     conversations.router,
     sync.router,
     preferences.router,

@@ -44,7 +44,6 @@ from contactsync.errors import (
 from contactsync.protocol import MAX_GROUP_MEMBERS
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy, preferences
-from contactsync.server.store.database import id_in
 from contactsync.server.store.tables import (
     book_entries,
     conversation_members,
@@ -62,6 +61,18 @@ MAX_PAGE = 500
 
 cv = conversations.c
 mb = conversation_members.c
+
+
+def id_in(column: sa.ColumnElement[Any], values: Sequence[int], dialect: str) -> Any:
+    """`column IN values` as one bound parameter, however many ids there are: `= ANY(array)`
+    on PostgreSQL, `IN (SELECT value FROM json_each(...))` on SQLite (no parameter limit, one
+    cached statement). The expression form of `store.bulk.in_list`."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal(list(values), ARRAY(sa.BigInteger())))
+    each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
+    return column.in_(sa.select(each.c.value))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.services import events
-from contactsync.server.store.database import id_in
-from contactsync.server.store.tables import user_preferences
+from contactsync.server.store.tables import user_preferences, users
 
 Consent = Literal["allowed", "unknown", "denied"]
 
@@ -40,32 +39,46 @@ class Preferences(BaseModel):
 
 DEFAULTS = Preferences().model_dump()
 
+# Preferences kept in a column of `users` rather than in the JSON object, because other code
+# filters on them in SQL: discovery skips holders who muted "X joined" notices in the same
+# query that finds them (`discovery.holders`). This module is still the one way to read and
+# change them as preferences.
+COLUMNS: dict[str, sa.Column[Any]] = {"notify_contact_joined": users.c.notify_contact_joined}
 
-def _merged(stored: dict[str, Any] | None) -> dict[str, Any]:
+
+def _merged(stored: dict[str, Any] | None, row: Any = None) -> dict[str, Any]:
     # Drop keys a newer or older server no longer knows instead of failing the read.
-    known = {k: v for k, v in (stored or {}).items() if k in DEFAULTS}
-    return {**DEFAULTS, **known}
+    known = {k: v for k, v in (stored or {}).items() if k in DEFAULTS and k not in COLUMNS}
+    merged = {**DEFAULTS, **known}
+    if row is not None:
+        for key in COLUMNS:
+            if getattr(row, key) is not None:
+                merged[key] = bool(getattr(row, key))
+    return merged
+
+
+def _query() -> sa.Select[Any]:
+    return sa.select(
+        users.c.id, user_preferences.c.value, *[c.label(k) for k, c in COLUMNS.items()]
+    ).select_from(users.outerjoin(user_preferences, user_preferences.c.user_id == users.c.id))
 
 
 async def get_preferences(tx: Tx, user_id: int) -> dict[str, Any]:
     """The user's preferences with defaults filled in (the defaults for an unknown user)."""
-    stored = await tx.conn.scalar(
-        sa.select(user_preferences.c.value).where(user_preferences.c.user_id == user_id)
-    )
-    return _merged(stored)
+    row = (await tx.conn.execute(_query().where(users.c.id == user_id))).first()
+    return _merged(None) if row is None else _merged(row.value, row)
 
 
 async def get_many(tx: Tx, user_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Preferences of several users in one query; users with none stored get the defaults."""
-    found: dict[int, dict[str, Any]] = {}
+    from contactsync.server.services.conversations import id_in
+
+    rows: list[Any] = []
     if user_ids:
-        rows = await tx.conn.execute(
-            sa.select(user_preferences.c.user_id, user_preferences.c.value).where(
-                id_in(user_preferences.c.user_id, user_ids, tx.dialect)
-            )
-        )
-        found = {row.user_id: row.value for row in rows}
-    return {uid: _merged(found.get(uid)) for uid in user_ids}
+        query = _query().where(id_in(users.c.id, user_ids, tx.dialect))
+        rows = list((await tx.conn.execute(query)).all())
+    found = {row.id: _merged(row.value, row) for row in rows}
+    return {uid: found.get(uid) or _merged(None) for uid in user_ids}
 
 
 async def update(
@@ -85,7 +98,10 @@ async def update(
         ) from None
     if merged == current:
         return merged
-    stored = {k: v for k, v in merged.items() if v != DEFAULTS[k]}
+    columns = {k: merged[k] for k in COLUMNS if merged[k] != current[k]}
+    if columns:
+        await tx.conn.execute(sa.update(users).where(users.c.id == user_id).values(**columns))
+    stored = {k: v for k, v in merged.items() if v != DEFAULTS[k] and k not in COLUMNS}
     updated = await tx.conn.execute(
         sa.update(user_preferences)
         .where(user_preferences.c.user_id == user_id)

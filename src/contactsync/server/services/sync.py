@@ -28,7 +28,6 @@ from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.services import conversations, policy
 from contactsync.server.services.messages import from_row
-from contactsync.server.store.database import id_in
 from contactsync.server.store.tables import conversation_members
 from contactsync.server.store.tables import conversations as conv_table
 
@@ -194,7 +193,7 @@ async def sync(
                     conversation_members.c.conversation_id, conversation_members.c.consent
                 ).where(
                     conversation_members.c.user_id == user_id,
-                    id_in(conversation_members.c.conversation_id, gone, tx.dialect),
+                    conversations.id_in(conversation_members.c.conversation_id, gone, tx.dialect),
                 )
             )
         }

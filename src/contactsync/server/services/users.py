@@ -83,6 +83,9 @@ async def register(
     assert user_id is not None
     await tx.conn.execute(sa.insert(event_counters).values(user_id=user_id, last_seq=0))
     user = User(user_id, e164, name, user_region, False, tx.now)
+    from contactsync.server.services import discovery  # discovery builds on users
+
+    await discovery.on_user_joined(tx, user)
     return user, True
 
 
