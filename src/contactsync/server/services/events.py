@@ -65,6 +65,15 @@ _ADVANCE_PG = sa.text(
     """
 )
 
+_INSERT_PG = sa.text(
+    """
+    INSERT INTO events (user_id, seq, type, at, data)
+    SELECT u, s, t, :at, CAST(d AS JSON)
+    FROM unnest(CAST(:users AS BIGINT[]), CAST(:seqs AS BIGINT[]), CAST(:types AS TEXT[]),
+                CAST(:datas AS TEXT[])) AS x(u, s, t, d)
+    """
+)
+
 # SQLite has one writer at a time, so no lock ordering is needed.
 _ADVANCE_SQLITE = sa.text(
     """
@@ -116,7 +125,26 @@ async def append(tx: Tx, new: Sequence[NewEvent]) -> list[tuple[int, int]]:
         written.append((event.user_id, seq))
         tx.notify(event.user_id, seq)
     if rows:
-        await tx.conn.execute(sa.insert(events), rows)
+        if tx.dialect == "postgresql":
+            # One statement for the whole fan-out; a data dict shared by many recipients (a
+            # group message) is serialised once.
+            encoded: dict[int, str] = {}
+            for row in rows:
+                key = id(row["data"])
+                if key not in encoded:
+                    encoded[key] = json.dumps(row["data"], separators=(",", ":"))
+            await tx.conn.execute(
+                _INSERT_PG,
+                {
+                    "users": [r["user_id"] for r in rows],
+                    "seqs": [r["seq"] for r in rows],
+                    "types": [r["type"] for r in rows],
+                    "at": tx.now,
+                    "datas": [encoded[id(r["data"])] for r in rows],
+                },
+            )
+        else:
+            await tx.conn.execute(sa.insert(events), rows)
     return written
 
 
