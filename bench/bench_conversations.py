@@ -239,6 +239,19 @@ async def _run(backend: str) -> list[Figure]:
                         else Figure(label + " (p50)", p50, "ms")
                     )
                     figures.append(Figure(label + " (p95)", sends[int(len(sends) * 0.95)], "ms"))
+                    # For scale: an authenticated request that does nothing, same connection.
+                    floor = []
+                    for _ in range(100):
+                        t = time.perf_counter()
+                        await client.get("/v1/me", headers=user2)
+                        floor.append((time.perf_counter() - t) * 1000)
+                    figures.append(
+                        Figure(
+                            f"for scale: GET /v1/me on the same connection, {backend} (p50)",
+                            statistics.median(floor),
+                            "ms",
+                        )
+                    )
                 # Every send appended one event per member inside its own transaction.
                 in_log = await _count_events(db_url)
                 expected = (SENDS + 10) * GROUP
