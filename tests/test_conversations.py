@@ -477,3 +477,22 @@ async def test_deleting_a_user_deletes_their_messages_and_membership(api: Api) -
             sa.select(sa.func.count()).select_from(messages).where(messages.c.sender_id == b)
         )
     assert left == 0
+
+
+async def test_big_groups_events_carry_the_count_not_the_member_list(api: Api) -> None:
+    a, ha = await person(api, 1)
+    others = [int((await api.create_user(f"+1415556{n:04d}"))["user_id"]) for n in range(101)]
+    g = await group(api, ha, others)
+    assert g["member_count"] == 102 and len(g["members"]) == 102
+    hb = await api.token(others[0])
+    created = (await api.events(hb))[0]["data"]["conversation"]
+    assert created["member_count"] == 102 and "members" not in created
+    small = await group(api, ha, others[:3])
+    created = (await api.events(hb))[-1]["data"]["conversation"]
+    assert created["id"] == small["id"] and len(created["members"]) == 4
+    r = await api.client.post(
+        "/v1/conversations",
+        json={"kind": "group", "members": list(range(1, 1002))},
+        headers=ha,
+    )
+    assert (r.status_code, error(r)) == (422, "invalid_request")

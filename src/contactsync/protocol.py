@@ -235,6 +235,7 @@ class ConversationOut(Output):
     updated_at: int
     last_seq: int
     members: list[MemberOut]
+    member_count: int
     consent: ConsentState
     role: str
     joined_seq: int

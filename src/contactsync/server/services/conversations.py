@@ -103,6 +103,7 @@ class Membership:
             "updated_at": max(self.updated_at, self.consent_at),
             "last_seq": self.last_seq,
             "members": list(members),
+            "member_count": len(members),
             "consent": self.consent,
             "role": self.role,
             "joined_seq": self.since_seq,
@@ -140,6 +141,18 @@ def membership_from_row(row: Any) -> Membership:
         since_seq=row.since_seq,
         consent_at=row.consent_at,
     )
+
+
+# A conversation in an event carries its member list only up to this size; a bigger group's
+# creation would otherwise write members x members entries. Clients fetch the list with GET.
+EVENT_MEMBERS_MAX = 100
+
+
+def for_event(conversation: dict[str, Any]) -> dict[str, Any]:
+    """The conversation object as an event carries it (see EVENT_MEMBERS_MAX)."""
+    if conversation["member_count"] > EVENT_MEMBERS_MAX:
+        return {k: v for k, v in conversation.items() if k != "members"}
+    return conversation
 
 
 def joined() -> sa.FromClause:
@@ -355,18 +368,21 @@ async def create(
         {"user_id": uid, "role": "admin" if (uid == creator and kind == "group") else "member"}
         for uid in sorted(all_ids)
     ]
-    base = {
-        "id": conversation_id,
-        "kind": kind,
-        "name": name,
-        "description": description,
-        "created_by": creator,
-        "created_at": tx.now,
-        "updated_at": tx.now,
-        "last_seq": 0,
-        "members": member_list,
-        "joined_seq": 0,
-    }
+    base = for_event(
+        {
+            "id": conversation_id,
+            "kind": kind,
+            "name": name,
+            "description": description,
+            "created_by": creator,
+            "created_at": tx.now,
+            "updated_at": tx.now,
+            "last_seq": 0,
+            "members": member_list,
+            "member_count": len(member_list),
+            "joined_seq": 0,
+        }
+    )
     await events.append(
         tx,
         [
@@ -520,7 +536,7 @@ async def add_members(
     )
     await _announce_update(tx, m.id, states, {**data, "seq": seq})
     member_list = (await members_of(tx, [m.id]))[m.id]
-    base = {**m.wire(member_list), "last_seq": seq, "updated_at": tx.now}
+    base = for_event({**m.wire(member_list), "last_seq": seq, "updated_at": tx.now})
     await events.append(
         tx,
         [
