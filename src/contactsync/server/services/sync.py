@@ -27,7 +27,6 @@ import sqlalchemy as sa
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.services import conversations, policy
-from contactsync.server.services.messages import from_row
 from contactsync.server.store.tables import conversation_members
 from contactsync.server.store.tables import conversations as conv_table
 
@@ -95,8 +94,8 @@ def parse_cursors(raw: Mapping[str, int]) -> dict[int, int]:
 
 async def _messages(
     tx: Tx, wanted: Sequence[tuple[int, int]], blocked: set[int], limit: int
-) -> dict[int, list[Any]]:
-    out: dict[int, list[Any]] = {cid: [] for cid, _ in wanted}
+) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {cid: [] for cid, _ in wanted}
     if not wanted:
         return out
     if tx.dialect == "postgresql":
@@ -116,8 +115,20 @@ async def _messages(
             "lim": limit,
         }
         result = await tx.conn.execute(_MESSAGES_SQLITE, params)
-    for row in result:
-        out[row.conversation_id].append(from_row(row))
+    # Plain dicts straight from the row tuples: this loop runs for every message synced.
+    for cid, seq, kind, sender_id, client_msg_id, body, data, sent_at in result:
+        out[cid].append(
+            {
+                "conversation_id": cid,
+                "seq": seq,
+                "kind": kind,
+                "sender_id": sender_id,
+                "body": body,
+                "sent_at": sent_at,
+                "client_msg_id": client_msg_id,
+                "data": data,
+            }
+        )
     return out
 
 
@@ -136,9 +147,11 @@ async def sync(
     message_limit = max(1, min(message_limit, MAX_MESSAGES))
     start_id = conversations.decode_cursor(page_cursor, ("id",))["id"] if page_cursor else 0
 
+    # Eligibility needs three numbers per conversation; the full objects are read for the
+    # page only (a user may have thousands of conversations and few with news).
     rows = (
         await tx.conn.execute(
-            sa.select(*conversations.MEMBERSHIP_COLUMNS)
+            sa.select(conv_table.c.id, conv_table.c.last_seq, conversation_members.c.since_seq)
             .select_from(conversations.joined())
             .where(
                 conversation_members.c.user_id == user_id,
@@ -148,40 +161,57 @@ async def sync(
         )
     ).all()
     eligible = len(rows)
-    pending: list[tuple[conversations.Membership, int]] = []
+    pending: list[tuple[int, int]] = []
     seen: set[int] = set()
-    for row in rows:
-        m = conversations.membership_from_row(row)
-        seen.add(m.id)
-        known = cursors.get(m.id)
-        after = max(known or 0, m.since_seq)
-        if known is None or m.last_seq > after:
-            pending.append((m, after))
+    for cid, last_seq, since_seq in rows:
+        seen.add(cid)
+        known = cursors.get(cid)
+        after = max(known or 0, since_seq)
+        if known is None or last_seq > after:
+            pending.append((cid, after))
     synced = len(pending)
-    page = [(m, after) for m, after in pending if m.id > start_id][: limit + 1]
+    page = [(cid, after) for cid, after in pending if cid > start_id][: limit + 1]
     more = len(page) > limit
     page = page[:limit]
 
-    blocked = await policy.blocked_ids(tx, user_id)
-    # One extra message per conversation tells whether more follow.
-    found = await _messages(tx, [(m.id, after) for m, after in page], blocked, message_limit + 1)
-    member_lists = await conversations.members_of(tx, [m.id for m, _ in page])
     out = []
-    for m, after in page:
-        msgs = found[m.id]
-        has_more = len(msgs) > message_limit
-        msgs = msgs[:message_limit]
-        cursor = msgs[-1].seq if msgs else after
-        if not has_more:
-            cursor = max(cursor, m.last_seq)
-        out.append(
-            {
-                **m.wire(member_lists[m.id]),
-                "messages": [msg.wire() for msg in msgs],
-                "has_more": has_more,
-                "cursor": cursor,
-            }
-        )
+    if page:
+        page_ids = [cid for cid, _ in page]
+        views = {
+            row.id: conversations.membership_from_row(row)
+            for row in await tx.conn.execute(
+                sa.select(*conversations.MEMBERSHIP_COLUMNS)
+                .select_from(conversations.joined())
+                .where(
+                    conversation_members.c.user_id == user_id,
+                    conversations.id_in(conv_table.c.id, page_ids, tx.dialect),
+                )
+            )
+        }
+        blocked = await policy.blocked_ids(tx, user_id)
+        # One extra message per conversation tells whether more follow.
+        found = await _messages(tx, page, blocked, message_limit + 1)
+        member_lists = await conversations.members_of(tx, page_ids)
+        for cid, after in page:
+            m = views.get(cid)
+            if m is None:  # left the conversation a moment ago
+                continue
+            msgs = found[cid]
+            has_more = len(msgs) > message_limit
+            msgs = msgs[:message_limit]
+            cursor = msgs[-1]["seq"] if msgs else after
+            if not has_more:
+                # Seqs commit in order (the conversation row is locked while one is taken),
+                # so everything up to last_seq is in `msgs` or hidden from this user.
+                cursor = max(cursor, m.last_seq)
+            out.append(
+                {
+                    **m.wire(member_lists[cid]),
+                    "messages": msgs,
+                    "has_more": has_more,
+                    "cursor": cursor,
+                }
+            )
 
     excluded: list[dict[str, Any]] = []
     gone = [cid for cid in cursors if cid not in seen]
@@ -205,7 +235,5 @@ async def sync(
         "synced": synced,
         "conversations": out,
         "excluded": excluded,
-        "next_cursor": conversations.encode_cursor({"id": page[-1][0].id})
-        if more and page
-        else None,
+        "next_cursor": conversations.encode_cursor({"id": page[-1][0]}) if more and page else None,
     }
