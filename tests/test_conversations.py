@@ -496,3 +496,36 @@ async def test_big_groups_events_carry_the_count_not_the_member_list(api: Api) -
         headers=ha,
     )
     assert (r.status_code, error(r)) == (422, "invalid_request")
+
+
+async def test_a_change_waiting_on_a_removal_sees_that_the_actor_is_gone(api: Api) -> None:
+    a, ha = await person(api, 1)
+    b, hb = await person(api, 2)
+    g = await group(api, ha, [b])
+    async with api.ctx.tx() as tx:
+        # What a removal does: lock the conversation, delete the membership...
+        await tx.conn.execute(
+            sa.select(conversations.c.id).where(conversations.c.id == g["id"]).with_for_update()
+        )
+        await tx.conn.execute(
+            sa.delete(conversation_members).where(
+                conversation_members.c.conversation_id == g["id"],
+                conversation_members.c.user_id == b,
+            )
+        )
+        # ...while b's rename and send queue on the lock.
+        rename = asyncio.create_task(
+            api.client.patch(f"/v1/conversations/{g['id']}", json={"name": "x"}, headers=hb)
+        )
+        post = asyncio.create_task(
+            api.client.post(
+                f"/v1/conversations/{g['id']}/messages",
+                json={"body": "x", "client_msg_id": "late"},
+                headers=hb,
+            )
+        )
+        await asyncio.sleep(0.3)
+    assert (await rename).status_code == 404
+    assert (await post).status_code == 404
+    view = (await api.client.get(f"/v1/conversations/{g['id']}", headers=ha)).json()
+    assert view["name"] == "g" and view["last_seq"] == 0

@@ -240,3 +240,40 @@ async def test_sending_is_consent_and_reaches_the_senders_other_devices(api: Api
     ]
     assert log[2]["data"]["device_id"] == "phone-1"
     assert log[2]["data"]["client_msg_id"] == "b1"
+
+
+async def test_nothing_from_a_removed_member_lands_after_the_removal(api: Api) -> None:
+    a, ha = await person(api, 1)
+    b, hb = await person(api, 2)
+    c, hc = await person(api, 3)
+    g = await group(api, ha, [b, c])
+    url = f"/v1/conversations/{g['id']}"
+
+    async def b_sends(i: int) -> int:
+        r = await api.client.post(
+            url + "/messages", json={"body": f"b{i}", "client_msg_id": f"b{i}"}, headers=hb
+        )
+        return r.status_code
+
+    async def b_renames() -> int:
+        return (await api.client.patch(url, json={"name": "b was here"}, headers=hb)).status_code
+
+    async def a_removes_b() -> int:
+        return (await api.client.delete(url + f"/members/{b}", headers=ha)).status_code
+
+    results = await asyncio.gather(
+        *[b_sends(i) for i in range(6)],
+        b_renames(),
+        a_removes_b(),
+        *[b_sends(i) for i in range(6, 12)],
+    )
+    assert results[7] == 204
+    assert set(results) <= {200, 201, 204, 404}
+    timeline = (await api.client.get(url + "/messages?limit=100", headers=hc)).json()["messages"]
+    removal = next(
+        m["seq"] for m in timeline if (m["data"] or {}).get("change") == "member_removed"
+    )
+    assert all(m["seq"] < removal for m in timeline if m["sender_id"] == b)
+    assert [m["seq"] for m in timeline] == list(range(1, len(timeline) + 1))
+    accepted = sum(1 for status in results[:7] + results[8:] if status in (200, 201))
+    assert accepted == sum(1 for m in timeline if m["sender_id"] == b)

@@ -429,11 +429,20 @@ async def _insert_conversation(tx: Tx, values: dict[str, Any]) -> int | None:
 # --- group changes ------------------------------------------------------------------------
 
 
-async def _member_states(tx: Tx, conversation_id: int) -> dict[int, str]:
+async def _member_states(tx: Tx, conversation_id: int, actor: int) -> dict[int, str]:
+    """{member: consent}, read after the conversation is locked.
+
+    The actor's membership is confirmed again from this read, which starts after the lock is
+    held and so sees every removal committed before (a cheap guard: it does not rely on how
+    PostgreSQL re-checks a locking join after a wait).
+    """
     rows = await tx.conn.execute(
         sa.select(mb.user_id, mb.consent).where(mb.conversation_id == conversation_id)
     )
-    return {row.user_id: row.consent for row in rows}
+    states = {row.user_id: row.consent for row in rows}
+    if actor not in states:
+        raise ConversationNotFound(details={"conversation_id": conversation_id})
+    return states
 
 
 async def _system_message(tx: Tx, m: Membership, actor: int, data: dict[str, Any]) -> int:
@@ -482,6 +491,7 @@ async def update_group(
     m = await membership(tx, conversation_id, actor, lock=True)
     if m.kind != "group":
         raise NotAGroup()
+    states = await _member_states(tx, m.id, actor)
     current = {"name": m.name, "description": m.description}
     changed = {k: v for k, v in changes.items() if current[k] != v}
     if not changed:
@@ -489,7 +499,6 @@ async def update_group(
     await tx.conn.execute(sa.update(conversations).where(cv.id == m.id).values(**changed))
     data = {"change": "updated", "by": actor, **changed}
     seq = await _system_message(tx, m, actor, data)
-    states = await _member_states(tx, m.id)
     await _announce_update(tx, m.id, states, {**data, "seq": seq})
     return await view(tx, conversation_id, actor)
 
@@ -501,7 +510,7 @@ async def add_members(
     m = await membership(tx, conversation_id, actor, lock=True)
     if m.kind != "group":
         raise NotAGroup()
-    states = await _member_states(tx, m.id)
+    states = await _member_states(tx, m.id, actor)
     new_ids = sorted({uid for uid in user_ids if uid not in states})
     if not new_ids:
         return await view(tx, conversation_id, actor)
@@ -564,7 +573,7 @@ async def remove_member(tx: Tx, conversation_id: int, actor: int, user_id: int) 
     m = await membership(tx, conversation_id, actor, lock=True)
     if m.kind != "group":
         raise NotAGroup()
-    states = await _member_states(tx, m.id)
+    states = await _member_states(tx, m.id, actor)
     if user_id not in states:
         raise InvalidRequest(
             "That user is not a member of this conversation.", details={"user_id": user_id}
