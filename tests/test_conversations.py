@@ -529,3 +529,35 @@ async def test_a_change_waiting_on_a_removal_sees_that_the_actor_is_gone(api: Ap
     assert (await post).status_code == 404
     view = (await api.client.get(f"/v1/conversations/{g['id']}", headers=ha)).json()
     assert view["name"] == "g" and view["last_seq"] == 0
+
+
+async def test_a_group_create_retried_with_an_idempotency_key_makes_one_group(api: Api) -> None:
+    a, ha = await person(api, 1)
+    b, hb = await person(api, 2)
+    body = {"kind": "group", "members": [b], "name": "once"}
+    keyed = {**ha, "Idempotency-Key": "create-1"}
+    first = await api.client.post("/v1/conversations", json=body, headers=keyed)
+    assert first.status_code == 201
+    retries = await asyncio.gather(
+        *[api.client.post("/v1/conversations", json=body, headers=keyed) for _ in range(4)]
+    )
+    assert {(r.status_code, r.json()["id"]) for r in retries} == {(200, first.json()["id"])}
+    # Another key, or no key, is another group; b's key is b's own.
+    other = await api.client.post(
+        "/v1/conversations", json=body, headers={**ha, "Idempotency-Key": "create-2"}
+    )
+    plain = await api.client.post("/v1/conversations", json=body, headers=ha)
+    theirs = await api.client.post(
+        "/v1/conversations",
+        json={"kind": "group", "members": [a]},
+        headers={**hb, "Idempotency-Key": "create-1"},
+    )
+    ids = {first.json()["id"], other.json()["id"], plain.json()["id"], theirs.json()["id"]}
+    assert len(ids) == 4 and await count(api, conversations) == 4
+    assert [e["type"] for e in await api.events(hb)].count("conversation.created") == 4
+    for bad in ("", "has space", "x" * 65):
+        r = await api.client.post(
+            "/v1/conversations", json=body, headers={**ha, "Idempotency-Key": bad}
+        )
+        assert (r.status_code, error(r)) == (422, "invalid_request"), bad
+    assert await count(api, conversations) == 4

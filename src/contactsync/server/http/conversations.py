@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from contactsync.protocol import (
     AddMembers,
@@ -28,8 +28,13 @@ ConversationId = Annotated[int, Path(ge=1, le=BIGINT)]
 
 @router.post("", status_code=201, response_model=ConversationOut)
 async def create_conversation(
-    body: CreateConversation, caller: Caller, ctx: Ctx, response: Response
+    body: CreateConversation,
+    caller: Caller,
+    ctx: Ctx,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=64)] = None,
 ) -> dict[str, Any]:
+    """A retry with the same Idempotency-Key returns the first conversation (200)."""
     async with ctx.tx() as tx:
         view, created = await conversations.create(
             tx,
@@ -38,6 +43,7 @@ async def create_conversation(
             body.members,
             name=body.name,
             description=body.description,
+            create_key=idempotency_key,
         )
     if not created:
         response.status_code = 200

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -288,6 +289,17 @@ async def _initial_consent(
 # --- creating -----------------------------------------------------------------------------
 
 
+CREATE_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+
+
+def check_create_key(create_key: str) -> None:
+    if not CREATE_KEY.fullmatch(create_key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-64 characters of letters, digits and . _ : -",
+            details={"field": "Idempotency-Key"},
+        )
+
+
 def dm_key(a: int, b: int) -> str:
     lo, hi = policy.pair_key(a, b)
     return f"{lo}:{hi}"
@@ -301,9 +313,18 @@ async def create(
     *,
     name: str | None = None,
     description: str | None = None,
+    create_key: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a DM or a group; returns (the creator's view, created). A DM that exists already
-    is returned as it is (created False) and nothing else happens."""
+    is returned as it is (created False) and nothing else happens; so is the conversation an
+    earlier request of the same creator with the same `create_key` (Idempotency-Key) made."""
+    if create_key is not None:
+        check_create_key(create_key)
+        found = await tx.conn.scalar(
+            sa.select(cv.id).where(cv.created_by == creator, cv.create_key == create_key)
+        )
+        if found is not None:
+            return await view(tx, found, creator), False
     others = sorted({uid for uid in member_ids if uid != creator})
     if kind == "dm":
         if name is not None or description is not None:
@@ -337,14 +358,18 @@ async def create(
         "name": name,
         "description": description,
         "created_by": creator,
+        "create_key": create_key,
         "last_seq": 0,
         "created_at": tx.now,
         "updated_at": tx.now,
     }
     conversation_id = await _insert_conversation(tx, values)
     if conversation_id is None:
-        # A concurrent request created the same DM first; return that one.
-        found = await tx.conn.scalar(sa.select(cv.id).where(cv.dm_key == key))
+        # A concurrent request created the same DM, or used the same key, first.
+        same = cv.dm_key == key if key is not None else sa.false()
+        if create_key is not None:
+            same = sa.or_(same, sa.and_(cv.created_by == creator, cv.create_key == create_key))
+        found = await tx.conn.scalar(sa.select(cv.id).where(same))
         assert found is not None
         return await view(tx, found, creator), False
 
@@ -405,23 +430,16 @@ async def create(
 
 
 async def _insert_conversation(tx: Tx, values: dict[str, Any]) -> int | None:
-    """Insert; None when a DM with the same dm_key exists (a concurrent create won)."""
+    """Insert; None when a DM with the same dm_key, or a conversation of the same creator with
+    the same create_key, exists (a concurrent create won)."""
     if tx.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = (
-            pg_insert(conversations)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["dm_key"])
-        )
+        stmt: Any = pg_insert(conversations).values(**values).on_conflict_do_nothing()
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = (
-            sqlite_insert(conversations)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["dm_key"])
-        )
+        stmt = sqlite_insert(conversations).values(**values).on_conflict_do_nothing()
     found = await tx.conn.scalar(stmt.returning(cv.id))
     return None if found is None else int(found)
 

@@ -194,11 +194,14 @@ conversations = sa.Table(
     sa.Column("name", sa.String(200), nullable=True),
     sa.Column("description", sa.String(2000), nullable=True),
     sa.Column("created_by", ID, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    # The creator's Idempotency-Key: a retried create returns the first conversation.
+    sa.Column("create_key", sa.String(64), nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", MS, nullable=False),
     sa.Column("updated_at", MS, nullable=False),
     sa.CheckConstraint("kind IN ('dm', 'group')", name="ck_conversations_kind"),
     sa.UniqueConstraint("dm_key", name="uq_conversations_dm_key"),
+    sa.UniqueConstraint("created_by", "create_key", name="uq_conversations_create_key"),
     sqlite_autoincrement=True,
 )
 

@@ -30,11 +30,13 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=True),
         sa.Column("description", sa.String(2000), nullable=True),
         _user_fk("created_by", "SET NULL", nullable=True),
+        sa.Column("create_key", sa.String(64), nullable=True),
         sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         sa.CheckConstraint("kind IN ('dm', 'group')", name="ck_conversations_kind"),
         sa.UniqueConstraint("dm_key", name="uq_conversations_dm_key"),
+        sa.UniqueConstraint("created_by", "create_key", name="uq_conversations_create_key"),
         sqlite_autoincrement=True,
     )
     op.create_table(
