@@ -587,17 +587,16 @@ async def add_members(
 
 
 async def remove_member(tx: Tx, conversation_id: int, actor: int, user_id: int) -> None:
-    """Remove a member from a group: any member may leave; only an admin removes others."""
+    """Remove a member from a group: any member may leave; only an admin removes others.
+    Removing someone who is not a member (a retry) does nothing."""
     m = await membership(tx, conversation_id, actor, lock=True)
     if m.kind != "group":
         raise NotAGroup()
     states = await _member_states(tx, m.id, actor)
-    if user_id not in states:
-        raise InvalidRequest(
-            "That user is not a member of this conversation.", details={"user_id": user_id}
-        )
     if user_id != actor and m.role != "admin":
         raise NotGroupAdmin()
+    if user_id not in states:
+        return  # already gone: a retried removal changes nothing
     data = {
         "change": "member_left" if user_id == actor else "member_removed",
         "by": actor,
