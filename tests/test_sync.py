@@ -215,6 +215,7 @@ async def test_sync_request_goes_to_the_users_devices_naming_the_requester(api: 
         ("sync.requested", "phone-1"),
     ]
     assert log[1]["data"]["reason"] == "restored" and r.json()["seq"] == log[1]["seq"]
+    assert (log[0]["data"]["devices"], log[1]["data"]["devices"]) == (["phone-1"], ["laptop"])
     assert await api.events(hb) == []
     bad = await api.client.post("/v1/devices/sync-request", json={"x": 1}, headers=phone)
     assert (bad.status_code, error(bad)) == (422, "invalid_request")

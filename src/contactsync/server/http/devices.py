@@ -24,8 +24,18 @@ async def sync_request(
     caller: Caller, ctx: Ctx, body: Annotated[DeviceSyncRequest | None, Body()] = None
 ) -> dict[str, Any]:
     """Ask the caller's other devices to sync. The event goes to the user's log (every device
-    reads it); `device_id` in its data names the requesting device, which ignores it."""
-    data = {"device_id": caller.device_id, "reason": body.reason if body else None}
+    reads it); `device_id` in its data names the requesting device, which ignores it, and
+    `devices` the user's other devices with an active token, the ones asked."""
     async with ctx.tx() as tx:
+        others = [
+            d["device_id"]
+            for d in await sessions.list_devices(tx, caller.user_id)
+            if d["active"] and d["device_id"] != caller.device_id
+        ]
+        data = {
+            "device_id": caller.device_id,
+            "devices": others,
+            "reason": body.reason if body else None,
+        }
         written = await events.append(tx, [events.NewEvent(caller.user_id, "sync.requested", data)])
     return {"seq": written[0][1] if written else None, "device_id": caller.device_id}
