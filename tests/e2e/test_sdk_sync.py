@@ -286,3 +286,9 @@ def test_server_down_then_up_with_the_sync_wrapper(server: Server, tmp_path: Pat
         assert server.http.get("/v1/me", headers=_auth(token)).status_code == 401
     finally:
         manager.close()
+
+
+def test_demo_shows_joins_arriving_live() -> None:
+    run = cli("demo", "--users", "3", "--delay", "0")
+    assert run.returncode == 0, run.stderr
+    assert '"Bob joined"' in run.stdout and '"Chen Wei joined"' in run.stdout

@@ -248,6 +248,11 @@ class ContactsManager:
 
     # --- events ------------------------------------------------------------------------
 
+    @property
+    def listener_state(self) -> str:
+        """How events arrive now: "websocket", "polling" or "stopped"."""
+        return "stopped" if self._listener is None else self._listener.state.value
+
     def on(self, event_type: str, callback: Callback) -> None:
         """Call `callback(event)` for each event of this type ("*" for all)."""
         self._callbacks.setdefault(event_type, []).append(callback)
