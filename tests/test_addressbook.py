@@ -322,3 +322,22 @@ async def test_bad_list_queries(api: Api) -> None:
         r = await api.client.get(f"/v1/addressbook?{query}", headers=me)
         assert r.status_code == 422, query
     assert (await api.client.get("/v1/addressbook")).status_code == 401
+
+
+async def test_replacing_or_staging_does_not_refill_the_quota(api: Api) -> None:
+    async with api.ctx.tx() as tx:
+        await app_settings.update(tx, {"discovery_quota": 5})
+    _, me = await api.user_with_token("+14155550100")
+    first = [{"phone": f"+1415555{5000 + i:04d}"} for i in range(5)]
+    other = [{"phone": f"+1415555{6000 + i:04d}"} for i in range(5)]
+    await upload(api, me, first, force=True)
+    r = await upload(api, me, other, 429, force=True)  # the first five still count today
+    assert r["error"]["code"] == "discovery_quota_exceeded"
+    assert r["error"]["details"]["used"] == 5
+    assert set(await book(api, me)) == {c["phone"] for c in first}
+    # Staged parts of a force upload that never finishes count too.
+    _, you = await api.user_with_token("+14155550109")
+    await upload(api, you, first[:3], force=True, batch_id="never-final", final=False)
+    r = await upload(api, you, other[:3], 429)
+    assert r["error"]["details"]["used"] == 3
+    await upload(api, you, other[:2])  # 3 staged + 2 = 5: allowed

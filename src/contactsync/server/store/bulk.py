@@ -38,7 +38,11 @@ def rows_source(
 def in_list(
     dialect: str, column: str, values: Sequence[Any], name: str, kind: str = "text"
 ) -> tuple[str, dict[str, Any]]:
-    """`column IN values` as one parameter: (sql, params)."""
+    """`column IN values` as one parameter: (sql, params).
+
+    On PostgreSQL `= ANY(array)`, which an index scan can use directly. (The engine plans
+    every execution with its real parameters: see `Database.from_url`.)
+    """
     if dialect == "postgresql":
         return f"{column} = ANY(CAST(:{name} AS {_PG_TYPES[kind]}))", {name: list(values)}
     return (

@@ -109,6 +109,8 @@ book_entries = sa.Table(
     sa.Column("book", sa.String(128), primary_key=True),
     sa.Column("phone", sa.String(16), primary_key=True),
     sa.Column("name", sa.String(200), nullable=True),
+    # When the number entered the book: the discovery quota counts recent ones.
+    sa.Column("created_at", MS, nullable=False),
     sa.Column("updated_at", MS, nullable=False),
     sa.Index("ix_book_entries_phone", "phone"),
 )
