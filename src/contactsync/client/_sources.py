@@ -143,11 +143,14 @@ class VCardSource(_FileSource):
 
     def parse(self, record: Any) -> Contact | SourceProblem:
         label, text, offset, body = record
-        where = f"{label}:{line_at(text, offset)}"
+
+        def where() -> str:  # counted only for the few cards that need it
+            return f"{label}:{line_at(text, offset)}"
+
         if body is None:
             if offset < 0:
                 return SourceProblem(label, "unreadable_file", "the file cannot be read")
-            return SourceProblem(where, "malformed_vcard", "BEGIN:VCARD without END:VCARD")
+            return SourceProblem(where(), "malformed_vcard", "BEGIN:VCARD without END:VCARD")
         # without a UID the content is the identity: an edit reads as remove + add, which
         # gives the same address book on the server
         return parse_card(body, fallback_id=f"{label}#{content_key(body)[:16]}", where=where)

@@ -13,7 +13,7 @@ import base64
 import binascii
 import quopri
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from contactsync.client._models import Contact, SourceProblem
 
@@ -72,7 +72,7 @@ def line_at(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def parse_card(body: str, *, fallback_id: str, where: str) -> Contact | SourceProblem:
+def parse_card(body: str, *, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
     """The contact in one card body (the text between BEGIN and END)."""
     try:
         return _fast(body, fallback_id)
@@ -203,7 +203,7 @@ def _fast(body: str, fallback_id: str) -> Contact:
     return Contact(uid or fallback_id, fn or n_name or org, tuple(phones))
 
 
-def _with_vobject(body: str, fallback_id: str, where: str) -> Contact | SourceProblem:
+def _with_vobject(body: str, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
     import vobject  # only for the odd card, so an ordinary sync never pays its import
 
     text = "BEGIN:VCARD\r\n" + body.strip("\r\n") + "\r\nEND:VCARD\r\n"
@@ -215,5 +215,5 @@ def _with_vobject(body: str, fallback_id: str, where: str) -> Contact | SourcePr
             name = str(card.fn.value).strip() or None
         uid = str(card.uid.value).strip() if "uid" in card.contents else None
     except Exception as exc:  # vobject raises many unrelated types on garbage
-        return SourceProblem(where, "malformed_vcard", f"unreadable vCard: {exc}"[:200])
+        return SourceProblem(where(), "malformed_vcard", f"unreadable vCard: {exc}"[:200])
     return Contact(uid or fallback_id, name, tuple(_tel(p) for p in phones))
