@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -106,6 +108,7 @@ class ContactsManager:
         self._listener: EventListener | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        self._planned = 0  # entries planned in the current run, for progress reports
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -321,6 +324,7 @@ class ContactsManager:
     async def _run(self, *, force: bool) -> SyncMetrics:
         store = self._store()
         metrics = SyncMetrics(forced=force)
+        self._planned = sum(len(body["contacts"]) for *_, body in store.outbox())
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
         try:
@@ -328,16 +332,16 @@ class ContactsManager:
                 metrics.error = "no_access"
                 return metrics
             await self._send_outbox(store, metrics)  # what a crash left behind
+            store.unqueue_all()
             if store.get("seeded") is None:
                 await self._seed(store)
-            await asyncio.to_thread(self._scan, store, metrics, force)
-            self._plan(store, force)
-            await self._send_outbox(store, metrics)
+            await self._scan_and_send(store, metrics, force)
         except AuthError:
             raise
         except ClientError as exc:
             metrics.error = str(exc)
-            metrics.failed = sum(len(body["contacts"]) for *_, body in store.outbox())
+            # what the server has not acknowledged (it stays queued for the next run)
+            metrics.failed = store.count_dirty() if store.is_open else 0
         finally:
             metrics.duration = time.perf_counter() - started
             metrics.bytes = self.api.bytes_sent - bytes_before
@@ -364,53 +368,132 @@ class ContactsManager:
             store.seed_server_book(book)
             store.put("seeded", "1")
 
-    def _scan(self, store: LocalStore, metrics: SyncMetrics, force: bool) -> None:
+    async def _scan_and_send(self, store: LocalStore, metrics: SyncMetrics, force: bool) -> None:
+        """Scan the source and upload the differences, overlapping the two.
+
+        A worker thread reads, parses and normalises new records chunk by chunk (the CPU-bound
+        part); the event loop stores each chunk, plans its batches and sends them, so the
+        server works on one chunk while the client prepares the next. Each chunk commits on
+        its own: a crash keeps what was stored, and the next run resumes from there.
+        """
         fingerprint = self.source.fingerprint()
         if not force and fingerprint is not None and fingerprint == store.get("fingerprint"):
             metrics.total = metrics.unchanged = store.count_contacts()
         else:
             known = store.contact_keys()
-            seen: set[str] = set()
-            chunk: list[tuple[str, Any]] = []
-            affected: set[str] = set()
+            failure: list[ClientError] = []
+            seen = await self._pipeline(store, metrics, known, send=not force, failure=failure)
             with store.transaction():
-                for key, record in self.source.scan():
-                    seen.add(key)
-                    if key in known:
-                        continue
-                    chunk.append((key, record))
-                    if len(chunk) >= _CHUNK:
-                        affected |= self._store_records(store, chunk)
-                        chunk = []
-                affected |= self._store_records(store, chunk)
                 gone = [key for key in known if key not in seen]
-                affected |= store.remove_contacts(gone)
-                store.refresh_entries(affected)
+                store.refresh_entries(store.remove_contacts(gone))
                 store.put("fingerprint", fingerprint)
             metrics.total = len(seen)
             metrics.unchanged = len(seen & known)
+            if failure:
+                # the source was still read to the end and stored: the next run only sends
+                self._collect_invalid(store, metrics)
+                raise failure[0]
+        self._collect_invalid(store, metrics)
+        with store.transaction():
+            self._plan(store, force)
+        await self._send_outbox(store, metrics)
+
+    def _collect_invalid(self, store: LocalStore, metrics: SyncMetrics) -> None:
         for cid, name, bad in store.invalid_entries():
             for item in bad:
                 metrics.invalid.append(
                     InvalidEntry(cid, name, item.get("phone"), item["reason"], item.get("where"))
                 )
 
-    def _store_records(self, store: LocalStore, chunk: list[tuple[str, Any]]) -> set[str]:
-        if not chunk:
-            return set()
+    async def _pipeline(
+        self,
+        store: LocalStore,
+        metrics: SyncMetrics,
+        known: set[str],
+        *,
+        send: bool,
+        failure: list[ClientError],
+    ) -> set[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # bounds memory on huge books
+        stop = threading.Event()
         region = self.region or ""
+        chunk_size = min(_CHUNK, self.batch_size)
+
+        def put(item: Any) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def produce() -> None:
+            try:
+                reader = store.reader()
+                try:
+                    seen: set[str] = set()
+                    chunk: list[tuple[str, Any]] = []
+                    for key, record in self.source.scan():
+                        if stop.is_set():
+                            return
+                        seen.add(key)
+                        if key in known:
+                            continue
+                        chunk.append((key, record))
+                        if len(chunk) >= chunk_size:
+                            put(self._prepare(reader, region, chunk))
+                            chunk = []
+                    if chunk:
+                        put(self._prepare(reader, region, chunk))
+                    put(seen)
+                finally:
+                    reader.close()
+            except BaseException as exc:  # handed to the loop, which re-raises it
+                if not stop.is_set():
+                    put(exc)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, set):
+                    return item
+                rows, fresh = item
+                with store.transaction():
+                    store.cache_numbers(region, fresh)
+                    store.refresh_entries(store.add_contacts(rows))
+                    if send:
+                        self._plan(store, False)
+                if send:
+                    try:
+                        await self._send_outbox(store, metrics)
+                    except AuthError:
+                        raise
+                    except ClientError as exc:  # keep reading the source; send next time
+                        failure.append(exc)
+                        send = False
+        finally:
+            stop.set()
+            while not worker.done():  # unblock a worker waiting to hand over a chunk
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                await asyncio.sleep(0.005)
+            with contextlib.suppress(Exception):
+                await worker
+
+    def _prepare(
+        self, reader: sqlite3.Connection, region: str, chunk: list[tuple[str, Any]]
+    ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
+        """Parse records and normalise their numbers (cache first): rows for the store."""
         parsed: list[tuple[str, Contact | SourceProblem]] = [
             (key, self.source.parse(record)) for key, record in chunk
         ]
         raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
-        results = store.cached_numbers(list(raws), region)
+        results = self._store().cached_numbers(list(raws), region, reader)
         fresh = []
         for raw in raws:
             if raw not in results:
                 outcome = phones.try_normalize(raw, region or None)
                 results[raw] = (outcome.e164, outcome.reason)
                 fresh.append((raw, outcome.e164, outcome.reason))
-        store.cache_numbers(region, fresh)
         rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
         for key, item in parsed:
             if isinstance(item, SourceProblem):
@@ -433,7 +516,7 @@ class ContactsManager:
                 elif e164 not in good:
                     good.append(e164)
             rows.append((key, item.id, item.name, good, invalid or None))
-        return store.add_contacts(rows)
+        return rows, fresh
 
     def _plan(self, store: LocalStore, force: bool) -> None:
         base: dict[str, Any] = {"region": self.region, "device_id": self.device_id}
@@ -457,7 +540,7 @@ class ContactsManager:
                 }
                 batches.append((batch_id, True, final, body))
         else:
-            changes = store.dirty_entries()
+            changes = store.take_dirty_entries()
             batches = []
             for i in range(0, len(changes), self.batch_size):
                 batch_id = "b-" + uuid.uuid4().hex
@@ -468,13 +551,12 @@ class ContactsManager:
                 batches.append(
                     (batch_id, False, True, {**base, "contacts": contacts, "batch_id": batch_id})
                 )
-        with store.transaction():
+        if batches:
             store.enqueue(batches)
+            self._planned += sum(len(body["contacts"]) for *_, body in batches)
 
     async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
         pending = store.outbox()
-        total = sum(len(body["contacts"]) for *_, body in pending)
-        done = 0
         for seq, _batch_id, force, final, body in pending:
             try:
                 result = await self.api.request("POST", "/v1/addressbook", json_body=body)
@@ -484,7 +566,8 @@ class ContactsManager:
                     self.batch_size = max(1, int(exc.details["max"]))
                     with store.transaction():
                         store.clear_outbox()
-                    self._plan(store, force)
+                        store.unqueue_all()
+                        self._plan(store, force)
                     await self._send_outbox(store, metrics)
                     return
                 if exc.status in (401, 429) or exc.status >= 500:
@@ -516,9 +599,10 @@ class ContactsManager:
                 metrics.invalid.append(
                     InvalidEntry(None, None, item.get("phone"), str(item.get("reason")), "server")
                 )
-            done += len(sent)
             if self.on_progress is not None:
-                self.on_progress(SyncProgress(done, total, metrics.batches, metrics))
+                # the total grows while the scan finds more to send
+                total = max(self._planned, metrics.uploaded)
+                self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
 
 
 MAX_NAME = 200  # the server's bound on a contact name

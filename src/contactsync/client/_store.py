@@ -4,7 +4,8 @@ It holds what the device knows:
 - `contacts`: each source record seen, by content key, with its normalised numbers;
 - `contact_phones`: which records hold which number (a number may be in several contacts);
 - `entries`: per number, what the server should have (`want`, `want_name`) and what it has
-  acknowledged (`ack`, `ack_name`); `dirty` marks the difference still to upload;
+  acknowledged (`ack`, `ack_name`); `dirty` marks the difference still to upload, `queued`
+  that it is in a batch of the outbox already;
 - `numbers`: normalisation results by (raw string, region), so a number is parsed once;
 - `outbox`: batches sent or about to be sent, so a crash resumes them with the same batch_id;
 - `meta`: the session, the event cursor, the source fingerprint, the last metrics.
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS contact_phones (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entries (
     phone TEXT PRIMARY KEY, want INTEGER NOT NULL, want_name TEXT,
-    ack INTEGER NOT NULL, ack_name TEXT, dirty INTEGER NOT NULL
+    ack INTEGER NOT NULL, ack_name TEXT, dirty INTEGER NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_dirty ON entries (phone) WHERE dirty = 1;
 CREATE TABLE IF NOT EXISTS numbers (
@@ -119,12 +121,16 @@ class LocalStore:
 
     # --- normalisation cache -----------------------------------------------------------
 
+    def reader(self) -> sqlite3.Connection:
+        """A second connection for another thread (WAL lets it read while this one writes)."""
+        return sqlite3.connect(self.path, check_same_thread=False)
+
     def cached_numbers(
-        self, raws: Sequence[str], region: str
+        self, raws: Sequence[str], region: str, conn: sqlite3.Connection | None = None
     ) -> dict[str, tuple[str | None, str | None]]:
         if not raws:
             return {}
-        rows = self.db.execute(
+        rows = (conn or self.db).execute(
             "SELECT raw, e164, reason FROM numbers WHERE region = ? "
             "AND raw IN (SELECT value FROM json_each(?))",
             (region, json.dumps(list(raws))),
@@ -237,12 +243,20 @@ class LocalStore:
         )
         self.db.execute(f"UPDATE entries SET dirty = {_DIRTY}")
 
-    def dirty_entries(self) -> list[tuple[str, int, str | None]]:
-        return list(
+    def take_dirty_entries(self) -> list[tuple[str, int, str | None]]:
+        """The differences not yet in the outbox, marked as queued."""
+        rows = list(
             self.db.execute(
-                "SELECT phone, want, want_name FROM entries WHERE dirty = 1 ORDER BY phone"
+                "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0"
             )
         )
+        if rows:
+            self.db.execute("UPDATE entries SET queued = 1 WHERE dirty = 1 AND queued = 0")
+        return rows
+
+    def unqueue_all(self) -> None:
+        """Nothing is in flight any more (the outbox is empty or was dropped)."""
+        self.db.execute("UPDATE entries SET queued = 0 WHERE queued = 1")
 
     def wanted_entries(self) -> list[tuple[str, str | None]]:
         return list(
@@ -255,7 +269,7 @@ class LocalStore:
     def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
         """The server applied these (phone, present, name): record them as its state."""
         self.db.executemany(
-            "UPDATE entries SET ack = ?, ack_name = ? WHERE phone = ?",
+            "UPDATE entries SET ack = ?, ack_name = ?, queued = 0 WHERE phone = ?",
             ((present, name, phone) for phone, present, name in sent),
         )
         self.db.execute(
@@ -267,7 +281,7 @@ class LocalStore:
     def acknowledge_force(self) -> None:
         """A force upload made the server's book exactly what we want."""
         self.db.execute("DELETE FROM entries WHERE want = 0")
-        self.db.execute("UPDATE entries SET ack = 1, ack_name = want_name, dirty = 0")
+        self.db.execute("UPDATE entries SET ack = 1, ack_name = want_name, dirty = 0, queued = 0")
 
     def forget_server_state(self) -> None:
         self.db.execute("DELETE FROM entries WHERE want = 0")
