@@ -185,3 +185,9 @@ def test_memory_source_access() -> None:
     assert not source.has_access()
     source.access = True
     assert source.has_access() and len(list(source.scan())) == 1
+
+
+def test_unusual_layouts_read_like_the_usual_one(tmp_path: Path) -> None:
+    usual = VCardSource(write(tmp_path / "a.vcf", V30 + V40)).contacts()
+    odd = (V30 + "\n\n" + V40).replace("BEGIN:VCARD", "begin:vcard").replace("END:", "End:")
+    assert VCardSource(write(tmp_path / "b.vcf", "junk before\n" + odd)).contacts() == usual

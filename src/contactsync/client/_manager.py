@@ -109,6 +109,7 @@ class ContactsManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._planned = 0  # entries planned in the current run, for progress reports
+        self._known: set[str] | None = None  # content keys in the store after the last scan
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class ContactsManager:
                 if self.store is not None:
                     self.store.delete()
                 self.store = None
+                self._known = None
                 self.user = None
                 self.api.token = None
                 self.last_metrics = None
@@ -198,6 +200,7 @@ class ContactsManager:
             raise StateError("not initialised")
         if not self.store.is_open:
             self.store = LocalStore(self.store.path)
+            self._known = None
         self.state = ManagerState.READY
 
     async def _stop_background(self) -> None:
@@ -380,13 +383,17 @@ class ContactsManager:
         if not force and fingerprint is not None and fingerprint == store.get("fingerprint"):
             metrics.total = metrics.unchanged = store.count_contacts()
         else:
-            known = store.contact_keys()
+            # the keys stored by the last scan are kept in memory: reading 100,000 of them
+            # back from SQLite on every resync would cost more than the scan itself
+            known = self._known if self._known is not None else store.contact_keys()
+            self._known = None  # until this scan has completed
             failure: list[ClientError] = []
             seen = await self._pipeline(store, metrics, known, send=not force, failure=failure)
             with store.transaction():
                 gone = [key for key in known if key not in seen]
                 store.refresh_entries(store.remove_contacts(gone))
                 store.put("fingerprint", fingerprint)
+            self._known = seen
             metrics.total = len(seen)
             metrics.unchanged = len(seen & known)
             if failure:

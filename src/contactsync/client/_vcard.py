@@ -19,10 +19,8 @@ from contactsync.client._models import Contact, SourceProblem
 
 __all__ = ["decode_bytes", "split_cards", "parse_card", "line_at"]
 
-_CARD = re.compile(
-    r"^[ \t]*BEGIN:VCARD[ \t]*\r?$(.*?)^[ \t]*END:VCARD[ \t]*\r?$", re.I | re.M | re.S
-)
-_BEGIN = re.compile(r"^[ \t]*BEGIN:VCARD", re.I | re.M)
+_END = re.compile(r"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
+_BEGIN_LINE = re.compile(r"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
 _ESCAPES = re.compile(r"\\([\\,;:nN])")
 
 
@@ -46,26 +44,59 @@ def split_cards(text: str) -> Iterator[tuple[int, str | None]]:
 
     Offsets, not line numbers: counting lines for every card would cost more than finding
     them; `line_at` turns an offset into a line number for the few cards that need one.
+    Splitting at END lines is much cheaper than matching BEGIN…END pairs with one regex.
     """
-    pos = 0
-    for match in _CARD.finditer(text):
-        start = _BEGIN.search(text, pos, match.start())
-        if start is not None:  # a BEGIN whose END was swallowed by the next card
-            yield start.start(), None
-        body = match.group(1)
-        inner = None
-        for found in _BEGIN.finditer(body):
-            inner = found
-        if inner is None:
-            yield match.start(), body
-        else:  # an unterminated card ran into this one
-            yield match.start(), None
-            rest = body[inner.end() :]
-            yield match.start(1) + inner.start(), rest.split("\n", 1)[1] if "\n" in rest else ""
-        pos = match.end()
-    start = _BEGIN.search(text, pos)
-    if start is not None:
-        yield start.start(), None
+    fast = _split_plain(text)
+    if fast is not None:
+        yield from fast
+        return
+    parts = _END.split(text)  # [before, END line, before, END line, …, tail]
+    offset = 0
+    for i in range(0, len(parts) - 1, 2):
+        part = parts[i]
+        begin = _BEGIN_LINE.search(part)
+        if begin is not None:
+            later = _BEGIN_LINE.search(part, begin.end())
+            while later is not None:  # an earlier card never ended
+                yield offset + begin.start(), None
+                begin, later = later, _BEGIN_LINE.search(part, later.end())
+            yield offset + begin.start(), part[begin.end() :]
+        offset += len(part) + len(parts[i + 1])
+    begin = _BEGIN_LINE.search(parts[-1])
+    if begin is not None:
+        yield offset + begin.start(), None
+
+
+def _split_plain(text: str) -> list[tuple[int, str | None]] | None:
+    """The same for the usual file (upper-case BEGIN/END lines, one card after another) with
+    plain string operations; None when the file is anything else."""
+    if text.count("END:VCARD") != text.upper().count("END:VCARD"):
+        return None
+    pieces = text.split("END:VCARD")
+    out: list[tuple[int, str | None]] = []
+    offset = 0
+    for piece in pieces[:-1]:
+        begin = piece.find("BEGIN:VCARD")
+        if (
+            begin < 0
+            or piece.find("BEGIN:VCARD", begin + 11) >= 0
+            or piece[begin - 1 : begin] not in ("", "\n")
+            or piece[-1:] not in ("", "\n")
+            or piece[:begin].strip()
+        ):
+            return None
+        start = begin + 11
+        if piece[start : start + 1] == "\r":
+            start += 1
+        if piece[start : start + 1] != "\n":
+            return None
+        out.append((offset + begin, piece[start + 1 :]))
+        offset += len(piece) + 9
+    if "BEGIN:VCARD" in pieces[-1].upper() or any(
+        p[:1] not in ("", "\r", "\n") for p in pieces[1:]
+    ):
+        return None
+    return out
 
 
 def line_at(text: str, offset: int) -> int:
@@ -81,6 +112,8 @@ def parse_card(body: str, *, fallback_id: str, where: Callable[[], str]) -> Cont
 
 
 def _unfold(body: str) -> list[str]:
+    if "\n " not in body and "\n\t" not in body and "=\r\n" not in body and "=\n" not in body:
+        return [line for line in body.splitlines() if line.strip()]  # the common case
     lines: list[str] = []
     raw = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     qp_open = False
@@ -133,6 +166,8 @@ def _split(line: str) -> tuple[str, dict[str, str], str]:
 
 
 def _value(params: dict[str, str], value: str) -> str:
+    if not params:
+        return value
     encoding = params.get("ENCODING", "").upper()
     charset = params.get("CHARSET")
     if encoding == "QUOTED-PRINTABLE":
@@ -163,6 +198,8 @@ def _charset(data: bytes, charset: str | None) -> str:
 
 
 def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
     return _ESCAPES.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), text)
 
 
