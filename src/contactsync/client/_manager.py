@@ -388,7 +388,11 @@ class ContactsManager:
             known = self._known if self._known is not None else store.contact_keys()
             self._known = None  # until this scan has completed
             failure: list[ClientError] = []
-            seen = await self._pipeline(store, metrics, known, send=not force, failure=failure)
+            # batches go out while the source is read only on a first scan, where everything
+            # is an addition; later scans first learn which records vanished, so an edited
+            # card (old version gone, new one added) is sent once, as a rename
+            stream = not force and not known
+            seen = await self._pipeline(store, metrics, known, send=stream, failure=failure)
             with store.transaction():
                 gone = [key for key in known if key not in seen]
                 store.refresh_entries(store.remove_contacts(gone))
