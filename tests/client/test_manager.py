@@ -311,3 +311,14 @@ async def test_bad_arguments() -> None:
         ContactsManager(MemorySource(), server="http://x", token="t", region="XX")
     with pytest.raises(ValueError):
         ContactsManager(MemorySource(), server="http://x", token="t", batch_size=0)
+
+
+async def test_a_new_region_reads_local_numbers_again(
+    api: Api, managers: Factory, tmp_path: Path
+) -> None:
+    _, me = await api.user_with_token(ME)
+    source = MemorySource([Contact("1", "Local", ("030 1234567",))])
+    us = await managers(source, me, region="US").sync()
+    assert us.invalid[0].reason != "" and await book(api, me) == {}
+    de = await managers(source, me, region="DE").sync()
+    assert de.invalid == [] and await book(api, me) == {"+49301234567": "Local"}

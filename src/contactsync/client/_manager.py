@@ -379,6 +379,14 @@ class ContactsManager:
         server works on one chunk while the client prepares the next. Each chunk commits on
         its own: a crash keeps what was stored, and the next run resumes from there.
         """
+        region = self.region or ""
+        if store.get("region") not in (None, region):
+            # numbers without a country code now read differently: read everything again
+            with store.transaction():
+                store.refresh_entries(store.remove_contacts(list(store.contact_keys())))
+                store.put("fingerprint", None)
+            self._known = None
+        store.put("region", region)
         fingerprint = self.source.fingerprint()
         if not force and fingerprint is not None and fingerprint == store.get("fingerprint"):
             metrics.total = metrics.unchanged = store.count_contacts()
