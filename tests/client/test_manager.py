@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -322,3 +323,33 @@ async def test_a_new_region_reads_local_numbers_again(
     assert us.invalid[0].reason != "" and await book(api, me) == {}
     de = await managers(source, me, region="DE").sync()
     assert de.invalid == [] and await book(api, me) == {"+49301234567": "Local"}
+
+
+async def wait_for_book(api: Api, headers: dict[str, str], size: int) -> dict[str, Any]:
+    for _ in range(250):
+        current = await book(api, headers)
+        if len(current) == size:
+            return current
+        await asyncio.sleep(0.02)
+    return await book(api, headers)
+
+
+async def test_a_changed_file_and_granted_access_trigger_a_sync(
+    api: Api, managers: Factory, tmp_path: Path
+) -> None:
+    _, me = await api.user_with_token(ME)
+    path = tmp_path / "book.vcf"
+    card = "BEGIN:VCARD\nVERSION:3.0\nUID:{0}\nFN:P{0}\nTEL:415 555 01{0:02d}\nEND:VCARD\n"
+    path.write_text(card.format(1))
+    manager = managers(VCardSource(path), me, watch_interval=0.02)
+    await manager.start()
+    assert len(await book(api, me)) == 1
+    path.write_text(card.format(1) + card.format(2))
+    assert len(await wait_for_book(api, me, 2)) == 2
+
+    _, other = await api.user_with_token("+14155550300")
+    denied = MemorySource(people(2), access=False)
+    waiting = managers(denied, other, watch_interval=0.02, state_dir=tmp_path / "other")
+    assert (await waiting.start()).error == "no_access"
+    denied.access = True
+    assert len(await wait_for_book(api, other, 2)) == 2

@@ -49,6 +49,7 @@ log = logging.getLogger("contactsync.client")
 
 ProgressCallback = Callable[[SyncProgress], None]
 _CHUNK = 5_000  # records parsed and stored per step, bounding memory for huge books
+_BIG_SCAN = 20_000
 
 
 def default_state_dir() -> Path:
@@ -151,7 +152,9 @@ class ContactsManager:
             )
             self._listener.start()
         if not self._tasks:
-            self._tasks.append(asyncio.create_task(self._watch(), name="contactsync-watch"))
+            # the state to compare against is taken now, not when the task first runs
+            watch = self._watch(self.source.fingerprint(), self.source.has_access())
+            self._tasks.append(asyncio.create_task(watch, name="contactsync-watch"))
         return await self.sync()
 
     async def close(self) -> None:
@@ -220,11 +223,9 @@ class ContactsManager:
         """A custom source changed: sync soon (the background watcher picks it up)."""
         self._changed.set()
 
-    async def _watch(self) -> None:
+    async def _watch(self, last_fp: str | None, had_access: bool) -> None:
         """File changes, access granted, the optional interval: each triggers a sync."""
         interval = self.watch_interval or 1.0
-        last_fp = self.source.fingerprint()
-        had_access = self.source.has_access()
         last_sync = time.monotonic()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -406,6 +407,10 @@ class ContactsManager:
                 store.refresh_entries(store.remove_contacts(gone))
                 store.put("fingerprint", fingerprint)
             self._known = seen
+            if len(seen) - len(known) > _BIG_SCAN:
+                # the numbers are in the local store's cache now; the phone module's
+                # process-wide LRU would keep a second copy of a huge book (~40 MB per 100k)
+                phones.cache_clear()
             metrics.total = len(seen)
             metrics.unchanged = len(seen & known)
             if failure:

@@ -15,7 +15,14 @@ from typing import Any
 
 from contactsync.client._csv import problem_of, read_rows
 from contactsync.client._models import Contact, SourceProblem
-from contactsync.client._vcard import decode_bytes, line_at, parse_card, split_cards
+from contactsync.client._vcard import (
+    card_bytes,
+    decode_bytes,
+    decode_card,
+    line_at,
+    parse_card,
+    split_cards,
+)
 
 __all__ = ["ContactSource", "MemorySource", "VCardSource", "CsvSource", "open_source"]
 
@@ -128,32 +135,34 @@ class VCardSource(_FileSource):
         def records() -> Iterator[Record]:
             for path in self.files():
                 label = self._label(path)
-                text = self._read(path)
-                if text is None:
-                    yield content_key("unreadable", label), (label, "", -1, None)
+                try:
+                    data = card_bytes(path.read_bytes())
+                except OSError:
+                    yield content_key("unreadable", label), (label, b"", -1, None)
                     continue
-                for offset, body in split_cards(text):
+                for offset, body in split_cards(data):
                     if body is None:
-                        yield content_key(label, str(offset)), (label, text, offset, None)
+                        yield content_key(label, str(offset)), (label, data, offset, None)
                     else:
-                        key = hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
-                        yield key, (label, text, offset, body)
+                        key = hashlib.blake2b(body, digest_size=16).hexdigest()
+                        yield key, (label, data, offset, body)
 
         return _unique(records())
 
     def parse(self, record: Any) -> Contact | SourceProblem:
-        label, text, offset, body = record
+        label, data, offset, body = record
 
         def where() -> str:  # counted only for the few cards that need it
-            return f"{label}:{line_at(text, offset)}"
+            return f"{label}:{line_at(data, offset)}"
 
         if body is None:
             if offset < 0:
                 return SourceProblem(label, "unreadable_file", "the file cannot be read")
             return SourceProblem(where(), "malformed_vcard", "BEGIN:VCARD without END:VCARD")
+        text = decode_card(body)
         # without a UID the content is the identity: an edit reads as remove + add, which
         # gives the same address book on the server
-        return parse_card(body, fallback_id=f"{label}#{content_key(body)[:16]}", where=where)
+        return parse_card(text, fallback_id=f"{label}#{content_key(text)[:16]}", where=where)
 
 
 class CsvSource(_FileSource):

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 
 from contactsync.client._models import Contact, SourceProblem
 
-__all__ = ["decode_bytes", "split_cards", "parse_card", "line_at"]
+__all__ = ["card_bytes", "decode_bytes", "decode_card", "split_cards", "parse_card", "line_at"]
 
-_END = re.compile(r"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
-_BEGIN_LINE = re.compile(r"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
+_END = re.compile(rb"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
+_END_ANY = re.compile(rb"END:VCARD", re.I)
+_BEGIN_LINE = re.compile(rb"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
 _ESCAPES = re.compile(r"\\([\\,;:nN])")
 
 
@@ -39,18 +40,36 @@ def decode_bytes(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def split_cards(text: str) -> Iterator[tuple[int, str | None]]:
+def card_bytes(data: bytes) -> bytes:
+    """A vCard file as bytes in an ASCII-compatible encoding: UTF-16 (with a BOM) is turned
+    into UTF-8; a UTF-8 BOM is dropped. Cards are split and hashed as bytes, and each is
+    decoded on its own when parsed: a 100,000-card file with one emoji would otherwise become
+    a 4-bytes-per-character string, and its copies would cost hundreds of MB."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace").encode("utf-8")
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def decode_card(body: bytes) -> str:
+    """UTF-8, else Latin-1 (values with a CHARSET parameter are re-decoded per property)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+
+
+def split_cards(data: bytes) -> Iterator[tuple[int, bytes | None]]:
     """(offset, card body) for each card; body None for a card that never ends.
 
     Offsets, not line numbers: counting lines for every card would cost more than finding
     them; `line_at` turns an offset into a line number for the few cards that need one.
     Splitting at END lines is much cheaper than matching BEGIN…END pairs with one regex.
     """
-    fast = _split_plain(text)
+    fast = _split_plain(data)
     if fast is not None:
         yield from fast
         return
-    parts = _END.split(text)  # [before, END line, before, END line, …, tail]
+    parts = _END.split(data)  # [before, END line, before, END line, …, tail]
     offset = 0
     for i in range(0, len(parts) - 1, 2):
         part = parts[i]
@@ -67,40 +86,46 @@ def split_cards(text: str) -> Iterator[tuple[int, str | None]]:
         yield offset + begin.start(), None
 
 
-def _split_plain(text: str) -> list[tuple[int, str | None]] | None:
+def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
     """The same for the usual file (upper-case BEGIN/END lines, one card after another) with
-    plain string operations; None when the file is anything else."""
-    if text.count("END:VCARD") != text.upper().count("END:VCARD"):
+    plain byte-string operations; None when the file is anything else."""
+    if data.count(b"END:VCARD") != len(_END_ANY.findall(data)):
         return None
-    pieces = text.split("END:VCARD")
-    out: list[tuple[int, str | None]] = []
-    offset = 0
+    pieces = data.split(b"END:VCARD")
+    starts: list[int] = []
     for piece in pieces[:-1]:
-        begin = piece.find("BEGIN:VCARD")
+        begin = piece.find(b"BEGIN:VCARD")
         if (
             begin < 0
-            or piece.find("BEGIN:VCARD", begin + 11) >= 0
-            or piece[begin - 1 : begin] not in ("", "\n")
-            or piece[-1:] not in ("", "\n")
+            or piece.find(b"BEGIN:VCARD", begin + 11) >= 0
+            or piece[begin - 1 : begin] not in (b"", b"\n")
+            or piece[-1:] not in (b"", b"\n")
             or piece[:begin].strip()
         ):
             return None
         start = begin + 11
-        if piece[start : start + 1] == "\r":
+        if piece[start : start + 1] == b"\r":
             start += 1
-        if piece[start : start + 1] != "\n":
+        if piece[start : start + 1] != b"\n":
             return None
-        out.append((offset + begin, piece[start + 1 :]))
-        offset += len(piece) + 9
-    if "BEGIN:VCARD" in pieces[-1].upper() or any(
-        p[:1] not in ("", "\r", "\n") for p in pieces[1:]
+        starts.append(begin)
+    if b"BEGIN:VCARD" in pieces[-1].upper() or any(
+        p[:1] not in (b"", b"\r", b"\n") for p in pieces[1:]
     ):
         return None
-    return out
+
+    def cards() -> Iterator[tuple[int, bytes | None]]:
+        offset = 0
+        for piece, begin in zip(pieces, starts, strict=False):
+            body = piece[begin + 11 :]
+            yield offset + begin, body[2:] if body[:1] == b"\r" else body[1:]
+            offset += len(piece) + 9
+
+    return cards()
 
 
-def line_at(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
+def line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
 
 
 def parse_card(body: str, *, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
