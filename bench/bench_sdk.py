@@ -72,8 +72,24 @@ def _token(client: httpx.Client, number: str) -> str:
     return str(r.json()["token"])
 
 
-async def _runs(url: str, registered: list[str], tmp: Path) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"first": [], "edits": [], "nochange": [], "sent": []}
+def _cpu(pid: int) -> float:
+    """CPU seconds used so far by a process (user + system): on a busy machine wall time
+    swings, CPU time much less, so the figures show both."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _runs(
+    url: str, registered: list[str], tmp: Path, server_pid: int
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {
+        "first": [],
+        "edits": [],
+        "nochange": [],
+        "sent": [],
+        "client_cpu": [],
+        "server_cpu": [],
+    }
     with httpx.Client(base_url=url, timeout=60) as admin:
         for run in range(RUNS):
             token = _token(admin, data.users(1, seed=7000 + run)[0])
@@ -93,7 +109,10 @@ async def _runs(url: str, registered: list[str], tmp: Path) -> dict[str, list[fl
                 watch_interval=None,
             )
             try:
+                client0, server0 = time.process_time(), _cpu(server_pid)
                 first = await manager.sync()
+                out["client_cpu"].append(time.process_time() - client0)
+                out["server_cpu"].append(_cpu(server_pid) - server0)
                 assert first.error is None and first.uploaded >= BOOK * 0.95, first.error
                 out["first"].append(first.duration)
                 rng = random.Random(run)
@@ -166,7 +185,8 @@ async def _measure(backend: str, registered: list[str]) -> list[Figure]:
                 os.link(url.split("///", 1)[1], Path(tmp) / "server" / "contactsync.db")
             server.start(timeout=120)
             try:
-                runs = await _runs(server.url, registered, Path(tmp))
+                assert server.proc is not None
+                runs = await _runs(server.url, registered, Path(tmp), server.proc.pid)
                 rss = _rss(server.url, registered, Path(tmp)) if backend == BACKENDS[0] else None
             finally:
                 server.stop()
@@ -179,6 +199,8 @@ async def _measure(backend: str, registered: list[str]) -> list[Figure]:
             "s",
             first_target,
         ),
+        Figure(f"{label}: first sync, client CPU (median)", median(runs["client_cpu"]), "s"),
+        Figure(f"{label}: first sync, server CPU (median)", median(runs["server_cpu"]), "s"),
         Figure.at_most(
             f"{label}: resync after 10 edits, with the scan (median)",
             median(runs["edits"]) * 1000,
