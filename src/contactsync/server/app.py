@@ -14,7 +14,18 @@ from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
-from contactsync.server.http import admin_users, auth, errors, events, health, me
+from contactsync.server.http import (
+    admin_pairs,
+    admin_users,
+    auth,
+    blocks,
+    errors,
+    events,
+    health,
+    me,
+    profiles,
+    relations,
+)
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.services import admin
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
@@ -23,7 +34,17 @@ from contactsync.server.store.database import Database
 
 log = logging.getLogger("contactsync.server")
 
-ROUTERS = [health.router, admin_users.router, auth.router, me.router, events.router]
+ROUTERS = [
+    health.router,
+    admin_users.router,
+    auth.router,
+    me.router,
+    events.router,
+    profiles.router,
+    relations.router,
+    blocks.router,
+    admin_pairs.router,
+]
 
 
 def create_app(

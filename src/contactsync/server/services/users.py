@@ -83,6 +83,10 @@ async def register(
     assert user_id is not None
     await tx.conn.execute(sa.insert(event_counters).values(user_id=user_id, last_seq=0))
     user = User(user_id, e164, name, user_region, False, tx.now)
+    # Imported here: relations builds on this module (lookups, number reading).
+    from contactsync.server.services import relations
+
+    await relations.on_user_joined(tx, user, set())
     return user, True
 
 

@@ -1,0 +1,530 @@
+"""Relations from one user (the owner) to another: contact (with access levels) and subscribe.
+
+A relation is addressed by user id or by phone number. A number that is not registered yet
+keeps a pending relation (`target_id` NULL, `phone` set) that attaches when the number joins
+(`on_user_joined`), and the owner is then told with `contact.joined`.
+
+`mode` decides what `access_levels` does to a relation that exists: "replace" overwrites the
+granted levels (mesibo's sync), "merge" only adds to them (syncAsUpdate). `contact` and
+`subscribe` are set as given, or kept when left out; a new relation is a contact unless told
+otherwise. A relation that is neither contact nor subscription is deleted.
+
+Single changes and the bulk synchroniser share one path (`_apply`): it reads the existing rows
+for all keys in one query, decides each row's new state in Python, and writes the inserts, the
+updates and the deletions with one set-based statement each, in the caller's transaction.
+`relation.changed` goes to each registered user whose relation changed, where the app setting
+says so and neither side blocks the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from contactsync import phone as phones
+from contactsync.errors import (
+    InvalidCursor,
+    InvalidRequest,
+    NotFound,
+    SelfRelation,
+    TooManyContacts,
+)
+from contactsync.server.context import Tx
+from contactsync.server.services import app_settings, events, policy, profiles, users
+from contactsync.server.store.database import id_in
+from contactsync.server.store.tables import relations
+from contactsync.server.store.tables import users as users_table
+
+Mode = Literal["replace", "merge"]
+MAX_SYNC_PHONES = 20_000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a request asks of a relation. None keeps the current value.
+
+    `new_contact` is `contact` for a relation that does not exist yet and `contact` is None.
+    """
+
+    contact: bool | None = None
+    subscribe: bool | None = None
+    mask: int | None = None
+    mode: Mode = "replace"
+    new_contact: bool = True
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: int
+    owner_id: int
+    target_id: int | None
+    phone: str | None
+    contact: bool
+    subscribe: bool
+    levels: int
+    created_at: int
+    updated_at: int
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "user_id": self.target_id,
+            "phone": self.phone,
+            "pending": self.target_id is None,
+            "contact": self.contact,
+            "subscribe": self.subscribe,
+            "access_levels": profiles.levels_of(self.levels),
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    pending: int = 0
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "pending": self.pending,
+            "invalid": self.invalid,
+        }
+
+
+State = tuple[bool, bool, int]  # contact, subscribe, levels
+
+
+def next_state(existing: Relation | None, change: Change) -> State:
+    """The relation's state after `change` (the replace/merge rule lives here)."""
+    if existing is None:
+        contact = change.new_contact if change.contact is None else change.contact
+        return contact, bool(change.subscribe), change.mask or 0
+    contact = existing.contact if change.contact is None else change.contact
+    subscribe = existing.subscribe if change.subscribe is None else change.subscribe
+    if change.mask is None:
+        levels = existing.levels
+    elif change.mode == "merge":
+        levels = existing.levels | change.mask
+    else:
+        levels = change.mask
+    return contact, subscribe, levels
+
+
+def _relation(row: Any) -> Relation:
+    return Relation(
+        id=row.id,
+        owner_id=row.owner_id,
+        target_id=row.target_id,
+        phone=row.phone,
+        contact=bool(row.contact),
+        subscribe=bool(row.subscribe),
+        levels=int(row.levels),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+# --- set-based writes ----------------------------------------------------------------------
+
+
+def _rows_source(
+    tx: Tx, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> tuple[str, dict[str, Any]]:
+    """A FROM item `v(col, ...)` holding `rows`, as one bound parameter per column (PostgreSQL:
+    unnest of typed arrays) or one JSON document (SQLite: json_each)."""
+    if tx.dialect == "postgresql":
+        arrays = ", ".join(f"CAST(:c{i} AS {pg}[])" for i, (_, pg) in enumerate(columns))
+        names = ", ".join(name for name, _ in columns)
+        params = {f"c{i}": [row[i] for row in rows] for i in range(len(columns))}
+        return f"unnest({arrays}) AS v({names})", params
+    picks = ", ".join(
+        f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
+    )
+    return f"(SELECT {picks} FROM json_each(:rows)) AS v", {"rows": json.dumps(list(rows))}
+
+
+async def _insert(tx: Tx, owner_id: int, rows: list[tuple[Any, ...]]) -> None:
+    """rows: (target_id, phone, contact, subscribe, levels)."""
+    source, params = _rows_source(
+        tx,
+        [
+            ("target_id", "BIGINT"),
+            ("phone", "TEXT"),
+            ("contact", "BOOLEAN"),
+            ("subscribe", "BOOLEAN"),
+            ("levels", "BIGINT"),
+        ],
+        rows,
+    )
+    await tx.conn.execute(
+        sa.text(
+            "INSERT INTO relations"
+            " (owner_id, target_id, phone, contact, subscribe, levels, created_at, updated_at)"
+            " SELECT :owner, v.target_id, v.phone, v.contact, v.subscribe, v.levels, :now, :now"
+            f" FROM {source}"
+        ),
+        {"owner": owner_id, "now": tx.now, **params},
+    )
+
+
+async def _update(tx: Tx, rows: list[tuple[int, bool, bool, int]]) -> None:
+    """rows: (relation id, contact, subscribe, levels)."""
+    source, params = _rows_source(
+        tx,
+        [("id", "BIGINT"), ("contact", "BOOLEAN"), ("subscribe", "BOOLEAN"), ("levels", "BIGINT")],
+        rows,
+    )
+    await tx.conn.execute(
+        sa.text(
+            "UPDATE relations SET contact = v.contact, subscribe = v.subscribe,"
+            f" levels = v.levels, updated_at = :now FROM {source} WHERE relations.id = v.id"
+        ),
+        {"now": tx.now, **params},
+    )
+
+
+async def _lock_owner(tx: Tx, owner_id: int) -> None:
+    # One writer of a user's relations at a time on PostgreSQL, so two concurrent syncs cannot
+    # both insert the same new relation (SQLite already has a single writer).
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(
+            sa.select(users_table.c.id)
+            .where(users_table.c.id == owner_id)
+            .with_for_update(key_share=True)
+        )
+
+
+async def _apply(
+    tx: Tx, owner_id: int, target_ids: Sequence[int], pending: Sequence[str], change: Change
+) -> tuple[Outcome, dict[int, Relation | None]]:
+    """Apply `change` to the owner's relations with these users and pending numbers.
+
+    Returns the counts and, for each registered target whose relation changed, the relation
+    afterwards (None when it was removed).
+    """
+    await _lock_owner(tx, owner_id)
+    outcome = Outcome(pending=len(pending))
+    existing: dict[int | str, Relation] = {}
+    if target_ids:
+        rows = await tx.conn.execute(
+            sa.select(relations).where(
+                relations.c.owner_id == owner_id,
+                id_in(relations.c.target_id, target_ids, tx.dialect),
+            )
+        )
+        existing.update({r.target_id: _relation(r) for r in rows})
+    if pending:
+        rows = await tx.conn.execute(
+            sa.select(relations).where(
+                relations.c.owner_id == owner_id,
+                relations.c.target_id.is_(None),
+                id_in(relations.c.phone, pending, tx.dialect),
+            )
+        )
+        existing.update({r.phone: _relation(r) for r in rows})
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[int, bool, bool, int]] = []
+    deletes: list[int] = []
+    changed: dict[int, Relation | None] = {}
+    keys: list[int | str] = [*target_ids, *pending]
+    for key in keys:
+        old = existing.get(key)
+        contact, subscribe, levels = next_state(old, change)
+        empty = not contact and not subscribe
+        target = key if isinstance(key, int) else None
+        after = Relation(
+            id=old.id if old else 0,
+            owner_id=owner_id,
+            target_id=target,
+            phone=None if target is not None else str(key),
+            contact=contact,
+            subscribe=subscribe,
+            levels=levels,
+            created_at=old.created_at if old else tx.now,
+            updated_at=tx.now,
+        )
+        if old is None:
+            if empty:
+                outcome.unchanged += 1
+                continue
+            inserts.append((target, after.phone, contact, subscribe, levels))
+            outcome.created += 1
+        elif (old.contact, old.subscribe, old.levels) == (contact, subscribe, levels):
+            outcome.unchanged += 1
+            continue
+        elif empty:
+            deletes.append(old.id)
+            outcome.removed += 1
+        else:
+            updates.append((old.id, contact, subscribe, levels))
+            outcome.updated += 1
+        if target is not None:
+            changed[target] = None if empty else after
+    if inserts:
+        await _insert(tx, owner_id, inserts)
+    if updates:
+        await _update(tx, updates)
+    if deletes:
+        await tx.conn.execute(
+            sa.delete(relations).where(id_in(relations.c.id, deletes, tx.dialect))
+        )
+    await _announce(tx, owner_id, changed)
+    return outcome, changed
+
+
+def _changed_data(owner_id: int, relation: Relation | None) -> dict[str, Any]:
+    return {
+        "user_id": owner_id,
+        "contact": bool(relation and relation.contact),
+        "subscribe": bool(relation and relation.subscribe),
+        "access_levels": profiles.levels_of(relation.levels) if relation else [],
+    }
+
+
+async def _announce(tx: Tx, owner_id: int, changed: dict[int, Relation | None]) -> None:
+    """relation.changed to each user whose relation from `owner_id` changed."""
+    if not changed or not (await app_settings.load(tx)).relation_changed_events:
+        return
+    hidden = await policy.blocked_ids(tx, owner_id)
+    await events.append(
+        tx,
+        [
+            events.NewEvent(target, "relation.changed", _changed_data(owner_id, relation))
+            for target, relation in changed.items()
+            if target not in hidden
+        ],
+    )
+
+
+# --- the calls -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the id, their own number and region (to read numbers without a code)."""
+
+    user_id: int
+    phone: str
+    region: str | None
+
+
+async def _resolve(tx: Tx, caller: Caller, target: str, region: str | None) -> int | str:
+    """A user id for a registered target, else the E.164 number of a pending one."""
+    if target.isdigit() and not target.startswith("0"):
+        if len(target) > 18:  # beyond any id this server hands out
+            raise NotFound("No such user.", details={"user_id": target})
+        user_id = int(target)
+        if user_id == caller.user_id:
+            raise SelfRelation()
+        await users.get(tx, user_id)
+        return user_id
+    if not target.startswith("+"):
+        raise InvalidRequest(
+            "Address a relation by user id or by a number in E.164 form (+CC...).",
+            details={"field": "target"},
+        )
+    e164 = users.normalize_phone(target, region or caller.region, field="target")
+    if e164 == caller.phone:
+        raise SelfRelation()
+    found = await users.find_by_phone(tx, e164)
+    return e164 if found is None else found.id
+
+
+async def get(tx: Tx, owner_id: int, key: int | str) -> Relation | None:
+    column = relations.c.target_id if isinstance(key, int) else relations.c.phone
+    row = (
+        await tx.conn.execute(
+            sa.select(relations).where(relations.c.owner_id == owner_id, column == key)
+        )
+    ).first()
+    return None if row is None else _relation(row)
+
+
+async def lookup(tx: Tx, caller: Caller, target: str) -> tuple[int | str, Relation | None]:
+    """The caller's relation with one user or number, if any."""
+    key = await _resolve(tx, caller, target, None)
+    return key, await get(tx, caller.user_id, key)
+
+
+async def put(
+    tx: Tx, caller: Caller, target: str, change: Change, region: str | None = None
+) -> tuple[int | str, Relation | None]:
+    """Set the caller's relation with one user or number; returns the key and the relation
+    afterwards (None when nothing is left of it)."""
+    key = await _resolve(tx, caller, target, region)
+    if isinstance(key, int):
+        await _apply(tx, caller.user_id, [key], [], change)
+    else:
+        await _apply(tx, caller.user_id, [], [key], change)
+    return key, await get(tx, caller.user_id, key)
+
+
+async def remove(tx: Tx, caller: Caller, target: str) -> None:
+    """Drop the relation entirely (idempotent)."""
+    await put(tx, caller, target, Change(contact=False, subscribe=False))
+
+
+async def sync(
+    tx: Tx,
+    caller: Caller,
+    raw_phones: Sequence[object],
+    change: Change,
+    region: str | None,
+    default_region: str | None,
+) -> Outcome:
+    """The bulk synchroniser: one change applied to many numbers, in one transaction.
+
+    Numbers that cannot be read are reported by index (with the reason, as the address book
+    does); the caller's own number is reported with reason "self". Everything else applies.
+    """
+    if len(raw_phones) > MAX_SYNC_PHONES:
+        raise TooManyContacts(
+            f"At most {MAX_SYNC_PHONES} numbers per relation sync.",
+            details={"max": MAX_SYNC_PHONES, "received": len(raw_phones)},
+        )
+    read_in = users.resolve_region(region, caller.region, default_region)
+    invalid: list[dict[str, Any]] = []
+    wanted: dict[str, None] = {}
+    for index, raw in enumerate(raw_phones):
+        result = phones.try_normalize(raw, read_in) if isinstance(raw, str) else None
+        if result is None or result.e164 is None:
+            reason = result.reason if result is not None else "not_a_number"
+            invalid.append(
+                {"index": index, "phone": raw if isinstance(raw, str) else None, "reason": reason}
+            )
+        elif result.e164 == caller.phone:
+            invalid.append({"index": index, "phone": raw, "reason": "self"})
+        else:
+            wanted[result.e164] = None
+    numbers = list(wanted)
+    registered: dict[str, int] = {}
+    if numbers:
+        rows = await tx.conn.execute(
+            sa.select(users_table.c.id, users_table.c.phone).where(
+                id_in(users_table.c.phone, numbers, tx.dialect)
+            )
+        )
+        registered = {r.phone: r.id for r in rows}
+    pending = [n for n in numbers if n not in registered]
+    outcome, _ = await _apply(tx, caller.user_id, list(registered.values()), pending, change)
+    outcome.invalid = invalid
+    return outcome
+
+
+def _cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"r{last_id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(details={"cursor": cursor[:100]}) from None
+    if not text.startswith("r") or not text[1:].isdigit() or len(text) > 20:
+        raise InvalidCursor(details={"cursor": cursor[:100]})
+    return int(text[1:])
+
+
+async def page(
+    tx: Tx, owner_id: int, cursor: str | None, limit: int
+) -> tuple[list[Relation], str | None]:
+    """The owner's relations in creation order; a cursor when there may be more."""
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = await tx.conn.execute(
+        sa.select(relations)
+        .where(relations.c.owner_id == owner_id, relations.c.id > _after(cursor))
+        .order_by(relations.c.id)
+        .limit(limit + 1)
+    )
+    found = [_relation(r) for r in rows]
+    more = len(found) > limit
+    found = found[:limit]
+    return found, _cursor(found[-1].id) if more else None
+
+
+# --- hooks for other areas -----------------------------------------------------------------
+
+
+async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -> set[int]:
+    """Attach relations pending on the new user's number; tell their owners.
+
+    Called by registration right after the user row exists. Owners not in `already_notified`
+    (the address-book path tells the holders of the number) get `contact.joined`; returns the
+    owners notified here. The new user gets `relation.changed` for each attached relation
+    (setting permitting), as for any relation that comes into effect.
+    """
+    rows = await tx.conn.execute(
+        sa.update(relations)
+        .where(relations.c.phone == user.phone, relations.c.target_id.is_(None))
+        .values(target_id=user.id, phone=None, updated_at=tx.now)
+        .returning(
+            relations.c.id,
+            relations.c.owner_id,
+            relations.c.target_id,
+            relations.c.phone,
+            relations.c.contact,
+            relations.c.subscribe,
+            relations.c.levels,
+            relations.c.created_at,
+            relations.c.updated_at,
+        )
+    )
+    attached = [_relation(r) for r in rows]
+    if not attached:
+        return set()
+    settings = await app_settings.load(tx)
+    new: list[events.NewEvent] = []
+    notified: set[int] = set()
+    if settings.notify_contact_joined:
+        for relation in attached:
+            if relation.owner_id in already_notified or relation.owner_id in notified:
+                continue
+            notified.add(relation.owner_id)
+            new.append(
+                events.NewEvent(
+                    relation.owner_id,
+                    "contact.joined",
+                    {"user_id": user.id, "phone": user.phone, "name": None},
+                )
+            )
+    if settings.relation_changed_events:
+        new.extend(
+            events.NewEvent(user.id, "relation.changed", _changed_data(r.owner_id, r))
+            for r in attached
+        )
+    await events.append(tx, new)
+    return notified
+
+
+async def auto_subscribe(tx: Tx, subscriber_id: int, target_id: int) -> bool:
+    """Subscribe `subscriber_id` to `target_id`'s profile (on receiving a message from them).
+
+    Honours AppSettings.auto_subscribe_on_message; never across a block. A relation created
+    here is a subscription only, not a contact. True when a subscription was added.
+    """
+    if subscriber_id == target_id:
+        return False
+    if not (await app_settings.load(tx)).auto_subscribe_on_message:
+        return False
+    current = await get(tx, subscriber_id, target_id)
+    if current is not None and current.subscribe:
+        return False
+    if await policy.blocked_either(tx, subscriber_id, target_id):
+        return False
+    await _apply(tx, subscriber_id, [target_id], [], Change(subscribe=True, new_contact=False))
+    return True
