@@ -349,3 +349,20 @@ async def test_deleting_a_user_deletes_their_relations(api: Api) -> None:
     assert await row_count(api) == 3
     await api.client.delete(f"/v1/admin/users/{bob['user_id']}", headers=api.admin)
     assert await row_count(api) == 0
+
+
+async def test_a_big_sync_matches_existing_relations(api: Api) -> None:
+    # Past relations.WHOLE_READ keys the existing rows are read in one sweep: same outcome.
+    _, ah = await api.user_with_token("+14155550100")
+    numbers = [f"+1415555{i:04d}" for i in range(2000, 2000 + relations.WHOLE_READ + 100)]
+    bob = await api.create_user(numbers[7])
+    r = await sync(api, ah, phones=numbers, access_levels=[1])
+    assert r.json()["created"] == len(numbers) and r.json()["pending"] == len(numbers) - 1
+    r = await sync(api, ah, phones=numbers, access_levels=[2], mode="merge")
+    assert r.json()["updated"] == len(numbers) and r.json()["created"] == 0
+    r = await sync(api, ah, phones=numbers[:10], access_levels=[2], mode="merge")
+    assert r.json()["unchanged"] == 10
+    zed = await api.create_user(numbers[-1])
+    rels = {(x["user_id"] or x["phone"]): x["access_levels"] for x in await listing(api, ah)}
+    assert len(rels) == len(numbers)
+    assert rels[bob["user_id"]] == [1, 2] and rels[zed["user_id"]] == [1, 2]
