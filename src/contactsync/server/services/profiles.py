@@ -157,14 +157,15 @@ async def visible_profiles(
     wanted = [o for o in dict.fromkeys(owner_ids) if o not in hidden]
     if not wanted:
         return {}
+    # Everyone who granted the viewer levels, filtered here: no long list in this query, whose
+    # plan would otherwise hinge on row estimates (see relations._member).
     grants = await tx.conn.execute(
         sa.select(relations.c.owner_id, relations.c.levels).where(
-            id_in(relations.c.owner_id, wanted, tx.dialect),
-            relations.c.target_id == viewer_id,
-            relations.c.contact.is_(True),
+            relations.c.target_id == viewer_id, relations.c.contact.is_(True)
         )
     )
-    masks = {r.owner_id: int(r.levels) for r in grants}
+    owners = set(wanted)
+    masks = {r.owner_id: int(r.levels) for r in grants if r.owner_id in owners}
     rows = await tx.conn.execute(
         sa.select(
             profile_fields.c.user_id,
