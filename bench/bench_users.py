@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import httpx
+from tests.conftest import ADMIN_KEY
+from tests.e2e.server import ServerProcess
 
 from bench import data
 from bench.common import Figure, database
-from tests.conftest import ADMIN_KEY
-from tests.e2e.server import ServerProcess
 
 USERS = 2_000
 CONCURRENCY = 16
@@ -22,6 +22,7 @@ async def _register(url: str, numbers: list[str]) -> float:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     queue = list(numbers)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+
         async def worker() -> None:
             while queue:
                 number = queue.pop()
@@ -47,7 +48,10 @@ async def _one(backend: str) -> float:
 
 def run() -> list[Figure]:
     return [
-        Figure(f"POST /v1/admin/users, {backend} ({CONCURRENCY} concurrent)",
-               asyncio.run(_one(backend)), "users/s")
+        Figure(
+            f"POST /v1/admin/users, {backend} ({CONCURRENCY} concurrent)",
+            asyncio.run(_one(backend)),
+            "users/s",
+        )
         for backend in ("sqlite", "postgresql")
     ]

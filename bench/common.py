@@ -75,7 +75,11 @@ async def database(backend: str, name: str) -> AsyncIterator[str]:
     db = f"csbench_{name}_{uuid.uuid4().hex[:6]}"
     await _pg(f'CREATE DATABASE "{db}"')
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + db
+        yield (
+            PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+            + "/"
+            + db
+        )
     finally:
         await _pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 

@@ -10,19 +10,55 @@ prefixes, dots and slashes, extensions and junk, and names in many scripts.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import phonenumbers as pn
 
-COUNTRIES = [("US", 0.40), ("DE", 0.12), ("IN", 0.12), ("GB", 0.10), ("BR", 0.08),
-             ("FR", 0.06), ("NG", 0.04), ("JP", 0.04), ("CA", 0.04)]
-NAMES = ["Ana", "Bob", "Chen Wei", "Dmitri", "Élodie", "Farah", "Gökhan", "Hiro", "Ines", "José",
-         "Kwame", "Lena", "Müller", "Nnamdi", "Olga", "Priya", "Quentin", "Rūta", "Saanvi",
-         "Tomás", "山田 太郎", "Анна", "محمد", "Δημήτρης", "😀 Mum", "O'Brien", "van der Berg", "Zoë"]
+COUNTRIES = [
+    ("US", 0.40),
+    ("DE", 0.12),
+    ("IN", 0.12),
+    ("GB", 0.10),
+    ("BR", 0.08),
+    ("FR", 0.06),
+    ("NG", 0.04),
+    ("JP", 0.04),
+    ("CA", 0.04),
+]
+NAMES = [
+    "Ana",
+    "Bob",
+    "Chen Wei",
+    "Dmitri",
+    "Élodie",
+    "Farah",
+    "Gökhan",
+    "Hiro",
+    "Ines",
+    "José",
+    "Kwame",
+    "Lena",
+    "Müller",
+    "Nnamdi",
+    "Olga",
+    "Priya",
+    "Quentin",
+    "Rūta",
+    "Saanvi",
+    "Tomás",
+    "山田 太郎",
+    "Анна",
+    "محمد",
+    "Δημήτρης",
+    "😀 Mum",
+    "O'Brien",
+    "van der Berg",
+    "Zoë",
+]
 JUNK = ["ask Bob", "n/a", "0", "+", "12", "call me", "+999 123", "tel:", "555", "++4930"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prefixes(region: str, count: int = 400) -> tuple[tuple[int, str], ...]:
     """(country code, national prefix without its last 4 digits) pairs that give valid numbers."""
     rng = random.Random(f"prefix-{region}")
@@ -33,8 +69,11 @@ def _prefixes(region: str, count: int = 400) -> tuple[tuple[int, str], ...]:
     for _ in range(count * 20):
         cand = digits[:keep] + "".join(rng.choice("0123456789") for _ in range(len(digits) - keep))
         if all(
-            pn.is_valid_number(pn.PhoneNumber(country_code=base.country_code,
-                                              national_number=int(cand[:-4] + tail)))
+            pn.is_valid_number(
+                pn.PhoneNumber(
+                    country_code=base.country_code, national_number=int(cand[:-4] + tail)
+                )
+            )
             for tail in ("0000", "5555", "9999")
         ):
             found.add(cand[:-4])

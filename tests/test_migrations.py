@@ -53,3 +53,19 @@ async def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
         assert count == 0
     finally:
         await db.dispose()
+
+
+async def test_user_ids_are_never_reused(db_url: str) -> None:
+    """A deleted user's id must not come back: other users' data may still name it."""
+    db = Database.from_url(db_url)
+    try:
+        insert = sa.text(
+            "INSERT INTO users (phone, restricted, created_at) VALUES (:p, false, 1) RETURNING id"
+        )
+        async with db.write() as conn:
+            first = await conn.scalar(insert, {"p": "+14155550100"})
+            await conn.execute(sa.text("DELETE FROM users WHERE id = :i"), {"i": first})
+            second = await conn.scalar(insert, {"p": "+14155550100"})
+        assert second != first
+    finally:
+        await db.dispose()

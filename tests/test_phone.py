@@ -131,3 +131,16 @@ def test_any_text_gives_e164_or_a_known_reason(raw: str, region: str | None) -> 
         assert result.reason in phone.REASONS
     else:
         assert phone.normalize(result.e164, None) == result.e164
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True))
+def test_e164_fast_path_agrees_with_the_full_parse(text: str) -> None:
+    assert phone._validate_e164(text) == phone._validate(text, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_numbers())
+def test_e164_fast_path_accepts_valid_numbers(number: phonenumbers.PhoneNumber) -> None:
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    assert phone._validate_e164(e164) == phone.Normalized(e164)

@@ -146,6 +146,11 @@ class Restricted(Forbidden):
     message = "A restricted user may only communicate with users paired to them."
 
 
+class DiscoveryQuotaExceeded(RateLimited):
+    code = "discovery_quota_exceeded"
+    message = "Too many new numbers checked in the last 24 hours."
+
+
 class InvalidLevel(ApiError):
     code = "invalid_level"
     status = 422

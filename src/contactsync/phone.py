@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 __all__ = [
     "REASONS",
@@ -102,7 +103,7 @@ def _cached(raw: str, region: str | None) -> Normalized:
         return Normalized(None, "too_long")
     text = raw.strip()
     if _E164.fullmatch(text):
-        return _validate(text, None)
+        return _validate_e164(text)
     result = _validate(text, region)
     if result.e164 is None:
         # "00" is the international prefix almost everywhere, but libphonenumber only reads
@@ -114,6 +115,25 @@ def _cached(raw: str, region: str | None) -> Normalized:
             if retry.e164 is not None:
                 return retry
     return result
+
+
+def _validate_e164(text: str) -> Normalized:
+    """The cheap path for input already in E.164 (what the SDK sends): no parsing, since the
+    digits are already canonical; only the country code is split off and validity checked."""
+    for length in (1, 2, 3):
+        country_code = int(text[1 : 1 + length])
+        if country_code in COUNTRY_CODE_TO_REGION_CODE:
+            national = text[1 + length :]
+            number = PhoneNumber(country_code=country_code, national_number=int(national))
+            zeros = len(national) - len(national.lstrip("0"))
+            if zeros:  # Italian-style numbers keep their leading zero in E.164
+                number.italian_leading_zero = True
+                number.number_of_leading_zeros = zeros
+            if phonenumbers.is_valid_number(number):
+                return Normalized(text)
+            # Not valid as written: let the full path give the precise reason.
+            return _validate(text, None)
+    return Normalized(None, "invalid_country_code")
 
 
 def _validate(text: str, region: str | None) -> Normalized:

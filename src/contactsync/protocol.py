@@ -115,6 +115,64 @@ class Health(Output):
     status: str = Field(examples=["ok"])
 
 
+# --- address book ------------------------------------------------------------------------
+
+ContactName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class ContactIn(Input):
+    phone: Annotated[str, StringConstraints(max_length=64)]
+    name: ContactName | None = None
+    destroy: bool = False
+
+
+class AddressBookUpload(Input):
+    contacts: list[ContactIn]
+    region: Region | None = None
+    device_id: DeviceId | None = None
+    force: bool = False
+    batch_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    final: bool = True
+
+
+class InvalidContact(Output):
+    index: int
+    phone: str
+    reason: str
+
+
+class RegisteredContact(Output):
+    user_id: int
+    phone: str
+    name: str | None = None
+
+
+class AddressBookResult(Output):
+    batch_id: str
+    final: bool = True
+    created: int
+    updated: int
+    deleted: int
+    unchanged: int
+    staged: int | None = None
+    invalid: list[InvalidContact]
+    registered: list[RegisteredContact]
+
+
+class BookContact(Output):
+    phone: str
+    name: str | None = None
+
+
+class AddressBookPage(Output):
+    contacts: list[BookContact]
+    next_cursor: str | None = None
+
+
+class RegisteredUsers(Output):
+    users: list[dict[str, Any]]
+
+
 # --- profiles and relations --------------------------------------------------------------
 
 # Levels arrive as anything and are checked by the service, so a bad one gets the stable

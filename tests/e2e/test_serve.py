@@ -24,7 +24,8 @@ def test_serve_creates_an_admin_key_and_serves_the_api(tmp_path: Path, db_url: s
             assert user.status_code == 201
             token = client.post(
                 f"/v1/admin/users/{user.json()['user_id']}/tokens",
-                json={"device_id": "laptop"}, headers=admin,
+                json={"device_id": "laptop"},
+                headers=admin,
             ).json()["token"]
             me = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
             assert me.status_code == 200 and me.json()["phone"] == "+14155550100"

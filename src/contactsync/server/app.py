@@ -15,6 +15,7 @@ from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
 from contactsync.server.http import (
+    addressbook,
     admin_pairs,
     admin_users,
     auth,
@@ -40,6 +41,7 @@ ROUTERS = [
     auth.router,
     me.router,
     events.router,
+    addressbook.router,
     profiles.router,
     relations.router,
     blocks.router,

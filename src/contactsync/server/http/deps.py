@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from contactsync.errors import AdminOnly, Unauthorized
 from contactsync.server.context import Context
 from contactsync.server.services import admin, sessions
 from contactsync.server.services.sessions import Session
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Validate a JSON body with `model` directly from bytes; errors as FastAPI's own."""
+    try:
+        return model.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def get_context(request: Request) -> Context:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from contactsync.errors import InvalidLevel, InvalidRequest, NotFound, TooManyFields
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy
-from contactsync.server.store.database import id_in
+from contactsync.server.store import bulk
 from contactsync.server.store.tables import blocks, profile_fields, relations, users
 
 MAX_LEVEL = 63
@@ -157,8 +157,7 @@ async def visible_profiles(
     wanted = [o for o in dict.fromkeys(owner_ids) if o not in hidden]
     if not wanted:
         return {}
-    # Everyone who granted the viewer levels, filtered here: no long list in this query, whose
-    # plan would otherwise hinge on row estimates (see relations._member).
+    # Everyone who granted the viewer levels (usually few), filtered here.
     grants = await tx.conn.execute(
         sa.select(relations.c.owner_id, relations.c.levels).where(
             relations.c.target_id == viewer_id, relations.c.contact.is_(True)
@@ -173,7 +172,7 @@ async def visible_profiles(
             profile_fields.c.value,
             profile_fields.c.level,
         )
-        .where(id_in(profile_fields.c.user_id, wanted, tx.dialect))
+        .where(bulk.member(profile_fields.c.user_id, wanted, tx.dialect))
         .order_by(profile_fields.c.user_id, profile_fields.c.name)
     )
     out: dict[int, dict[str, Value]] = {owner: {} for owner in wanted}

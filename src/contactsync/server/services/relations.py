@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,8 +36,8 @@ from contactsync.errors import (
 )
 from contactsync.server.context import Tx
 from contactsync.server.services import app_settings, events, policy, profiles, users
-from contactsync.server.store.database import id_in
-from contactsync.server.store.tables import relations
+from contactsync.server.store import bulk
+from contactsync.server.store.tables import join_notices, relations
 from contactsync.server.store.tables import users as users_table
 
 Mode = Literal["replace", "merge"]
@@ -141,51 +140,19 @@ def _relation(row: Any) -> Relation:
 # --- set-based reads and writes -----------------------------------------------------------
 
 
-def _member(column: Any, values: Sequence[Any], dialect: str) -> Any:
-    """`column IN values` for thousands of values, fast in every plan.
-
-    On PostgreSQL `= ANY(:array)` is fine in a custom plan (the array is hashed), but after five
-    executions asyncpg's prepared statement runs a generic plan in which the array is a
-    parameter, searched linearly for each row: a 10,000-number re-sync took 2 s. `IN (SELECT
-    unnest(:array))` is planned as a semi-join in either case.
-    """
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        array = sa.literal(list(values), ARRAY(column.type))
-        return column.in_(sa.select(sa.func.unnest(array)).scalar_subquery())
-    return id_in(column, values, dialect)
-
-
-
-def _rows_source(
-    tx: Tx, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
-) -> tuple[str, dict[str, Any]]:
-    """A FROM item `v(col, ...)` holding `rows`, as one bound parameter per column (PostgreSQL:
-    unnest of typed arrays) or one JSON document (SQLite: json_each)."""
-    if tx.dialect == "postgresql":
-        arrays = ", ".join(f"CAST(:c{i} AS {pg}[])" for i, (_, pg) in enumerate(columns))
-        names = ", ".join(name for name, _ in columns)
-        params = {f"c{i}": [row[i] for row in rows] for i in range(len(columns))}
-        return f"unnest({arrays}) AS v({names})", params
-    picks = ", ".join(
-        f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
-    )
-    return f"(SELECT {picks} FROM json_each(:rows)) AS v", {"rows": json.dumps(list(rows))}
-
-
 async def _insert(tx: Tx, owner_id: int, rows: list[tuple[Any, ...]]) -> None:
     """rows: (target_id, phone, contact, subscribe, levels)."""
-    source, params = _rows_source(
-        tx,
+    source, params = bulk.rows_source(
+        tx.dialect,
         [
-            ("target_id", "BIGINT"),
-            ("phone", "TEXT"),
-            ("contact", "BOOLEAN"),
-            ("subscribe", "BOOLEAN"),
-            ("levels", "BIGINT"),
+            ("target_id", "bigint"),
+            ("phone", "text"),
+            ("contact", "bool"),
+            ("subscribe", "bool"),
+            ("levels", "bigint"),
         ],
         rows,
+        alias="v",
     )
     await tx.conn.execute(
         sa.text(
@@ -200,10 +167,11 @@ async def _insert(tx: Tx, owner_id: int, rows: list[tuple[Any, ...]]) -> None:
 
 async def _update(tx: Tx, rows: list[tuple[int, bool, bool, int]]) -> None:
     """rows: (relation id, contact, subscribe, levels)."""
-    source, params = _rows_source(
-        tx,
-        [("id", "BIGINT"), ("contact", "BOOLEAN"), ("subscribe", "BOOLEAN"), ("levels", "BIGINT")],
+    source, params = bulk.rows_source(
+        tx.dialect,
+        [("id", "bigint"), ("contact", "bool"), ("subscribe", "bool"), ("levels", "bigint")],
         rows,
+        alias="v",
     )
     await tx.conn.execute(
         sa.text(
@@ -255,7 +223,7 @@ async def _existing(
         rows = await tx.conn.execute(
             sa.select(relations.c.target_id, *cols).where(
                 relations.c.owner_id == owner_id,
-                _member(relations.c.target_id, target_ids, tx.dialect),
+                bulk.member(relations.c.target_id, target_ids, tx.dialect),
             )
         )
         out.update({k: (i, (bool(c), bool(s), int(lv))) for k, i, c, s, lv in rows})
@@ -264,7 +232,7 @@ async def _existing(
             sa.select(relations.c.phone, *cols).where(
                 relations.c.owner_id == owner_id,
                 relations.c.target_id.is_(None),
-                _member(relations.c.phone, pending, tx.dialect),
+                bulk.member(relations.c.phone, pending, tx.dialect),
             )
         )
         out.update({k: (i, (bool(c), bool(s), int(lv))) for k, i, c, s, lv in rows})
@@ -316,7 +284,7 @@ async def _apply(
         await _update(tx, updates)
     if deletes:
         await tx.conn.execute(
-            sa.delete(relations).where(_member(relations.c.id, deletes, tx.dialect))
+            sa.delete(relations).where(bulk.member(relations.c.id, deletes, tx.dialect))
         )
     await _announce(tx, owner_id, changed)
     return outcome
@@ -449,7 +417,7 @@ async def sync(
     if numbers:
         rows = await tx.conn.execute(
             sa.select(users_table.c.id, users_table.c.phone).where(
-                _member(users_table.c.phone, numbers, tx.dialect)
+                bulk.member(users_table.c.phone, numbers, tx.dialect)
             )
         )
         registered = {r.phone: r.id for r in rows}
@@ -495,6 +463,16 @@ async def page(
 # --- hooks for other areas -----------------------------------------------------------------
 
 
+async def _join_notices_due(tx: Tx, user: users.User) -> bool:
+    """Whether this join may send "X joined" notices: the discovery hook, which runs first,
+    records each number's first join of the day in `join_notices`; a number that joins,
+    leaves and joins again within a day notifies once (the same rule for both paths)."""
+    at = await tx.conn.scalar(
+        sa.select(join_notices.c.at).where(join_notices.c.phone == user.phone)
+    )
+    return at is None or at == tx.now
+
+
 async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -> set[int]:
     """Attach relations pending on the new user's number; tell their owners.
 
@@ -525,11 +503,20 @@ async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -
     settings = await app_settings.load(tx)
     new: list[events.NewEvent] = []
     notified: set[int] = set()
-    if settings.notify_contact_joined:
+    if settings.notify_contact_joined and await _join_notices_due(tx, user):
+        muted = set(
+            await tx.conn.scalars(
+                sa.select(users_table.c.id).where(
+                    bulk.member(users_table.c.id, [r.owner_id for r in attached], tx.dialect),
+                    users_table.c.notify_contact_joined.is_(False),
+                )
+            )
+        )
         for relation in attached:
-            if relation.owner_id in already_notified or relation.owner_id in notified:
+            owner = relation.owner_id
+            if owner in already_notified or owner in notified or owner in muted:
                 continue
-            notified.add(relation.owner_id)
+            notified.add(owner)
             new.append(
                 events.NewEvent(
                     relation.owner_id,

@@ -24,6 +24,8 @@ users = sa.Table(
     sa.Column("region", sa.String(2), nullable=True),
     sa.Column("restricted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", MS, nullable=False),
+    # The user's own switch for "X joined" notices (the app-wide one is in app settings).
+    sa.Column("notify_contact_joined", sa.Boolean, nullable=False, server_default=sa.true()),
     sqlite_autoincrement=True,
 )
 
@@ -107,6 +109,8 @@ book_entries = sa.Table(
     sa.Column("book", sa.String(128), primary_key=True),
     sa.Column("phone", sa.String(16), primary_key=True),
     sa.Column("name", sa.String(200), nullable=True),
+    # When the number entered the book: the discovery quota counts recent ones.
+    sa.Column("created_at", MS, nullable=False),
     sa.Column("updated_at", MS, nullable=False),
     sa.Index("ix_book_entries_phone", "phone"),
 )
@@ -129,6 +133,51 @@ pairs = sa.Table(
     sa.Column("created_at", MS, nullable=False),
     sa.CheckConstraint("a_id < b_id", name="ck_pairs_ordered"),
     sa.Index("ix_pairs_b", "b_id"),
+)
+
+# Upload requests by idempotency key. A retried batch_id returns `response` and changes
+# nothing; a force upload spanning several requests stays `open` until its final part.
+upload_batches = sa.Table(
+    "upload_batches",
+    metadata,
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("book", sa.String(128), nullable=False),
+    sa.Column("force", sa.Boolean, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("response", sa.JSON, nullable=True),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Index("ix_upload_batches_created", "owner_id", "created_at"),
+)
+
+# Contacts of an open multi-request force upload, applied all at once by its final part.
+staged_contacts = sa.Table(
+    "staged_contacts",
+    metadata,
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("destroy", sa.Boolean, nullable=False),
+)
+
+# Numbers each user has checked against the user base: the anti-enumeration quota counts the
+# distinct ones in a rolling 24 h window.
+discovery_checks = sa.Table(
+    "discovery_checks",
+    metadata,
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("phone", sa.String(16), primary_key=True),
+    sa.Column("at", MS, nullable=False),
+)
+
+# When a number last caused "X joined" notices: a number that joins, leaves and joins again
+# within a day notifies once. Kept by number, not user, and only for a day.
+join_notices = sa.Table(
+    "join_notices",
+    metadata,
+    sa.Column("phone", sa.String(16), primary_key=True),
+    sa.Column("at", MS, nullable=False),
 )
 
 # Profile fields: one row per (user, field name). `level` 0 is public, 1..63 are the app's own

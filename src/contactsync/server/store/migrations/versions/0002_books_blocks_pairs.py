@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("book", sa.String(128), primary_key=True),
         sa.Column("phone", sa.String(16), primary_key=True),
         sa.Column("name", sa.String(200), nullable=True),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_book_entries_phone", "book_entries", ["phone"])

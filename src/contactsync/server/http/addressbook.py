@@ -1,0 +1,105 @@
+"""Address-book upload, listing, registered contacts, clearing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from contactsync.errors import InvalidRequest
+from contactsync.protocol import (
+    AddressBookPage,
+    AddressBookResult,
+    AddressBookUpload,
+    BookContact,
+    RegisteredUsers,
+)
+from contactsync.server.http.deps import Caller, Ctx, parse_body
+from contactsync.server.services import addressbook
+
+router = APIRouter(prefix="/v1/addressbook", tags=["address book"])
+
+CURSOR = re.compile(r"\+[0-9]{1,15}")
+DeviceQuery = Annotated[str | None, Query(max_length=128)]
+
+
+def encode_cursor(phone: str | None) -> str | None:
+    return None if phone is None else base64.urlsafe_b64encode(phone.encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        phone = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        phone = ""
+    if not CURSOR.fullmatch(phone):
+        raise InvalidRequest("The cursor is not valid.", details={"field": "cursor"})
+    return phone
+
+
+# The body is parsed by pydantic straight from the bytes: for a 5,000-contact request that is
+# about 20 ms faster than FastAPI's generic body handling. Same model, same error shape.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": AddressBookUpload.model_json_schema()}},
+    }
+}
+
+
+@router.post("", response_model=AddressBookResult, openapi_extra=_UPLOAD_BODY)
+async def upload(request: Request, caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    body = parse_body(AddressBookUpload, await request.body())
+    upload_request = addressbook.Upload(
+        contacts=body.contacts,
+        region=body.region,
+        device_id=body.device_id,
+        force=body.force,
+        batch_id=body.batch_id,
+        final=body.final,
+    )
+    owner = addressbook.Owner(caller.user_id, caller.region)
+    async with ctx.tx() as tx:
+        return await addressbook.upload(
+            tx, owner, upload_request, default_region=ctx.settings.default_region
+        )
+
+
+@router.get("", response_model=AddressBookPage)
+async def list_book(
+    caller: Caller,
+    ctx: Ctx,
+    device_id: DeviceQuery = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> AddressBookPage:
+    async with ctx.read() as tx:
+        page, last = await addressbook.list_contacts(
+            tx, caller.user_id, device_id, decode_cursor(cursor), limit
+        )
+    return AddressBookPage(
+        contacts=[BookContact(**c) for c in page], next_cursor=encode_cursor(last)
+    )
+
+
+@router.get("/registered", response_model=RegisteredUsers)
+async def registered(
+    caller: Caller, ctx: Ctx, device_id: DeviceQuery = None, compact: bool = False
+) -> RegisteredUsers:
+    async with ctx.read() as tx:
+        found = await addressbook.registered_in_book(tx, caller.user_id, device_id)
+    if compact:
+        found = [{"user_id": u["user_id"], "phone": u["phone"]} for u in found]
+    return RegisteredUsers(users=found)
+
+
+@router.delete("")
+async def clear(caller: Caller, ctx: Ctx, device_id: DeviceQuery = None) -> dict[str, int]:
+    async with ctx.tx() as tx:
+        deleted = await addressbook.clear(tx, caller.user_id, device_id)
+    return {"deleted": deleted}

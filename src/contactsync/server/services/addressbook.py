@@ -1,0 +1,553 @@
+"""Address books: what an upload means, applied in one transaction.
+
+- Contacts are added or renamed; `destroy` removes one; a number written twice in one request:
+  the last one wins. Invalid numbers are reported by index and never stored.
+- `force` replaces the whole book. A force upload may span several requests sharing a
+  `batch_id`; the parts are staged and applied together by the part with `final` true, so no
+  one ever sees a half-replaced book.
+- `device_id` selects a per-installation book; without it the user's global book ("").
+- A `batch_id` seen before returns the first answer and changes nothing more.
+- Each user may check at most `discovery_quota` distinct new numbers per rolling 24 h; an
+  upload over it is refused whole.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from contactsync import phone as phones
+from contactsync.errors import (
+    Conflict,
+    DiscoveryQuotaExceeded,
+    InvalidRequest,
+    TooManyContacts,
+)
+from contactsync.server.context import Tx
+from contactsync.server.services import app_settings, events, policy, sessions, users
+from contactsync.server.store.bulk import in_list, rows_source
+from contactsync.server.store.tables import (
+    book_entries,
+    discovery_checks,
+    staged_contacts,
+    upload_batches,
+)
+
+DAY_MS = 24 * 3600 * 1000
+BATCH_KEEP_MS = 7 * DAY_MS
+BATCH_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+GLOBAL_BOOK = ""
+
+
+class ContactLike(Protocol):
+    phone: str
+    name: str | None
+    destroy: bool
+
+
+@dataclass(frozen=True)
+class Contact:
+    phone: str
+    name: str | None = None
+    destroy: bool = False
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who uploads: the user and the region their own number is in."""
+
+    user_id: int
+    region: str | None
+
+
+@dataclass
+class Upload:
+    contacts: Sequence[ContactLike]
+    region: str | None = None
+    device_id: str | None = None
+    force: bool = False
+    batch_id: str | None = None
+    final: bool = True
+
+
+def book_of(device_id: str | None) -> str:
+    return GLOBAL_BOOK if not device_id else sessions.check_device_id(device_id)
+
+
+def _normalise(
+    contacts: Sequence[ContactLike], region: str | None
+) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]]]:
+    """{e164: (name, destroy)} with the last occurrence winning, and the invalid entries."""
+    desired: dict[str, tuple[str | None, bool]] = {}
+    invalid: list[dict[str, Any]] = []
+    for index, contact in enumerate(contacts):
+        result = phones.try_normalize(contact.phone, region)
+        if result.e164 is None:
+            invalid.append({"index": index, "phone": contact.phone, "reason": result.reason})
+            continue
+        desired.pop(result.e164, None)  # re-insert so dict order follows the last occurrence
+        desired[result.e164] = (contact.name or None, contact.destroy)
+    return desired, invalid
+
+
+async def upload(
+    tx: Tx, owner: Owner, request: Upload, *, default_region: str | None
+) -> dict[str, Any]:
+    settings = await app_settings.load(tx)
+    if len(request.contacts) > settings.max_contacts_per_request:
+        raise TooManyContacts(
+            f"At most {settings.max_contacts_per_request} contacts per request; "
+            "send the rest in further requests.",
+            details={"max": settings.max_contacts_per_request, "got": len(request.contacts)},
+        )
+    book = book_of(request.device_id)
+    region = users.resolve_region(request.region, owner.region, default_region)
+    batch_id = request.batch_id
+    if batch_id is not None and not BATCH_ID.fullmatch(batch_id):
+        raise InvalidRequest(
+            "batch_id must be 1-64 letters, digits or . _ : -", details={"field": "batch_id"}
+        )
+    staging = request.force and not request.final
+    if staging and batch_id is None:
+        raise InvalidRequest(
+            "A force upload in several parts needs a batch_id shared by its parts.",
+            details={"field": "batch_id"},
+        )
+    open_batch = False
+    if batch_id is not None:
+        row = (
+            await tx.conn.execute(
+                sa.select(upload_batches).where(
+                    upload_batches.c.owner_id == owner.user_id,
+                    upload_batches.c.batch_id == batch_id,
+                )
+            )
+        ).first()
+        if row is not None and row.state == "done":
+            return dict(row.response)
+        if row is not None:
+            if not request.force or row.book != book:
+                raise Conflict(
+                    "This batch_id belongs to an unfinished force upload of another book.",
+                    details={"batch_id": batch_id},
+                )
+            open_batch = True
+    else:
+        batch_id = uuid.uuid4().hex
+
+    desired, invalid = _normalise(request.contacts, region)
+    adds = [p for p, (_, destroy) in desired.items() if not destroy]
+    held = await _held(tx, owner.user_id, list(desired))
+    await _charge_quota(
+        tx, owner.user_id, adds, settings.discovery_quota, remember=staging, held=held
+    )
+
+    if staging:
+        counts = await _stage(tx, owner.user_id, batch_id, desired)
+    elif request.force:
+        counts = await _replace(tx, owner.user_id, book, batch_id if open_batch else None, desired)
+    else:
+        existing = {p: books[book] for p, books in held.items() if book in books}
+        counts = await _merge(tx, owner.user_id, book, desired, existing)
+
+    registered = await _registered(tx, owner.user_id, {p: desired[p][0] for p in adds})
+    response: dict[str, Any] = {
+        "batch_id": batch_id,
+        "final": not staging,
+        **counts,
+        "invalid": invalid,
+        "registered": registered,
+    }
+    await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
+    if registered:
+        await events.append(
+            tx,
+            [
+                events.NewEvent(
+                    owner.user_id,
+                    "contacts.registered",
+                    {"users": registered, "batch_id": batch_id, "device_id": request.device_id},
+                )
+            ],
+        )
+    return response
+
+
+async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str, str | None]]:
+    """{number: {book: name}} for the owner's entries of these numbers, in every book."""
+    if not numbers:
+        return {}
+    where, params = in_list(tx.dialect, "phone", numbers, "nums")
+    rows = await tx.conn.execute(
+        sa.text(f"SELECT phone, book, name FROM book_entries WHERE owner_id = :owner AND {where}"),
+        {"owner": owner_id, **params},
+    )
+    held: dict[str, dict[str, str | None]] = {}
+    for number, book, name in rows:
+        held.setdefault(number, {})[book] = name
+    return held
+
+
+async def _charge_quota(
+    tx: Tx,
+    owner_id: int,
+    adds: list[str],
+    quota: int,
+    *,
+    remember: bool,
+    held: dict[str, dict[str, str | None]],
+) -> None:
+    """Count the numbers this user has not checked before against the rolling 24 h quota.
+
+    A number counts once from the moment it was first checked. Numbers that stay in a book are
+    counted from the book itself (`created_at`), so a first upload writes no extra rows; only
+    numbers that leave a book within the day, and staged ones (`remember`), are kept in
+    `discovery_checks`. Clearing or replacing a book therefore never gives quota back.
+    """
+    if not adds:
+        return
+    since = tx.now - DAY_MS
+    base = {"owner": owner_id, "since": since}
+    unheld = [p for p in adds if p not in held]
+    if not unheld:
+        return
+    in_unheld, params = in_list(tx.dialect, "phone", unheld, "unheld")
+    known = {
+        number
+        for (number,) in (
+            await tx.conn.execute(
+                sa.text(
+                    "SELECT phone FROM discovery_checks "
+                    f"WHERE owner_id = :owner AND at > :since AND {in_unheld}"
+                ),
+                {**base, **params},
+            )
+        )
+    }
+    new = [p for p in unheld if p not in known]
+    if not new:
+        return
+    await tx.conn.execute(
+        sa.delete(discovery_checks).where(
+            discovery_checks.c.owner_id == owner_id, discovery_checks.c.at <= since
+        )
+    )
+    recent = await tx.conn.execute(
+        sa.text(
+            "SELECT count(*) AS used, min(first) AS oldest FROM ("
+            "SELECT phone, min(created_at) AS first FROM book_entries "
+            "WHERE owner_id = :owner AND created_at > :since GROUP BY phone "
+            "UNION ALL SELECT phone, at FROM discovery_checks WHERE owner_id = :owner "
+            "AND phone NOT IN (SELECT phone FROM book_entries "
+            "WHERE owner_id = :owner AND created_at > :since)) AS checked"
+        ),
+        base,
+    )
+    used, oldest = recent.one()
+    if used + len(new) > quota:
+        retry_after = max(1, ((oldest or tx.now) + DAY_MS - tx.now + 999) // 1000)
+        raise DiscoveryQuotaExceeded(
+            retry_after,
+            details={
+                "quota": quota,
+                "used": used,
+                "new_in_request": len(new),
+                "retry_after": retry_after,
+            },
+        )
+    if remember:
+        source, rows = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in new])
+        await tx.conn.execute(
+            sa.text(
+                "INSERT INTO discovery_checks (owner_id, phone, at) "
+                f"SELECT :owner, t.phone, :now FROM {source}"
+            ),
+            {"owner": owner_id, "now": tx.now, **rows},
+        )
+
+
+async def _remember_leaving(
+    tx: Tx, owner_id: int, book: str, where: str, params: dict[str, Any]
+) -> None:
+    """Numbers about to leave the book that were checked within the day keep counting."""
+    await tx.conn.execute(
+        sa.text(
+            "INSERT INTO discovery_checks (owner_id, phone, at) "
+            "SELECT owner_id, phone, created_at FROM book_entries "
+            "WHERE owner_id = :owner AND book = :book AND created_at > :since"
+            + (f" AND {where}" if where else "")
+            + " ON CONFLICT (owner_id, phone) DO UPDATE SET at = CASE "
+            "WHEN excluded.at > discovery_checks.at THEN excluded.at "
+            "ELSE discovery_checks.at END"
+        ),
+        {"owner": owner_id, "book": book, "since": tx.now - DAY_MS, **params},
+    )
+
+
+async def _whole_book(tx: Tx, owner_id: int, book: str) -> dict[str, str | None]:
+    rows = await tx.conn.execute(
+        sa.select(book_entries.c.phone, book_entries.c.name).where(
+            book_entries.c.owner_id == owner_id, book_entries.c.book == book
+        )
+    )
+    return dict(rows.all())
+
+
+async def _merge(
+    tx: Tx,
+    owner_id: int,
+    book: str,
+    desired: dict[str, tuple[str | None, bool]],
+    existing: dict[str, str | None],
+) -> dict[str, int]:
+    create: list[tuple[str, str | None]] = []
+    rename: list[tuple[str, str | None]] = []
+    delete: list[str] = []
+    unchanged = 0
+    for number, (name, destroy) in desired.items():
+        if destroy:
+            if number in existing:
+                delete.append(number)
+            else:
+                unchanged += 1
+        elif number not in existing:
+            create.append((number, name))
+        elif name is not None and name != existing[number]:
+            rename.append((number, name))
+        else:
+            unchanged += 1
+    await _apply(tx, owner_id, book, create, rename, delete)
+    return {
+        "created": len(create),
+        "updated": len(rename),
+        "deleted": len(delete),
+        "unchanged": unchanged,
+    }
+
+
+async def _replace(
+    tx: Tx,
+    owner_id: int,
+    book: str,
+    staged_batch: str | None,
+    desired: dict[str, tuple[str | None, bool]],
+) -> dict[str, int]:
+    """The book becomes exactly the staged parts plus this request (later entries win)."""
+    wanted: dict[str, tuple[str | None, bool]] = {}
+    if staged_batch is not None:
+        rows = await tx.conn.execute(
+            sa.select(
+                staged_contacts.c.phone, staged_contacts.c.name, staged_contacts.c.destroy
+            ).where(
+                staged_contacts.c.owner_id == owner_id, staged_contacts.c.batch_id == staged_batch
+            )
+        )
+        wanted = {row.phone: (row.name, bool(row.destroy)) for row in rows}
+        await tx.conn.execute(
+            sa.delete(staged_contacts).where(
+                staged_contacts.c.owner_id == owner_id, staged_contacts.c.batch_id == staged_batch
+            )
+        )
+    wanted.update(desired)
+    keep = {number: name for number, (name, destroy) in wanted.items() if not destroy}
+    existing = await _whole_book(tx, owner_id, book)
+    create = [(n, name) for n, name in keep.items() if n not in existing]
+    rename = [
+        (n, name)
+        for n, name in keep.items()
+        if n in existing and name is not None and name != existing[n]
+    ]
+    delete = [n for n in existing if n not in keep]
+    await _apply(tx, owner_id, book, create, rename, delete)
+    return {
+        "created": len(create),
+        "updated": len(rename),
+        "deleted": len(delete),
+        "unchanged": len(keep) - len(create) - len(rename),
+    }
+
+
+async def _stage(
+    tx: Tx, owner_id: int, batch_id: str, desired: dict[str, tuple[str | None, bool]]
+) -> dict[str, int]:
+    if desired:
+        source, params = rows_source(
+            tx.dialect,
+            [("phone", "text"), ("name", "text"), ("destroy", "bool")],
+            [(p, name, destroy) for p, (name, destroy) in desired.items()],
+        )
+        await tx.conn.execute(
+            sa.text(
+                "INSERT INTO staged_contacts (owner_id, batch_id, phone, name, destroy) "
+                f"SELECT :owner, :batch, t.phone, t.name, t.destroy FROM {source} WHERE true "
+                "ON CONFLICT (owner_id, batch_id, phone) "
+                "DO UPDATE SET name = excluded.name, destroy = excluded.destroy"
+            ),
+            {"owner": owner_id, "batch": batch_id, **params},
+        )
+    staged = await tx.conn.scalar(
+        sa.select(sa.func.count()).where(
+            staged_contacts.c.owner_id == owner_id, staged_contacts.c.batch_id == batch_id
+        )
+    )
+    return {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0, "staged": int(staged or 0)}
+
+
+async def _apply(
+    tx: Tx,
+    owner_id: int,
+    book: str,
+    create: Sequence[tuple[str, str | None]],
+    rename: Sequence[tuple[str, str | None]],
+    delete: Sequence[str],
+) -> None:
+    base = {"owner": owner_id, "book": book, "now": tx.now}
+    if delete:
+        where, params = in_list(tx.dialect, "phone", delete, "gone")
+        await _remember_leaving(tx, owner_id, book, where, params)
+        await tx.conn.execute(
+            sa.text(
+                f"DELETE FROM book_entries WHERE owner_id = :owner AND book = :book AND {where}"
+            ),
+            {**base, **params},
+        )
+    if create:
+        source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], create)
+        await tx.conn.execute(
+            sa.text(
+                "INSERT INTO book_entries (owner_id, book, phone, name, created_at, updated_at) "
+                f"SELECT :owner, :book, t.phone, t.name, :now, :now FROM {source}"
+            ),
+            {**base, **params},
+        )
+    if rename and tx.dialect == "postgresql":
+        source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], rename)
+        await tx.conn.execute(
+            sa.text(
+                f"UPDATE book_entries SET name = t.name, updated_at = :now FROM {source} "
+                "WHERE book_entries.owner_id = :owner AND book_entries.book = :book "
+                "AND book_entries.phone = t.phone"
+            ),
+            {**base, **params},
+        )
+    elif rename:
+        # SQLite's planner scans the whole book for UPDATE ... FROM; keyed updates in one
+        # executemany are primary-key hits without round trips.
+        await tx.conn.execute(
+            sa.text(
+                "UPDATE book_entries SET name = :name, updated_at = :now "
+                "WHERE owner_id = :owner AND book = :book AND phone = :phone"
+            ),
+            [{**base, "phone": number, "name": name} for number, name in rename],
+        )
+
+
+async def _registered(tx: Tx, owner_id: int, names: dict[str, str | None]) -> list[dict[str, Any]]:
+    """The registered users among `names`' numbers: never the caller, never a blocked pair."""
+    if not names:
+        return []
+    # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
+    # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
+    source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in names])
+    rows = await tx.conn.execute(
+        sa.text(
+            f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone "
+            "WHERE u.id <> :owner"
+        ),
+        {"owner": owner_id, **params},
+    )
+    found = [(uid, number) for uid, number in rows]
+    if not found:
+        return []
+    hidden = await policy.blocked_ids(tx, owner_id)
+    return [
+        {"user_id": uid, "phone": number, "name": names[number]}
+        for uid, number in sorted(found, key=lambda r: r[1])
+        if uid not in hidden
+    ]
+
+
+async def _record_batch(
+    tx: Tx,
+    owner_id: int,
+    batch_id: str,
+    book: str,
+    force: bool,
+    staging: bool,
+    response: dict[str, Any],
+) -> None:
+    state, stored = ("open", None) if staging else ("done", response)
+    updated = await tx.conn.execute(
+        sa.update(upload_batches)
+        .where(upload_batches.c.owner_id == owner_id, upload_batches.c.batch_id == batch_id)
+        .values(state=state, response=stored)
+    )
+    if updated.rowcount == 0:
+        await tx.conn.execute(
+            sa.insert(upload_batches).values(
+                owner_id=owner_id,
+                batch_id=batch_id,
+                book=book,
+                force=force,
+                state=state,
+                response=stored,
+                created_at=tx.now,
+            )
+        )
+    # Forget old answers; an abandoned multi-part force upload is dropped after a day.
+    await tx.conn.execute(
+        sa.delete(upload_batches).where(
+            upload_batches.c.owner_id == owner_id,
+            sa.or_(
+                upload_batches.c.created_at < tx.now - BATCH_KEEP_MS,
+                sa.and_(
+                    upload_batches.c.state == "open", upload_batches.c.created_at < tx.now - DAY_MS
+                ),
+            ),
+        )
+    )
+
+
+async def list_contacts(
+    tx: Tx, owner_id: int, device_id: str | None, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the book in number order, and the last number of the page if more follow."""
+    query = (
+        sa.select(book_entries.c.phone, book_entries.c.name)
+        .where(book_entries.c.owner_id == owner_id, book_entries.c.book == book_of(device_id))
+        .order_by(book_entries.c.phone)
+        .limit(limit + 1)
+    )
+    if after:
+        query = query.where(book_entries.c.phone > after)
+    rows = (await tx.conn.execute(query)).all()
+    page = [{"phone": r.phone, "name": r.name} for r in rows[:limit]]
+    return page, (rows[limit - 1].phone if len(rows) > limit else None)
+
+
+async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> list[dict[str, Any]]:
+    """Registered users among the numbers in the book, with the book's name for each."""
+    rows = await tx.conn.execute(
+        sa.text(
+            "SELECT u.id, u.phone, b.name FROM book_entries b JOIN users u ON u.phone = b.phone "
+            "WHERE b.owner_id = :owner AND b.book = :book AND u.id <> :owner ORDER BY u.phone"
+        ),
+        {"owner": owner_id, "book": book_of(device_id)},
+    )
+    hidden = await policy.blocked_ids(tx, owner_id)
+    return [{"user_id": r.id, "phone": r.phone, "name": r.name} for r in rows if r.id not in hidden]
+
+
+async def clear(tx: Tx, owner_id: int, device_id: str | None) -> int:
+    await _remember_leaving(tx, owner_id, book_of(device_id), "", {})
+    result = await tx.conn.execute(
+        sa.delete(book_entries).where(
+            book_entries.c.owner_id == owner_id, book_entries.c.book == book_of(device_id)
+        )
+    )
+    return int(result.rowcount or 0)

@@ -1,0 +1,86 @@
+"""Joining: when a number registers, everyone whose book holds it hears "X joined".
+
+One `contact.joined` per holder however many of their books hold the number, carrying the name
+from the holder's own book (the global book's name first). Nobody is told when the app-wide
+switch `notify_contact_joined` is off, holders who muted the notice are skipped, and a number
+that joins, leaves and joins again within a day notifies once. A join creates no conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from contactsync.server.context import Tx
+from contactsync.server.services import app_settings, events
+from contactsync.server.services.users import User
+from contactsync.server.store.tables import join_notices, users
+
+DAY_MS = 24 * 3600 * 1000
+
+
+async def holders(tx: Tx, user: User) -> dict[int, str | None]:
+    """{owner_id: name in their book} for every other user whose book holds the number and
+    who wants join notices."""
+    rows = await tx.conn.execute(
+        sa.text(
+            "SELECT b.owner_id, b.book, b.name FROM book_entries b "
+            "JOIN users u ON u.id = b.owner_id "
+            "WHERE b.phone = :phone AND b.owner_id <> :uid AND u.notify_contact_joined"
+        ),
+        {"phone": user.phone, "uid": user.id},
+    )
+    names: dict[int, str | None] = {}
+    for row in rows:
+        # The global book's name wins; else the first named entry of any device book.
+        if row.owner_id not in names or row.book == "" or names[row.owner_id] is None:
+            names[row.owner_id] = row.name or names.get(row.owner_id)
+    return names
+
+
+async def _first_join_today(tx: Tx, phone: str) -> bool:
+    """Record this join; False when the number already caused notices within a day."""
+    last = await tx.conn.scalar(sa.select(join_notices.c.at).where(join_notices.c.phone == phone))
+    await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.at <= tx.now - DAY_MS))
+    if last is not None and last > tx.now - DAY_MS:
+        return False
+    await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.phone == phone))
+    await tx.conn.execute(sa.insert(join_notices).values(phone=phone, at=tx.now))
+    return True
+
+
+async def on_user_joined(tx: Tx, user: User) -> set[int]:
+    """Send `contact.joined` to the holders of the new user's number; returns who was told."""
+    settings = await app_settings.load(tx)
+    if not settings.notify_contact_joined:
+        return set()
+    if not await _first_join_today(tx, user.phone):
+        return set()
+    names = await holders(tx, user)
+    await events.append(
+        tx,
+        [
+            events.NewEvent(owner, "contact.joined", event_data(user, name))
+            for owner, name in names.items()
+        ],
+    )
+    return set(names)
+
+
+async def set_join_notices(tx: Tx, user_id: int, enabled: bool) -> None:
+    """The user's own switch for "X joined" notices."""
+    await tx.conn.execute(
+        sa.update(users).where(users.c.id == user_id).values(notify_contact_joined=enabled)
+    )
+
+
+async def join_notices_enabled(tx: Tx, user_id: int) -> bool:
+    value = await tx.conn.scalar(
+        sa.select(users.c.notify_contact_joined).where(users.c.id == user_id)
+    )
+    return bool(value)
+
+
+def event_data(user: User, name: str | None) -> dict[str, Any]:
+    return {"user_id": user.id, "phone": user.phone, "name": name}
