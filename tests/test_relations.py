@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from contactsync.server.services import app_settings, relations
+from contactsync.server.clock import ManualClock
+from contactsync.server.services import app_settings, discovery, relations
 from tests.conftest import Api
 
 H = dict[str, str]
@@ -366,3 +367,42 @@ async def test_a_big_sync_matches_existing_relations(api: Api) -> None:
     rels = {(x["user_id"] or x["phone"]): x["access_levels"] for x in await listing(api, ah)}
     assert len(rels) == len(numbers)
     assert rels[bob["user_id"]] == [1, 2] and rels[zed["user_id"]] == [1, 2]
+
+
+async def test_join_notices_from_books_and_relations_reach_each_owner_once(
+    api: Api, clock: ManualClock
+) -> None:
+    _, ah = await api.user_with_token("+14155550101")  # book entry and relation
+    _, bh = await api.user_with_token("+14155550102")  # relation only
+    cat, ch = await api.user_with_token("+14155550103")  # relation only, muted notices
+    joiner = "+14155550199"
+    r = await api.client.post(
+        "/v1/addressbook", json={"contacts": [{"phone": joiner, "name": "Zed"}]}, headers=ah
+    )
+    assert r.status_code == 200, r.text
+    for h in (ah, bh, ch):
+        assert (await put(api, h, joiner)).status_code == 200
+    async with api.ctx.tx() as tx:
+        await discovery.set_join_notices(tx, cat["user_id"], False)
+    zed = await api.create_user(joiner)
+    z = zed["user_id"]
+    assert of_type(await api.events(ah), "contact.joined") == [
+        {"user_id": z, "phone": joiner, "name": "Zed"}
+    ]
+    assert of_type(await api.events(bh), "contact.joined") == [
+        {"user_id": z, "phone": joiner, "name": None}
+    ]
+    assert of_type(await api.events(ch), "contact.joined") == []
+    # The muted owner's relation attaches all the same.
+    [rel] = await listing(api, ch)
+    assert rel["user_id"] == z and not rel["pending"]
+    # Leaving removes the relations to the leaver; a re-join within a day attaches the new
+    # pending relation but sends no second notice.
+    await api.client.delete(f"/v1/admin/users/{z}", headers=api.admin)
+    assert await listing(api, bh) == []
+    await put(api, bh, joiner)
+    clock.advance(3600)
+    again = await api.create_user(joiner)
+    [rel] = await listing(api, bh)
+    assert rel["user_id"] == again["user_id"]
+    assert len(of_type(await api.events(bh), "contact.joined")) == 1
