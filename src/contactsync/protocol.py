@@ -216,7 +216,6 @@ class PutRelation(Input):
     subscribe: bool | None = None
     access_levels: list[Any] | None = None
     mode: Literal["replace", "merge"] = "replace"
-    region: Region | None = None
 
 
 class SyncRelations(Input):

@@ -79,7 +79,7 @@ async def get_relation(target: str, caller: Caller, ctx: Ctx) -> RelationOut:
 async def put_relation(target: str, body: PutRelation, caller: Caller, ctx: Ctx) -> RelationOut:
     change = _change(body)
     async with ctx.tx() as tx:
-        key, relation = await relations.put(tx, _caller(caller), target, change, body.region)
+        key, relation = await relations.put(tx, _caller(caller), target, change)
     return _out(key, relation)
 
 

@@ -324,7 +324,7 @@ class Caller:
     region: str | None
 
 
-async def _resolve(tx: Tx, caller: Caller, target: str, region: str | None) -> int | str:
+async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
     """A user id for a registered target, else the E.164 number of a pending one."""
     if target.isdigit() and not target.startswith("0"):
         if len(target) > 18:  # beyond any id this server hands out
@@ -339,7 +339,7 @@ async def _resolve(tx: Tx, caller: Caller, target: str, region: str | None) -> i
             "Address a relation by user id or by a number in E.164 form (+CC...).",
             details={"field": "target"},
         )
-    e164 = users.normalize_phone(target, region or caller.region, field="target")
+    e164 = users.normalize_phone(target, None, field="target")
     if e164 == caller.phone:
         raise SelfRelation()
     found = await users.find_by_phone(tx, e164)
@@ -358,16 +358,16 @@ async def get(tx: Tx, owner_id: int, key: int | str) -> Relation | None:
 
 async def lookup(tx: Tx, caller: Caller, target: str) -> tuple[int | str, Relation | None]:
     """The caller's relation with one user or number, if any."""
-    key = await _resolve(tx, caller, target, None)
+    key = await _resolve(tx, caller, target)
     return key, await get(tx, caller.user_id, key)
 
 
 async def put(
-    tx: Tx, caller: Caller, target: str, change: Change, region: str | None = None
+    tx: Tx, caller: Caller, target: str, change: Change
 ) -> tuple[int | str, Relation | None]:
     """Set the caller's relation with one user or number; returns the key and the relation
     afterwards (None when nothing is left of it)."""
-    key = await _resolve(tx, caller, target, region)
+    key = await _resolve(tx, caller, target)
     if isinstance(key, int):
         await _apply(tx, caller.user_id, [key], [], change)
     else:
