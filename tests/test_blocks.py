@@ -129,3 +129,30 @@ async def test_bad_pairs(api: Api) -> None:
     assert r.status_code == 404
     async with api.ctx.read() as tx:
         assert await tx.conn.scalar(sa.text("SELECT count(*) FROM pairs")) == 0
+
+
+async def test_blocks_hide_each_from_the_others_discovery(api: Api) -> None:
+    ann, ah = await api.user_with_token("+14155550100")
+    bob, bh = await api.user_with_token("+14155550101")
+    cat = await api.create_user("+14155550102")
+    a, b = ann["user_id"], bob["user_id"]
+
+    async def found(headers: dict[str, str], numbers: list[str]) -> set[int]:
+        r = await api.client.post(
+            "/v1/addressbook",
+            json={"contacts": [{"phone": n} for n in numbers], "force": True},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        listed = await api.client.get("/v1/addressbook/registered", headers=headers)
+        uploaded = {u["user_id"] for u in r.json()["registered"]}
+        assert uploaded == {u["user_id"] for u in listed.json()["users"]}
+        return uploaded
+
+    assert await found(ah, ["+14155550101", "+14155550102"]) == {b, cat["user_id"]}
+    assert await found(bh, ["+14155550100"]) == {a}
+    await api.client.put(f"/v1/blocks/{b}", headers=ah)
+    assert await found(ah, ["+14155550101", "+14155550102"]) == {cat["user_id"]}
+    assert await found(bh, ["+14155550100"]) == set()
+    await api.client.delete(f"/v1/blocks/{b}", headers=ah)
+    assert await found(bh, ["+14155550100"]) == {a}
