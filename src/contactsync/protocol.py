@@ -175,6 +175,11 @@ class RegisteredUsers(Output):
 
 # --- profiles and relations --------------------------------------------------------------
 
+# Ids are BIGINTs: a larger number in a path or body is refused (422) before it reaches the
+# database driver, which would fail on it.
+MAX_ID = 2**63 - 1
+UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
 # Levels arrive as anything and are checked by the service, so a bad one gets the stable
 # `invalid_level` code (with the offending value) rather than a generic validation error.
 FieldValue = (
@@ -263,8 +268,8 @@ class BlocksPage(Output):
 
 
 class PairIn(Input):
-    a: int
-    b: int
+    a: UserId
+    b: UserId
 
 
 class PairOut(Output):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from contactsync.protocol import PairIn, PairOut
+from fastapi import APIRouter, Path
+
+from contactsync.protocol import MAX_ID, PairIn, PairOut
 from contactsync.server.http.deps import Admin, Ctx
 from contactsync.server.services import pairs
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/v1/admin/pairs", tags=["admin"], dependencies=[Admin])
 
@@ -26,6 +30,6 @@ async def delete_pair(body: PairIn, ctx: Ctx) -> PairOut:
 
 
 @router.get("/{user_id}")
-async def list_pairs(user_id: int, ctx: Ctx) -> dict[str, object]:
+async def list_pairs(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
     async with ctx.read() as tx:
         return {"user_id": user_id, "paired_with": await pairs.partners(tx, user_id)}

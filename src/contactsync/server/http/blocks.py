@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from contactsync.errors import InvalidCursor
-from contactsync.protocol import BlocksPage
+from contactsync.protocol import MAX_ID, BlocksPage
 from contactsync.server.http.deps import Caller, Ctx
 from contactsync.server.services import blocks
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 
@@ -21,7 +23,7 @@ async def list_blocks(
     cursor: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=blocks.MAX_PAGE)] = 100,
 ) -> BlocksPage:
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
         raise InvalidCursor(details={"cursor": cursor})
     async with ctx.read() as tx:
         found = await blocks.blocked_by(tx, caller.user_id, int(cursor or 0), limit)
@@ -29,14 +31,14 @@ async def list_blocks(
 
 
 @router.put("/{user_id}", status_code=204)
-async def block(user_id: int, caller: Caller, ctx: Ctx) -> Response:
+async def block(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> Response:
     async with ctx.tx() as tx:
         await blocks.block(tx, caller.user_id, user_id)
     return Response(status_code=204)
 
 
 @router.delete("/{user_id}", status_code=204)
-async def unblock(user_id: int, caller: Caller, ctx: Ctx) -> Response:
+async def unblock(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> Response:
     async with ctx.tx() as tx:
         await blocks.unblock(tx, caller.user_id, user_id)
     return Response(status_code=204)

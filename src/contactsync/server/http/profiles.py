@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from contactsync.protocol import OwnProfileOut, PatchProfile, ProfileFieldOut, ProfileOut
+from fastapi import APIRouter, Path
+
+from contactsync.protocol import MAX_ID, OwnProfileOut, PatchProfile, ProfileFieldOut, ProfileOut
 from contactsync.server.http.deps import Caller, Ctx
 from contactsync.server.services import profiles
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(tags=["profiles"])
 
@@ -36,7 +40,7 @@ async def patch_profile(body: PatchProfile, caller: Caller, ctx: Ctx) -> OwnProf
 
 
 @router.get("/v1/users/{user_id}/profile", response_model=ProfileOut)
-async def user_profile(user_id: int, caller: Caller, ctx: Ctx) -> ProfileOut:
+async def user_profile(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> ProfileOut:
     async with ctx.read() as tx:
         fields = await profiles.visible_profile(tx, caller.user_id, user_id)
     return ProfileOut(user_id=user_id, fields=fields)

@@ -438,7 +438,7 @@ def _after(cursor: str | None) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor(details={"cursor": cursor[:100]}) from None
-    if not text.startswith("r") or not text[1:].isdigit() or len(text) > 20:
+    if not text.startswith("r") or not text[1:].isdigit() or len(text) > 19:
         raise InvalidCursor(details={"cursor": cursor[:100]})
     return int(text[1:])
 
