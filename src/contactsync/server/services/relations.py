@@ -10,8 +10,9 @@ granted levels (mesibo's sync), "merge" only adds to them (syncAsUpdate). `conta
 otherwise. A relation that is neither contact nor subscription is deleted.
 
 Single changes and the bulk synchroniser share one path (`_apply`): it reads the existing rows
-for all keys in one query, decides each row's new state in Python, and writes the inserts, the
-updates and the deletions with one set-based statement each, in the caller's transaction.
+for all keys at once (`_existing`), decides each row's new state in Python (`next_state`), and
+writes the inserts, the updates and the deletions with one set-based statement each, in the
+caller's transaction.
 `relation.changed` goes to each registered user whose relation changed, where the app setting
 says so and neither side blocks the other.
 """
