@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from contactsync.protocol import MAX_ID, PairIn, PairOut
-from contactsync.server.http.deps import Admin, Ctx
+from contactsync.protocol import PairIn, PairOut
+from contactsync.server.http.deps import Admin, Ctx, UserIdPath
 from contactsync.server.services import pairs
-
-UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/v1/admin/pairs", tags=["admin"], dependencies=[Admin])
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from contactsync.errors import InvalidCursor
-from contactsync.protocol import MAX_ID, BlocksPage
-from contactsync.server.http.deps import Caller, Ctx
+from contactsync.protocol import BlocksPage
+from contactsync.server.http.deps import Caller, Ctx, UserIdPath
 from contactsync.server.services import blocks
-
-UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from contactsync.protocol import MAX_ID, OwnProfileOut, PatchProfile, ProfileFieldOut, ProfileOut
-from contactsync.server.http.deps import Caller, Ctx
+from contactsync.protocol import OwnProfileOut, PatchProfile, ProfileFieldOut, ProfileOut
+from contactsync.server.http.deps import Caller, Ctx, UserIdPath
 from contactsync.server.services import profiles
-
-UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(tags=["profiles"])
 
