@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from contactsync.server.admin_cli import admin_app
 from contactsync.server.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="contactsync server and tools")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -46,10 +47,14 @@ def serve(
         str | None, typer.Option("--default-region", help="Region for numbers without one")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="json (default) or text")
+    ] = None,
 ) -> None:
     """Run the server (embedded SQLite unless a database URL is given)."""
     import uvicorn
 
+    from contactsync.server import logging as server_logging
     from contactsync.server.app import create_app
 
     settings = _settings(
@@ -60,10 +65,9 @@ def serve(
         redis_url=redis_url,
         default_region=default_region,
         log_level=log_level,
+        log_format=log_format,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    server_logging.configure(settings.log_level, settings.log_format)
     application = create_app(settings)
     typer.echo(
         f"contactsync on http://{settings.host}:{settings.port} "
@@ -74,6 +78,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # Our formatter and request-id access line replace uvicorn's (its access line has the
+        # raw path, which may hold a phone number).
+        log_config=None,
+        access_log=False,
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )
