@@ -37,6 +37,9 @@ access_log = logging.getLogger("contactsync.access")
 # What a phone number can look like in free text: E.164, or a long run of digits with the usual
 # separators. Over-masking an id that looks like a number is the safe side of this trade.
 _PHONE_LIKE = re.compile(r"\+?\d[\d ().\-]{6,18}\d")
+# Fields we fill ourselves, never with a number: masking would only garble them (a request id
+# is hex and may hold a run of digits).
+_NOT_TEXT = frozenset({"ts", "level", "logger", "request_id"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 
 # LogRecord attributes that are not `extra` fields.
@@ -88,7 +91,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         if record.levelno >= logging.INFO:
-            out = {key: (_clean(value) if key != "ts" else value) for key, value in out.items()}
+            out = {
+                key: (value if key in _NOT_TEXT else _clean(value)) for key, value in out.items()
+            }
         return json.dumps(out, ensure_ascii=False, default=str)
 
     converter = time.gmtime  # type: ignore[assignment]  # timestamps in UTC
@@ -144,7 +149,9 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
+        # A caller's id is kept when it is a sane token (and not something like a number).
+        usable = given and _REQUEST_ID.fullmatch(given) and redact(given) == given
+        request_id = given if given and usable else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 0

@@ -109,12 +109,12 @@ class Metrics:
             ["state"],
             registry=r,
         )
-        self._db_read_at = 0.0
+        self._db_read_at = -DB_GAUGE_TTL_S
 
     async def refresh_from_db(self, ctx: Context, *, force: bool = False) -> None:
-        """Set the database gauges, at most once per `DB_GAUGE_TTL_S`."""
-        now = time.monotonic()
-        if not force and now - self._db_read_at < DB_GAUGE_TTL_S:
+        """Set the database gauges, at most once per `DB_GAUGE_TTL_S` of the app's clock."""
+        now = ctx.clock.now_ms() / 1000
+        if not force and 0 <= now - self._db_read_at < DB_GAUGE_TTL_S:
             return
         figures = await db_figures(ctx)
         self.users.set(figures["users"])

@@ -162,6 +162,10 @@ def parse(form: FormData, current: AppSettings) -> tuple[dict[str, Any], dict[st
             value = raw is not None
         elif kind == "choices":
             value = [str(item) for item in form.getlist(name)]
+            unknown = sorted(set(value) - set(app_settings.EVENT_TYPES))
+            if unknown:
+                errors[name] = f"Unknown event types: {', '.join(unknown)}."
+                continue
         elif kind == "secret":
             if form.get(f"{name}__clear") is not None:
                 value = None
