@@ -40,6 +40,8 @@ _PHONE_LIKE = re.compile(r"\+?\d[\d ().\-]{6,18}\d")
 # Fields we fill ourselves, never with a number: masking would only garble them (a request id
 # is hex and may hold a run of digits).
 _NOT_TEXT = frozenset({"ts", "level", "logger", "request_id"})
+# uvicorn's ANSI-coloured copy of its message: noise in a JSON line.
+_DROPPED = frozenset({"color_message"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 
 # LogRecord attributes that are not `extra` fields.
@@ -86,7 +88,7 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             out["request_id"] = request_id
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in out and not key.startswith("_"):
+            if key not in _STANDARD and key not in out and key not in _DROPPED and key[0] != "_":
                 out[key] = value if _jsonable(value) else repr(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -135,6 +137,9 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if isinstance(path, str) and path:
         return path
+    if scope.get("endpoint") is not None and scope.get("root_path"):
+        # A mounted app (the console's static files): the router names no route for it.
+        return f"{scope['root_path']}/{{path}}"
     return "<unmatched>"
 
 
