@@ -18,6 +18,7 @@ from tests.e2e.server import ServerProcess, free_port
 pytestmark = pytest.mark.slow
 
 HAS_SETTINGS_API = importlib.util.find_spec("contactsync.server.http.settings") is not None
+HAS_PAIRS_API = importlib.util.find_spec("contactsync.server.http.admin_pairs") is not None
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,22 @@ def test_settings_get_and_set(server: ServerProcess) -> None:
     code, _, err = run(server, "settings", "get", "nope")
     assert code == 1 and "unknown settings: nope" in err
     run(server, "settings", "set", "notify_contact_joined=true", "discovery_quota=10000")
+
+
+@pytest.mark.skipif(not HAS_PAIRS_API, reason="/v1/admin/pairs comes with the relations branch")
+def test_pairs(server: ServerProcess) -> None:
+    a = json.loads(run(server, "users", "create", "+14155550131")[1])["user_id"]
+    b = json.loads(run(server, "users", "create", "+14155550132")[1])["user_id"]
+    code, out, _ = run(server, "pairs", "add", str(a), str(b))
+    assert code == 0 and json.loads(out)["paired"] is True
+    assert run(server, "pairs", "add", str(b), str(a))[0] == 0  # idempotent, either order
+    code, out, _ = run(server, "pairs", "list", str(a))
+    assert json.loads(out)["paired_with"] == [b]
+    code, out, _ = run(server, "pairs", "remove", str(b), str(a))
+    assert code == 0 and json.loads(out)["paired"] is False
+    assert json.loads(run(server, "pairs", "list", str(a))[1])["paired_with"] == []
+    code, _, err = run(server, "pairs", "add", str(a), str(a))
+    assert code == 1 and "error:" in err
 
 
 def test_settings_assignment_parsing() -> None:

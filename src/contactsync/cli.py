@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,11 @@ app.add_typer(admin_app, name="admin")
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+class LogFormat(enum.StrEnum):
+    json = "json"
+    text = "text"
 
 
 DatabaseUrl = Annotated[
@@ -48,7 +54,8 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="json (default) or text")
+        LogFormat | None,
+        typer.Option("--log-format", help="json (default): one object a line; text: for people"),
     ] = None,
 ) -> None:
     """Run the server (embedded SQLite unless a database URL is given)."""
@@ -65,7 +72,7 @@ def serve(
         redis_url=redis_url,
         default_region=default_region,
         log_level=log_level,
-        log_format=log_format,
+        log_format=log_format.value if log_format else None,
     )
     server_logging.configure(settings.log_level, settings.log_format)
     application = create_app(settings)

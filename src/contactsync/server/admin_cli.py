@@ -7,6 +7,7 @@ Talks to a running server over HTTP with the admin key, exactly as the app's own
     contactsync admin users create +14155550100 --name Ann
     contactsync admin users get 42 | set 42 --restricted | devices 42 | token 42 DEVICE
     contactsync admin users revoke 42 | delete 42 --yes
+    contactsync admin pairs add 42 43 | remove 42 43 | list 42
 
 The server is `--url` (env CONTACTSYNC_URL, default http://127.0.0.1:8080). The key is
 `--admin-key` (env CONTACTSYNC_ADMIN_KEY), else read from `--admin-key-file` (default
@@ -33,8 +34,12 @@ settings_app = typer.Typer(
     no_args_is_help=True, help="Run-time settings (GET/PUT /v1/admin/settings)."
 )
 users_app = typer.Typer(no_args_is_help=True, help="Users, their devices and tokens.")
+pairs_app = typer.Typer(
+    no_args_is_help=True, help="Pairs: who a restricted user may talk to (/v1/admin/pairs)."
+)
 admin_app.add_typer(settings_app, name="settings")
 admin_app.add_typer(users_app, name="users")
+admin_app.add_typer(pairs_app, name="pairs")
 
 
 @dataclass
@@ -239,3 +244,24 @@ def users_delete(
         raise typer.Exit(1)
     _target(ctx).call("DELETE", f"/v1/admin/users/{user_id}")
     _print({"deleted": user_id})
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+@pairs_app.command("add")
+def pairs_add(ctx: typer.Context, a: int, b: int) -> None:
+    """Pair two users (idempotent)."""
+    _print(_target(ctx).call("PUT", "/v1/admin/pairs", {"a": a, "b": b}))
+
+
+@pairs_app.command("remove")
+def pairs_remove(ctx: typer.Context, a: int, b: int) -> None:
+    """Unpair two users (idempotent)."""
+    _print(_target(ctx).call("DELETE", "/v1/admin/pairs", {"a": a, "b": b}))
+
+
+@pairs_app.command("list")
+def pairs_list(ctx: typer.Context, user_id: int) -> None:
+    """Everyone paired with a user."""
+    _print(_target(ctx).call("GET", f"/v1/admin/pairs/{user_id}"))
