@@ -41,7 +41,6 @@ _relations = sa.table(
 class Overview:
     users: int
     book_entries: int
-    book_owners: int
     joins_24h: int
     uploads_24h: int
     hours: list[int]  # start of each hour, ms, oldest first
@@ -63,7 +62,6 @@ async def overview(tx: Tx) -> Overview:
     since = first_hour * HOUR_MS
     user_count = await tx.conn.scalar(sa.select(sa.func.count()).select_from(users_table))
     entries = await tx.conn.scalar(sa.select(sa.func.count()).select_from(book_entries))
-    owners = await tx.conn.scalar(sa.select(sa.func.count(sa.distinct(book_entries.c.owner_id))))
     joins = await _per_hour(tx, users_table.c.created_at, since)
     # Every upload request leaves a row in upload_batches (kept for days), so it counts them.
     uploads = await _per_hour(tx, upload_batches.c.created_at, since)
@@ -71,7 +69,6 @@ async def overview(tx: Tx) -> Overview:
     return Overview(
         users=int(user_count or 0),
         book_entries=int(entries or 0),
-        book_owners=int(owners or 0),
         joins_24h=sum(joins.values()),
         uploads_24h=sum(uploads.values()),
         hours=[h * HOUR_MS for h in hours],
@@ -117,10 +114,11 @@ async def search_users(
     conditions: list[sa.ColumnElement[bool]] = []
     if query:
         normalized = phones.try_normalize(query, default_region)
-        if normalized.e164 is not None:
-            conditions.append(u.phone == normalized.e164)
         digits = "".join(ch for ch in query if ch.isdigit())
-        if len(digits) >= 3 and not any(ch.isalpha() for ch in query):
+        if normalized.e164 is not None:
+            # A whole number: the unique index finds it; no scan for partial matches.
+            conditions.append(u.phone == normalized.e164)
+        elif len(digits) >= 3 and not any(ch.isalpha() for ch in query):
             conditions.append(u.phone.like(f"%{_like_escape(digits)}%", escape="\\"))
         if any(ch.isalpha() for ch in query) or not conditions:
             pattern = f"%{_like_escape(query.lower())}%"
