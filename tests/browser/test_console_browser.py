@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
@@ -288,3 +289,22 @@ def test_send_test_reaches_the_webhook_signed(page: Any, server: ServerProcess) 
         assert json.loads(body)["test"] is True
     finally:
         receiver.close()
+
+
+def test_metrics_count_the_browsing(page: Any, server: ServerProcess) -> None:
+    def count(route: str, status: str) -> float:
+        r = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert r.status_code == 200
+        labels = {"method": "GET", "route": route, "status": status}
+        for family in text_string_to_metric_families(r.text):
+            for sample in family.samples:
+                if sample.name == "contactsync_http_requests_total" and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+    before = count("/console/users/{user_id}", "200")
+    sign_in(page, server)
+    for _ in range(3):
+        page.goto(server.url + "/console/users/1")
+    assert count("/console/users/{user_id}", "200") - before == 3
+    assert count("/console/static/{path}", "200") >= 1
