@@ -124,6 +124,7 @@ async def append(tx: Tx, new: Sequence[NewEvent]) -> list[tuple[int, int]]:
         )
         written.append((event.user_id, seq))
         tx.notify(event.user_id, seq)
+        tx.counts["event:" + event.type] += 1
     if rows:
         if tx.dialect == "postgresql":
             # One statement for the whole fan-out; a data dict shared by many recipients (a
