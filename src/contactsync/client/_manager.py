@@ -472,6 +472,25 @@ class ContactsManager:
                 if not stop.is_set():
                     put(exc)
 
+        # a sender task drains the outbox while this loop stores the next chunk: storing
+        # runs during the wait for the server's answer instead of after it
+        wake = asyncio.Event()
+        reading = True
+
+        async def sender() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                try:
+                    while store.has_outbox():
+                        await self._send_outbox(store, metrics)
+                except ClientError as exc:  # keep reading the source; send next time
+                    failure.append(exc)
+                    return
+                if not reading:
+                    return
+
+        sending = asyncio.create_task(sender()) if send else None
         worker = loop.run_in_executor(None, produce)
         try:
             while True:
@@ -479,23 +498,27 @@ class ContactsManager:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, set):
+                    reading = False
+                    wake.set()
+                    if sending is not None:
+                        await sending
+                    for exc in failure:
+                        if isinstance(exc, AuthError):
+                            raise exc
                     return item
                 rows, fresh = item
                 with store.transaction():
                     store.cache_numbers(region, fresh)
                     store.refresh_entries(store.add_contacts(rows))
-                    if send:
+                    if sending is not None and not sending.done():
                         self._plan(store, False)
-                if send:
-                    try:
-                        await self._send_outbox(store, metrics)
-                    except AuthError:
-                        raise
-                    except ClientError as exc:  # keep reading the source; send next time
-                        failure.append(exc)
-                        send = False
+                        wake.set()
         finally:
             stop.set()
+            if sending is not None and not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
             while not worker.done():  # unblock a worker waiting to hand over a chunk
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()

@@ -297,6 +297,9 @@ class LocalStore:
             )
         ]
 
+    def has_outbox(self) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
+
     def enqueue(self, batches: Sequence[tuple[str, bool, bool, dict[str, Any]]]) -> None:
         self.db.executemany(
             "INSERT INTO outbox (batch_id, force, final, body) VALUES (?, ?, ?, ?)",
