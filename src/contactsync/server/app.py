@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,9 @@ def create_app(
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
         await ctx.bus.start()
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's passes, which otherwise walk it on every full collection.
+        gc.freeze()
         try:
             yield
         finally:
