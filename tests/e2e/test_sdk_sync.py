@@ -238,6 +238,13 @@ def test_cli_end_to_end_login_sync_edit_force_events(server: Server, tmp_path: P
     assert missing.returncode == 2 and "no such file" in missing.stderr
     bad = cli("sync", str(path), "--state", str(state), "--token", "wrong", env=env)
     assert bad.returncode == 1 and "unauthorized" in bad.stderr
+    # logout: the token is revoked, the local store and the saved credentials are gone
+    assert len(list(state.glob("*.sqlite"))) == 1
+    out = cli("logout", "--server", server.url, "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert list(state.glob("*.sqlite*")) == []
+    assert server.url not in json.loads((state / "credentials.json").read_text())
+    assert server.http.get("/v1/me", headers=_auth(token)).status_code == 401
 
 
 def test_malformed_csv_rows_are_reported_and_the_rest_syncs(server: Server, tmp_path: Path) -> None:
