@@ -129,7 +129,14 @@ class EventListener:
                     body.get("events") if isinstance(body, dict) and "events" in body else [body]
                 )
                 for item in items or []:
-                    if isinstance(item, dict) and "seq" in item and "type" in item:
+                    # event frames are {"op": "event", seq, type, at, data}; "ready", "ping"
+                    # and the like carry no event
+                    if (
+                        isinstance(item, dict)
+                        and item.get("op", "event") == "event"
+                        and "seq" in item
+                        and "type" in item
+                    ):
                         await self._deliver(item)
 
 
