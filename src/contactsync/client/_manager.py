@@ -328,7 +328,7 @@ class ContactsManager:
     async def _run(self, *, force: bool) -> SyncMetrics:
         store = self._store()
         metrics = SyncMetrics(forced=force)
-        self._planned = sum(len(body["contacts"]) for *_, body in store.outbox())
+        self._planned = store.outbox_contacts()
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
         try:
@@ -513,6 +513,10 @@ class ContactsManager:
                     if sending is not None and not sending.done():
                         self._plan(store, False)
                         wake.set()
+                # back-pressure: when the server is slower than the scan, wait instead of
+                # piling the whole book into the outbox
+                while sending is not None and not sending.done() and store.outbox_rows() > 2:
+                    await asyncio.sleep(0.002)
         finally:
             stop.set()
             if sending is not None and not sending.done():
@@ -571,13 +575,10 @@ class ContactsManager:
         if force:
             wanted = store.wanted_entries()
             batch_id = "f-" + uuid.uuid4().hex
-            parts = [
-                wanted[i : i + self.batch_size] for i in range(0, len(wanted), self.batch_size)
-            ]
-            parts = parts or [[]]
-            batches = []
-            for i, part in enumerate(parts):
-                final = i == len(parts) - 1
+            count = max(1, -(-len(wanted) // self.batch_size))
+            for i in range(count):
+                part = wanted[i * self.batch_size : (i + 1) * self.batch_size]
+                final = i == count - 1
                 body = {
                     **base,
                     "contacts": [_contact(phone, name) for phone, name in part],
@@ -585,26 +586,25 @@ class ContactsManager:
                     "final": final,
                     "batch_id": batch_id,
                 }
-                batches.append((batch_id, True, final, body))
-        else:
-            changes = store.take_dirty_entries()
-            batches = []
-            for i in range(0, len(changes), self.batch_size):
-                batch_id = "b-" + uuid.uuid4().hex
-                contacts = [
-                    _contact(phone, name) if want else {"phone": phone, "destroy": True}
-                    for phone, want, name in changes[i : i + self.batch_size]
-                ]
-                batches.append(
-                    (batch_id, False, True, {**base, "contacts": contacts, "batch_id": batch_id})
-                )
-        if batches:
-            store.enqueue(batches)
-            self._planned += sum(len(body["contacts"]) for *_, body in batches)
+                store.enqueue([(batch_id, True, final, body)])
+            self._planned += len(wanted)
+            return
+        changes = store.take_dirty_entries()
+        for i in range(0, len(changes), self.batch_size):
+            batch_id = "b-" + uuid.uuid4().hex
+            contacts = [
+                _contact(phone, name) if want else {"phone": phone, "destroy": True}
+                for phone, want, name in changes[i : i + self.batch_size]
+            ]
+            body = {**base, "contacts": contacts, "batch_id": batch_id}
+            store.enqueue([(batch_id, False, True, body)])
+        self._planned += len(changes)
 
     async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
-        pending = store.outbox()
-        for seq, _batch_id, force, final, body in pending:
+        after = 0
+        while (row := store.next_outbox(after)) is not None:
+            seq, _batch_id, force, final, body = row
+            after = seq
             try:
                 result = await self.api.request("POST", "/v1/addressbook", json_body=body)
             except ApiError as exc:

@@ -306,6 +306,28 @@ class LocalStore:
             )
         ]
 
+    def next_outbox(self, after: int) -> tuple[int, str, bool, bool, dict[str, Any]] | None:
+        """The oldest batch after `after` (one at a time: a big outbox stays on disk)."""
+        row = self.db.execute(
+            "SELECT seq, batch_id, force, final, body FROM outbox WHERE seq > ? "
+            "ORDER BY seq LIMIT 1",
+            (after,),
+        ).fetchone()
+        if row is None:
+            return None
+        seq, batch_id, force, final, body = row
+        return seq, batch_id, bool(force), bool(final), json.loads(body)
+
+    def outbox_rows(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def outbox_contacts(self) -> int:
+        return int(
+            self.db.execute(
+                "SELECT coalesce(sum(json_array_length(body, '$.contacts')), 0) FROM outbox"
+            ).fetchone()[0]
+        )
+
     def has_outbox(self) -> bool:
         return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
 
