@@ -15,7 +15,19 @@ from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
-from contactsync.server.http import addressbook, admin_users, auth, errors, events, health, me
+from contactsync.server.http import (
+    addressbook,
+    admin_pairs,
+    admin_users,
+    auth,
+    blocks,
+    errors,
+    events,
+    health,
+    me,
+    profiles,
+    relations,
+)
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.services import admin
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
@@ -31,6 +43,10 @@ ROUTERS = [
     me.router,
     events.router,
     addressbook.router,
+    profiles.router,
+    relations.router,
+    blocks.router,
+    admin_pairs.router,
 ]
 
 
