@@ -42,6 +42,7 @@ from contactsync.client._models import (
     SyncMetrics,
     SyncProgress,
 )
+from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
 
@@ -252,6 +253,25 @@ class ContactsManager:
                     await self.sync()
                 except ClientError as exc:
                     log.warning("background sync failed: %s", exc)
+
+    # --- profiles and relations ---------------------------------------------------------
+
+    def profile(self, user_or_phone: int | str) -> Profile:
+        """Another user's profile and the caller's relation to it (`save()` sends changes)."""
+        return Profile(self.api, user_or_phone)
+
+    def synchronizer(self, **options: Any) -> ContactSynchronizer:
+        """The bulk relation synchroniser (numbers read in this manager's region)."""
+        options.setdefault("region", self.region)
+        return ContactSynchronizer(self.api, **options)
+
+    async def set_my_profile(self, fields: dict[str, tuple[Any, int] | None]) -> dict[str, Any]:
+        """Set (value, level) per field of the caller's own profile; None removes a field."""
+        body = {
+            name: None if item is None else {"value": item[0], "level": item[1]}
+            for name, item in fields.items()
+        }
+        return dict(await self.api.request("PATCH", "/v1/me/profile", json_body={"fields": body}))
 
     # --- events ------------------------------------------------------------------------
 
