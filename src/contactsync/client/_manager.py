@@ -463,6 +463,8 @@ class ContactsManager:
         stop = threading.Event()
         region = self.region or ""
         chunk_size = min(_CHUNK, self.batch_size)
+        # a first sync on a new store has nothing cached: skip the look-ups
+        cached = store.has_numbers(region)
 
         def put(item: Any) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
@@ -481,10 +483,10 @@ class ContactsManager:
                             continue
                         chunk.append((key, record))
                         if len(chunk) >= chunk_size:
-                            put(self._prepare(reader, region, chunk))
+                            put(self._prepare(reader if cached else None, region, chunk))
                             chunk = []
                     if chunk:
-                        put(self._prepare(reader, region, chunk))
+                        put(self._prepare(reader if cached else None, region, chunk))
                     put(seen)
                 finally:
                     reader.close()
@@ -551,14 +553,14 @@ class ContactsManager:
                 await worker
 
     def _prepare(
-        self, reader: sqlite3.Connection, region: str, chunk: list[tuple[str, Any]]
+        self, reader: sqlite3.Connection | None, region: str, chunk: list[tuple[str, Any]]
     ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
         """Parse records and normalise their numbers (cache first): rows for the store."""
         parsed: list[tuple[str, Contact | SourceProblem]] = [
             (key, self.source.parse(record)) for key, record in chunk
         ]
         raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
-        results = self._store().cached_numbers(list(raws), region, reader)
+        results = {} if reader is None else self._store().cached_numbers(list(raws), region, reader)
         fresh = []
         for raw in raws:
             if raw not in results:

@@ -125,6 +125,12 @@ class LocalStore:
         """A second connection for another thread (WAL lets it read while this one writes)."""
         return sqlite3.connect(self.path, check_same_thread=False)
 
+    def has_numbers(self, region: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM numbers WHERE region = ? LIMIT 1", (region,)).fetchone()
+            is not None
+        )
+
     def cached_numbers(
         self, raws: Sequence[str], region: str, conn: sqlite3.Connection | None = None
     ) -> dict[str, tuple[str | None, str | None]]:
