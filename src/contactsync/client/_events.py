@@ -94,6 +94,9 @@ class EventListener:
             if self.websocket:
                 try:
                     await self._websocket()
+                    # a clean close (server restart, 1001/1012): reconnect from the cursor
+                    await asyncio.sleep(0.2)
+                    continue
                 except AuthError:
                     raise
                 except asyncio.CancelledError:

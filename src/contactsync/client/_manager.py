@@ -83,6 +83,7 @@ class ContactsManager:
         events: bool = True,
         websocket: bool | None = None,
         poll_interval: float = 2.0,
+        websocket_retry: float = 30.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -100,6 +101,7 @@ class ContactsManager:
         # an injected in-process transport cannot carry a WebSocket
         self.websocket = (transport is None) if websocket is None else websocket
         self.poll_interval = poll_interval
+        self.websocket_retry = websocket_retry
         self.api = ApiClient(server, token, transport=transport, retry=retry)
         self.state = ManagerState.UNINITIALISED
         self.user: dict[str, Any] | None = None
@@ -150,6 +152,7 @@ class ContactsManager:
                 dispatch=self._dispatch,
                 websocket=self.websocket,
                 poll_interval=self.poll_interval,
+                websocket_retry=self.websocket_retry,
             )
             self._listener.start()
         if not self._tasks:
