@@ -10,7 +10,9 @@ A sync run:
 4. plans batches of the differences (add, rename, destroy) — or, for a force sync, of the
    whole book with `force` and one shared batch_id — writes them to the outbox, sends them,
    and records each as acknowledged only when the server answered.
-A source that denies access is never read as empty: nothing is uploaded or removed.
+On a first sync, 3 and 4 overlap: a worker thread parses and normalises the next chunk while
+the server works on the last one. A source that denies access is never read as empty:
+nothing is uploaded or removed.
 """
 
 from __future__ import annotations
