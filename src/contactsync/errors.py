@@ -149,3 +149,21 @@ class Restricted(Forbidden):
 class DiscoveryQuotaExceeded(RateLimited):
     code = "discovery_quota_exceeded"
     message = "Too many new numbers checked in the last 24 hours."
+
+
+class InvalidFrame(ApiError):
+    code = "invalid_frame"
+    status = 400
+    message = "The WebSocket frame is not a JSON object this server understands."
+
+
+class AfterBeyondEnd(ApiError):
+    code = "after_beyond_end"
+    status = 409
+    message = "`after` is beyond the last event of this user; resume from `last_seq` or 0."
+
+
+class SlowConsumer(ApiError):
+    code = "slow_consumer"
+    status = 408
+    message = "The client did not read its events in time; reconnect with the last seq."

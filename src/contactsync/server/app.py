@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from contactsync import __version__
+from contactsync.server import realtime, ws
 from contactsync.server.bus.base import Bus
-from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
 from contactsync.server.http import addressbook, admin_users, auth, errors, events, health, me
+from contactsync.server.http import push as push_admin
+from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.services import admin
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
@@ -30,6 +32,9 @@ ROUTERS = [
     me.router,
     events.router,
     addressbook.router,
+    ws.router,
+    settings_api.router,
+    push_admin.router,
 ]
 
 
@@ -48,10 +53,11 @@ def create_app(
     ctx = Context(
         settings=settings,
         db=database,
-        bus=bus or MemoryBus(),
+        bus=bus or realtime.make_bus(settings),
         clock=clock or SystemClock(),
     )
     ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
+    realtime.install(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -63,11 +69,11 @@ def create_app(
             log.warning("created an admin key; it is in %s", key.path)
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
-        await ctx.bus.start()
+        await realtime.start(ctx)
         try:
             yield
         finally:
-            await ctx.bus.stop()
+            await realtime.stop(ctx)
             if db is None:
                 await ctx.db.dispose()
 

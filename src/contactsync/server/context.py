@@ -7,7 +7,7 @@ only after the transaction commits, so no process is woken for an event it canno
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +26,14 @@ class Tx:
     dialect: str
     now: int
     latest: dict[int, int] = field(default_factory=dict)
+    first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
 
     def notify(self, user_id: int, seq: int) -> None:
         if seq > self.latest.get(user_id, 0):
             self.latest[user_id] = seq
+        if seq < self.first.get(user_id, seq + 1):
+            self.first[user_id] = seq
 
 
 @dataclass
@@ -40,12 +43,18 @@ class Context:
     bus: Bus
     clock: Clock
     services: dict[str, Any] = field(default_factory=dict)
+    # Run inside every write transaction that appended events, just before it commits (the
+    # push outbox is filled here, so it commits or rolls back with the events themselves).
+    before_commit: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
         async with self.db.write() as conn:
             tx = Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())
             yield tx
+            if tx.latest:
+                for hook in self.before_commit:
+                    await hook(tx)
         if tx.latest:
             await self.bus.publish(tx.latest)
         for callback in tx.after_commit:
