@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from contactsync.server.config import Settings
-from contactsync.server.ws import ConnState, Connection, IllegalTransition, parse_after
+from contactsync.server.ws import Connection, ConnState, IllegalTransition, parse_after
 from tests.live import Live, emit, eventually, recv, recv_events, serve
 
 
