@@ -451,9 +451,14 @@ async def _registered(tx: Tx, owner_id: int, names: dict[str, str | None]) -> li
     """The registered users among `names`' numbers: never the caller, never a blocked pair."""
     if not names:
         return []
-    where, params = in_list(tx.dialect, "phone", list(names), "nums")
+    # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
+    # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
+    source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in names])
     rows = await tx.conn.execute(
-        sa.text(f"SELECT id, phone FROM users WHERE {where} AND id <> :owner"),
+        sa.text(
+            f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone "
+            "WHERE u.id <> :owner"
+        ),
         {"owner": owner_id, **params},
     )
     found = [(uid, number) for uid, number in rows]

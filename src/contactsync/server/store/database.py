@@ -59,18 +59,26 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        conn = self.engine.connect()
         try:
-            async with self.engine.connect() as conn:
-                if write:
-                    conn = await conn.execution_options(contactsync_write=True)
-                async with conn.begin():
-                    yield conn
+            await conn.start()
+        except (DBAPIError, OSError, ConnectionError) as exc:
+            # Any failure to get a connection (server down, database gone, auth) is the
+            # store being unavailable, not a bug in the request.
+            raise StoreUnavailable() from exc
+        try:
+            if write:
+                conn = await conn.execution_options(contactsync_write=True)
+            async with conn.begin():
+                yield conn
         except (OperationalError, OSError, ConnectionError) as exc:
             raise StoreUnavailable() from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise StoreUnavailable() from exc
             raise
+        finally:
+            await conn.close()
 
     async def ping(self) -> bool:
         try:
