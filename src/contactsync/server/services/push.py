@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from contactsync.errors import StoreUnavailable
 from contactsync.server.context import Context, Tx
 from contactsync.server.services import app_settings
 from contactsync.server.services.events import iso
@@ -229,6 +230,9 @@ class PushWorker:
         while True:
             try:
                 delay = await self._tick()
+            except StoreUnavailable:
+                log.warning("push: database unavailable; retrying in 5 s")
+                delay = 5.0
             except Exception:
                 log.exception("push: worker step failed")
                 delay = 5.0
@@ -308,6 +312,11 @@ class PushWorker:
                 self.delivered += len(rest)
             else:
                 await self._failed(rest, error, max_attempts)
+        except StoreUnavailable:
+            # The rows stay leased and come due again when the lease ends.
+            log.warning("push: database unavailable during delivery; will retry")
+        except Exception:
+            log.exception("push: delivery step failed; will retry")
         finally:
             self._slots.release()
             self._wake.set()
