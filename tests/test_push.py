@@ -284,3 +284,39 @@ def test_backoff_grows_exponentially_up_to_the_cap() -> None:
     delays = [push.backoff_seconds(n, 2.0, 60.0, rng) for n in range(1, 8)]
     assert 1.6 <= delays[0] <= 2.4 and 3.2 <= delays[1] <= 4.8 and 6.4 <= delays[2] <= 9.6
     assert all(d <= 60.0 for d in delays) and delays[-1] >= 48.0
+
+
+async def test_two_processes_share_the_outbox_and_deliver_each_once(fast: Settings) -> None:
+    fast.push_batch_size = 5
+    async with (
+        Receiver().running() as receiver,
+        serve(fast, SystemClock()) as a,
+        serve(fast, SystemClock()) as b,
+    ):
+        await configure(a, receiver.url)
+        users = [(await a.api.create_user(f"+1415555{4000 + i:04d}"))["user_id"] for i in range(10)]
+        for round_ in range(4):
+            for uid in users:
+                await emit((a if round_ % 2 else b).ctx, uid, 1)
+        await eventually(lambda: empty_outbox(a), timeout=20)
+        ids = [d["id"] for d in receiver.deliveries()]
+        assert len(ids) == 40 and len(set(ids)) == 40
+        workers = [live.ctx.services["push"] for live in (a, b)]
+        assert sum(w.delivered for w in workers) == 40
+        assert all(valid_signature(h, body) for h, body in receiver.requests)
+
+
+async def test_outbox_admin_calls_check_their_input(fast: Settings) -> None:
+    async with serve(fast, SystemClock()) as live:
+        admin = live.api.admin
+        bad_state = await live.api.client.get("/v1/admin/push/outbox?state=lost", headers=admin)
+        assert bad_state.status_code == 422
+        assert bad_state.json()["error"]["code"] == "invalid_request"
+        bad_ids = await live.api.client.post(
+            "/v1/admin/push/outbox/retry", json={"ids": "all"}, headers=admin
+        )
+        assert bad_ids.status_code == 422
+        _, user = await live.api.user_with_token("+14155550190")
+        forbidden = await live.api.client.get("/v1/admin/push/outbox", headers=user)
+        assert forbidden.status_code == 403
+        assert forbidden.json()["error"]["code"] == "admin_required"
