@@ -173,6 +173,20 @@ async def test_heartbeat_and_client_ping(settings: Settings) -> None:
             assert frame == {"op": "pong"}
 
 
+async def test_a_revoked_token_ends_the_socket(settings: Settings) -> None:
+    settings.ws_heartbeat_seconds = 0.1
+    settings.ws_reauth_seconds = 0.2
+    async with serve(settings) as live:
+        _, headers = await user(live, "+14155550112")
+        async with live.connect(headers) as ws:
+            await recv(ws)
+            assert (
+                await live.api.client.delete("/v1/me/session", headers=headers)
+            ).status_code == 204
+            error, code, _ = await closed_with(ws)
+        assert code == 4401 and error is not None and error["code"] == "unauthorized"
+
+
 @pytest.mark.parametrize(
     ("headers", "first_frame", "reason"),
     [

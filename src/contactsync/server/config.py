@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     ws_heartbeat_seconds: float = 25.0
     ws_auth_timeout_seconds: float = 10.0
     ws_send_timeout_seconds: float = 10.0
+    ws_reauth_seconds: float = 60.0
     push_timeout_seconds: float = 10.0
     push_retry_base_seconds: float = 2.0
     push_retry_max_seconds: float = 900.0

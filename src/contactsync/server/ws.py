@@ -148,6 +148,9 @@ class Connection:
         self.heartbeat = settings.ws_heartbeat_seconds
         self.send_timeout = settings.ws_send_timeout_seconds
         self.auth_timeout = settings.ws_auth_timeout_seconds
+        self.reauth = settings.ws_reauth_seconds
+        self.token = ""
+        self.checked_at = 0.0
 
     def move(self, to: ConnState) -> None:
         if to not in _NEXT[self.state]:
@@ -241,8 +244,20 @@ class Connection:
             if frame["op"] != "auth" or not isinstance(frame.get("token"), str):
                 raise Unauthorized('The first frame must be {"op": "auth", "token": ...}.')
             token = frame["token"]
+        self.token = token
+        self.checked_at = asyncio.get_running_loop().time()
         async with self.ctx.read() as tx:
             return await sessions.authenticate(tx, token)
+
+    async def _recheck(self) -> None:
+        """A revoked token (logout, admin revoke, deleted user) ends the socket within
+        about `ws_reauth_seconds`: checked while idle, so a busy socket costs nothing."""
+        now = asyncio.get_running_loop().time()
+        if now - self.checked_at < self.reauth:
+            return
+        self.checked_at = now
+        async with self.ctx.read() as tx:
+            await sessions.authenticate(tx, self.token)
 
     async def _drain(self) -> None:
         """Send everything after `last_sent`, page by page, in order."""
@@ -265,6 +280,7 @@ class Connection:
             if await self.watch.wait(self.heartbeat):
                 await self._drain()
             else:
+                await self._recheck()
                 await self.send({"op": "ping"})
 
     async def _read_client(self) -> None:

@@ -42,7 +42,7 @@ class RedisBus(MemoryBus):
         url: str,
         *,
         namespace: str = "contactsync",
-        presence_ttl: float = 30.0,
+        presence_ttl: float = 15.0,
         retry_seconds: float = 1.0,
     ) -> None:
         super().__init__()
