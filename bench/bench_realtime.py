@@ -145,11 +145,46 @@ async def _rounds(
     return after_response, after_request, responses
 
 
+async def _push_round(
+    server: ServerProcess, clients: list[Client], joiner: str
+) -> tuple[float, list[float], float, int]:
+    """With the push webhook on: (registration response, socket latencies, seconds until the
+    outbox is empty, pushes received). The receiver is a local HTTP server."""
+    from tests.test_push import SECRET, Receiver
+
+    async with (
+        Receiver().running() as receiver,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN, timeout=60) as http,
+    ):
+        r = await http.put(
+            "/v1/admin/settings",
+            json={"push_webhook_url": receiver.url, "push_webhook_secret": SECRET},
+        )
+        assert r.status_code == 200, r.text
+        sent = time.perf_counter()
+        r = await http.post("/v1/admin/users", json={"phone": joiner})
+        answered = time.perf_counter()
+        assert r.status_code == 201, r.text
+        while any(joiner not in c.arrivals for c in clients):
+            await asyncio.sleep(0.01)
+        latencies = [max(0.0, c.arrivals[joiner] - answered) for c in clients]
+        deadline = time.monotonic() + 300
+        while True:
+            counts = (await http.get("/v1/admin/push/outbox")).json()["counts"]
+            if counts["pending"] == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        drained = time.perf_counter() - answered
+        await http.put("/v1/admin/settings", json={"push_webhook_url": None})
+        return answered - sent, latencies, drained, len(receiver.deliveries())
+
+
 async def _scenario(processes: int) -> list[Figure]:
-    joiners = data.users(ROUNDS, seed=4242)
+    joiners = data.users(ROUNDS + 1, seed=4242)
+    push_joiner = joiners.pop()
     label = "1 process" if processes == 1 else f"{processes} processes over Redis"
     async with database("postgresql", "rt") as url:
-        tokens = await _seed(url, joiners)
+        tokens = await _seed(url, [*joiners, push_joiner])
         with tempfile.TemporaryDirectory() as tmp:
             env = {"CONTACTSYNC_LOG_LEVEL": "warning"}
             if processes > 1:
@@ -171,6 +206,9 @@ async def _scenario(processes: int) -> list[Figure]:
                 after = [rss_kb(s.proc.pid) for s in servers]  # type: ignore[union-attr]
                 per_conn_kb = (sum(after) - sum(before)) / len(clients)
                 lat, from_request, responses = await _rounds(servers, clients, joiners)
+                push = None
+                if processes == 1:
+                    push = await _push_round(servers[0], clients, push_joiner)
                 for c in clients:
                     await c.ws.close()
                     c.task.cancel()
@@ -178,6 +216,23 @@ async def _scenario(processes: int) -> list[Figure]:
                 for s in servers:
                     s.stop()
     n = len(clients)
+    extra: list[Figure] = []
+    if push is not None:
+        response, push_lat, drained, pushed = push
+        extra = [
+            Figure(f"{label}, push webhook on: registration response", response, "s"),
+            Figure.at_most(
+                f"{label}, push webhook on: p99 response -> event on socket",
+                _p(push_lat, 0.99),
+                "s",
+                1.0,
+            ),
+            Figure(
+                f"{label}, push webhook on: {pushed:,} offline holders pushed, all acknowledged",
+                drained,
+                "s",
+            ),
+        ]
     return [
         Figure(f"{label}: connect {n:,} sockets (auth + ready)", connect_s, "s"),
         Figure.at_most(f"{label}: server memory per idle socket", per_conn_kb, "KB", 50),
@@ -196,6 +251,7 @@ async def _scenario(processes: int) -> list[Figure]:
         Figure(
             f"{label}: p99 registration request -> event on socket", _p(from_request, 0.99), "s"
         ),
+        *extra,
     ]
 
 
