@@ -173,6 +173,22 @@ async def test_heartbeat_and_client_ping(settings: Settings) -> None:
             assert frame == {"op": "pong"}
 
 
+async def test_sockets_per_user_are_capped(settings: Settings) -> None:
+    settings.ws_max_sockets_per_user = 2
+    async with serve(settings) as live:
+        _, headers = await user(live, "+14155550113")
+        async with live.connect(headers) as one, live.connect(headers) as two:
+            await recv(one)
+            await recv(two)
+            async with live.connect(headers) as three:
+                error, code, _ = await closed_with(three)
+            assert code == 4429 and error is not None
+            assert error["code"] == "too_many_connections" and error["details"] == {"max": 2}
+        await eventually(lambda: not live.ctx.services["ws"].per_user)
+        async with live.connect(headers) as again:
+            assert (await recv(again))["op"] == "ready"
+
+
 async def test_a_revoked_token_ends_the_socket(settings: Settings) -> None:
     settings.ws_heartbeat_seconds = 0.1
     settings.ws_reauth_seconds = 0.2

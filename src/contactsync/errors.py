@@ -167,3 +167,9 @@ class SlowConsumer(ApiError):
     code = "slow_consumer"
     status = 408
     message = "The client did not read its events in time; reconnect with the last seq."
+
+
+class TooManySockets(ApiError):
+    code = "too_many_connections"
+    status = 429
+    message = "This user already has the maximum number of live sockets on this server."

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     ws_auth_timeout_seconds: float = 10.0
     ws_send_timeout_seconds: float = 10.0
     ws_reauth_seconds: float = 60.0
+    ws_max_sockets_per_user: int = 20
     push_timeout_seconds: float = 10.0
     push_retry_base_seconds: float = 2.0
     push_retry_max_seconds: float = 900.0

@@ -9,7 +9,8 @@ Protocol (JSON text frames; every frame has an `op`):
 - Client may send `{"op": "ping"}` (answered `{"op": "pong"}`); anything else is an error.
 - Errors: a frame `{"op": "error", "error": {"code", "message", "details"}}`, then a close
   with code 4000 + the error's HTTP status (4400 invalid_frame, 4401 unauthorized,
-  4409 after_beyond_end, 4422 invalid_request, 4503 store_unavailable). A server going away
+  4409 after_beyond_end, 4422 invalid_request, 4429 too_many_connections,
+  4503 store_unavailable). A server going away
   closes with 1001 or 1012; the client reconnects with `after` = the last `seq` it got.
 
 No gap, no duplicate: the connection subscribes to the bus before it reads the replay, and
@@ -26,6 +27,7 @@ import contextlib
 import enum
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +40,7 @@ from contactsync.errors import (
     InvalidFrame,
     InvalidRequest,
     SlowConsumer,
+    TooManySockets,
     Unauthorized,
 )
 from contactsync.server.bus.base import Watch
@@ -87,6 +90,7 @@ class Hub:
         self.ctx = ctx
         self.feed = Feed(ctx)
         self.connections: set[Connection] = set()
+        self.per_user: Counter[int] = Counter()
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -184,6 +188,10 @@ class Connection:
         finally:
             if self.watch is not None:
                 self.watch.close()
+            if self.user_id is not None:
+                self.hub.per_user[self.user_id] -= 1
+                if self.hub.per_user[self.user_id] <= 0:
+                    del self.hub.per_user[self.user_id]
             self.hub.connections.discard(self)
             if self.state is not ConnState.CLOSING:
                 self.move(ConnState.CLOSING)
@@ -199,7 +207,11 @@ class Connection:
     async def _serve(self) -> None:
         after = parse_after(self.ws.query_params.get("after"))
         session = await self._authenticate()
+        # A cap per user and process: one account cannot hold unbounded server memory.
+        if self.hub.per_user[session.user_id] >= self.ctx.settings.ws_max_sockets_per_user:
+            raise TooManySockets(details={"max": self.ctx.settings.ws_max_sockets_per_user})
         self.user_id = session.user_id
+        self.hub.per_user[session.user_id] += 1
         # Subscribe before reading anything: an event committed from here on wakes us, and
         # the replay below will have seen everything committed before.
         self.watch = self.ctx.bus.watch(session.user_id)
