@@ -185,6 +185,12 @@ class Connection:
             self.move(ConnState.CLOSING)
         except ApiError as error:
             await self._fail(error)
+        except Exception:
+            # A bug, not the client's fault: log it, close as "internal error", never a trace.
+            log.exception("ws: unexpected error (user %s)", self.user_id)
+            self.move(ConnState.CLOSING)
+            with contextlib.suppress(Exception):
+                await self.ws.close(1011, "internal_error")
         finally:
             if self.watch is not None:
                 self.watch.close()
