@@ -173,6 +173,24 @@ async def test_heartbeat_and_client_ping(settings: Settings) -> None:
             assert frame == {"op": "pong"}
 
 
+async def test_a_lost_wake_up_only_delays_an_event(settings: Settings) -> None:
+    settings.ws_heartbeat_seconds = 0.1
+    settings.ws_reauth_seconds = 0.3
+    async with serve(settings) as live:
+        uid, headers = await user(live, "+14155550114")
+        async with live.connect(headers) as ws:
+            await recv(ws)
+            # Written without telling the bus, as if the writer died before publishing.
+            async with live.ctx.db.write() as conn:
+                from contactsync.server.context import Tx
+                from contactsync.server.services import events
+
+                await events.append(
+                    Tx(conn, live.ctx.db.dialect, 1), [events.NewEvent(uid, "sync.requested", {})]
+                )
+            assert [e["seq"] for e in await recv_events(ws, 1, timeout=5)] == [1]
+
+
 async def test_sockets_per_user_are_capped(settings: Settings) -> None:
     settings.ws_max_sockets_per_user = 2
     async with serve(settings) as live:

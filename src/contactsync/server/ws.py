@@ -268,14 +268,17 @@ class Connection:
             return await sessions.authenticate(tx, token)
 
     async def _recheck(self) -> None:
-        """A revoked token (logout, admin revoke, deleted user) ends the socket within
-        about `ws_reauth_seconds`: checked while idle, so a busy socket costs nothing."""
+        """Every `ws_reauth_seconds` of idleness: a revoked token (logout, admin revoke,
+        deleted user) ends the socket, and the log is read once more, so a wake-up the bus
+        lost (a publisher that died between commit and publish, or lost its Redis link)
+        delays an event by at most about that long instead of until the next event."""
         now = asyncio.get_running_loop().time()
         if now - self.checked_at < self.reauth:
             return
         self.checked_at = now
         async with self.ctx.read() as tx:
             await sessions.authenticate(tx, self.token)
+        await self._drain()
 
     async def _drain(self) -> None:
         """Send everything after `last_sent`, page by page, in order."""
