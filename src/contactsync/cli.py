@@ -104,6 +104,15 @@ def db_upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> No
     typer.echo(f"database at revision {', '.join(sorted(asyncio.run(run())))}")
 
 
+def _register_client_commands() -> None:
+    from contactsync.client.cli import register
+
+    register(app)
+
+
+_register_client_commands()
+
+
 def main() -> None:
     app()
 

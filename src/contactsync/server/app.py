@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,6 +71,9 @@ def create_app(
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
         await realtime.start(ctx)
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's passes, which otherwise walk it on every full collection.
+        gc.freeze()
         try:
             yield
         finally:

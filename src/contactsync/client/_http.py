@@ -1,0 +1,142 @@
+"""HTTP to the contactsync server with retries: network errors, 5xx and 429 are retried with
+exponential backoff (honouring `Retry-After`); other errors raise at once.
+
+The transport is injectable: tests pass `httpx.ASGITransport(app=...)` to drive the real app
+in process, or nothing to talk to a real server over a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from contactsync.client._errors import ApiError, AuthError, NetworkError, RateLimited
+
+__all__ = ["RetryPolicy", "ApiClient"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request and the backoff between them (seconds)."""
+
+    attempts: int = 6
+    base: float = 0.25
+    cap: float = 10.0
+    max_retry_after: float = 60.0  # a longer Retry-After (e.g. a daily quota) is an error
+
+    def delay(self, attempt: int) -> float:
+        # full jitter: spreads clients that failed together so they do not return together
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class ApiClient:
+    """One server, one token. `request` returns the decoded JSON body."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.bytes_sent = 0
+        self.http = httpx.AsyncClient(base_url=self.server, transport=transport, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+    ) -> Any:
+        content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+        attempts = self.retry.attempts if retry else 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                response = await self.http.request(
+                    method,
+                    path,
+                    content=content,
+                    params={k: v for k, v in (params or {}).items() if v is not None},
+                    headers=self._headers(),
+                )
+            except httpx.TransportError as exc:
+                last = NetworkError(f"{method} {path}: {type(exc).__name__}: {exc}")
+                if attempt + 1 < attempts:
+                    await self.sleep(self.retry.delay(attempt))
+                continue
+            self.bytes_sent += len(content or b"")
+            if response.status_code < 400:
+                return response.json() if response.content else None
+            error = _error(response)
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if wait is None:
+                    wait = self.retry.delay(attempt)
+                if wait > self.retry.max_retry_after:
+                    raise RateLimited(
+                        error.status, error.code, error.message, error.details, wait
+                    ) from None
+                last = error
+                if attempt + 1 < attempts:
+                    await self.sleep(wait)
+                continue
+            if response.status_code >= 500:
+                last = error
+                if attempt + 1 < attempts:
+                    await self.sleep(self.retry.delay(attempt))
+                continue
+            raise error
+        assert last is not None
+        if isinstance(last, ApiError) and last.status == 429:
+            raise RateLimited(last.status, last.code, last.message, last.details, 0.0)
+        raise last
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error(response: httpx.Response) -> ApiError:
+    code, message, details = "http_error", response.reason_phrase, None
+    try:
+        body = response.json()
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        code = str(error.get("code", code))
+        message = str(error.get("message", message))
+        details = error.get("details")
+    except ValueError:
+        pass
+    cls = AuthError if response.status_code == 401 else ApiError
+    return cls(response.status_code, code, message, details)

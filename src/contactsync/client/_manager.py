@@ -1,0 +1,637 @@
+"""ContactsManager: keeps a device's contacts in sync with the server, incrementally.
+
+A sync run:
+1. resends what the outbox still holds (a crash mid-sync left it there; the same batch_id
+   makes the server apply it once);
+2. on a new store, reads the server's book once so stale entries get removed;
+3. scans the source: records whose content key is known are skipped untouched, new ones are
+   parsed and their numbers normalised once (cached by raw string and region), vanished ones
+   are forgotten; this updates what the server should have per number;
+4. plans batches of the differences (add, rename, destroy) — or, for a force sync, of the
+   whole book with `force` and one shared batch_id — writes them to the outbox, sends them,
+   and records each as acknowledged only when the server answered.
+A source that denies access is never read as empty: nothing is uploaded or removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from contactsync import phone as phones
+from contactsync.client._errors import ApiError, AuthError, ClientError, StateError
+from contactsync.client._events import Callback, EventListener, call
+from contactsync.client._http import ApiClient, RetryPolicy
+from contactsync.client._models import (
+    Contact,
+    Event,
+    InvalidEntry,
+    ManagerState,
+    SourceProblem,
+    SyncMetrics,
+    SyncProgress,
+)
+from contactsync.client._sources import ContactSource, content_key
+from contactsync.client._store import LocalStore
+
+log = logging.getLogger("contactsync.client")
+
+ProgressCallback = Callable[[SyncProgress], None]
+_CHUNK = 5_000  # records parsed and stored per step, bounding memory for huge books
+_BIG_SCAN = 20_000
+
+
+def default_state_dir() -> Path:
+    """Where local stores live unless told otherwise (the user's data folder)."""
+    env = os.environ.get("CONTACTSYNC_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "contactsync"
+
+
+class ContactsManager:
+    """The async core. `await start()` (or `sync()`), then `force_sync()`, `logout()`, …"""
+
+    def __init__(
+        self,
+        source: ContactSource,
+        *,
+        server: str,
+        token: str,
+        region: str | None = None,
+        device_id: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 1_000,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+        watch_interval: float | None = 1.0,
+        sync_interval: float | None = None,
+        events: bool = True,
+        websocket: bool | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.source = source
+        self.region = phones.valid_region(region) if region else None
+        if region and self.region is None:
+            raise ValueError(f"unknown region {region!r}")
+        self.device_id = device_id
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.watch_interval = watch_interval
+        self.sync_interval = sync_interval
+        self.events_enabled = events
+        # an injected in-process transport cannot carry a WebSocket
+        self.websocket = (transport is None) if websocket is None else websocket
+        self.poll_interval = poll_interval
+        self.api = ApiClient(server, token, transport=transport, retry=retry)
+        self.state = ManagerState.UNINITIALISED
+        self.user: dict[str, Any] | None = None
+        self.store: LocalStore | None = None
+        self.last_metrics: SyncMetrics | None = None
+        self._lock = asyncio.Lock()
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._listener: EventListener | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._planned = 0  # entries planned in the current run, for progress reports
+        self._known: set[str] | None = None  # content keys in the store after the last scan
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def store_path(self) -> Path | None:
+        return None if self.store is None else self.store.path
+
+    async def initialize(self) -> None:
+        """Check the token (GET /v1/me) and open this account's local store."""
+        if self.state is ManagerState.CLOSED:
+            raise StateError("the manager is closed")
+        if self.state is not ManagerState.UNINITIALISED:
+            return
+        me = await self.api.request("GET", "/v1/me")
+        self.user = me
+        if self.region is None:
+            self.region = me.get("region") or phones.region_of(me["phone"]) or None
+        account = content_key(self.api.server)[:12]
+        device = f"-{content_key(self.device_id)[:12]}" if self.device_id else ""
+        path = self.state_dir / f"{account}-u{me['user_id']}{device}.sqlite"
+        self.store = LocalStore(path)
+        self.store.put_json(
+            "session",
+            {"server": self.api.server, "user_id": me["user_id"], "device_id": self.device_id},
+        )
+        self.state = ManagerState.READY
+
+    async def start(self) -> SyncMetrics:
+        """The app became active: initialise, listen for events and changes, sync now."""
+        await self.initialize()
+        if self.events_enabled and self._listener is None:
+            self._listener = EventListener(
+                self.api,
+                load_cursor=self._load_cursor,
+                save_cursor=self._save_cursor,
+                dispatch=self._dispatch,
+                websocket=self.websocket,
+                poll_interval=self.poll_interval,
+            )
+            self._listener.start()
+        if not self._tasks:
+            # the state to compare against is taken now, not when the task first runs
+            watch = self._watch(self.source.fingerprint(), self.source.has_access())
+            self._tasks.append(asyncio.create_task(watch, name="contactsync-watch"))
+        return await self.sync()
+
+    async def close(self) -> None:
+        """Stop background work and close the store and the HTTP client (state is kept)."""
+        await self._stop_background()
+        if self.store is not None:
+            self.store.close()
+        await self.api.aclose()
+        self.state = ManagerState.CLOSED
+
+    async def __aenter__(self) -> ContactsManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def logout(self) -> None:
+        """Revoke the token, delete the local store file and all sync state, stop listeners
+        and background work. The manager is left uninitialised and without a token."""
+        await self._stop_background()
+        try:
+            await self.api.request("DELETE", "/v1/me/session", retry=False)
+        except AuthError:
+            pass  # already revoked: the goal is reached
+        finally:
+            async with self._lock:
+                if self.store is not None:
+                    self.store.delete()
+                self.store = None
+                self._known = None
+                self.user = None
+                self.api.token = None
+                self.last_metrics = None
+                self.state = ManagerState.UNINITIALISED
+
+    def drop_local_database_connection(self) -> None:
+        """Close the store file (e.g. before the app is suspended); sync refuses until
+        `reconnect_local_database()`."""
+        if self.store is None:
+            raise StateError("not initialised")
+        self.store.close()
+        self.state = ManagerState.DISCONNECTED
+
+    def reconnect_local_database(self) -> None:
+        if self.store is None:
+            raise StateError("not initialised")
+        if not self.store.is_open:
+            self.store = LocalStore(self.store.path)
+            self._known = None
+        self.state = ManagerState.READY
+
+    async def _stop_background(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+    # --- triggers ----------------------------------------------------------------------
+
+    def notify_changed(self) -> None:
+        """A custom source changed: sync soon (the background watcher picks it up)."""
+        self._changed.set()
+
+    async def _watch(self, last_fp: str | None, had_access: bool) -> None:
+        """File changes, access granted, the optional interval: each triggers a sync."""
+        interval = self.watch_interval or 1.0
+        last_sync = time.monotonic()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), interval)
+            due = self._changed.is_set()
+            self._changed.clear()
+            access = self.source.has_access()
+            if access and not had_access:
+                due = True
+            had_access = access
+            if self.watch_interval is not None:
+                fp = self.source.fingerprint()
+                if fp is not None and fp != last_fp:
+                    due = True
+                last_fp = fp
+            if (
+                self.sync_interval is not None
+                and time.monotonic() - last_sync >= self.sync_interval
+            ):
+                due = True
+            if due and self.state is ManagerState.READY:
+                last_sync = time.monotonic()
+                try:
+                    await self.sync()
+                except ClientError as exc:
+                    log.warning("background sync failed: %s", exc)
+
+    # --- events ------------------------------------------------------------------------
+
+    @property
+    def listener_state(self) -> str:
+        """How events arrive now: "websocket", "polling" or "stopped"."""
+        return "stopped" if self._listener is None else self._listener.state.value
+
+    def on(self, event_type: str, callback: Callback) -> None:
+        """Call `callback(event)` for each event of this type ("*" for all)."""
+        self._callbacks.setdefault(event_type, []).append(callback)
+
+    def on_contact_joined(self, callback: Callback) -> None:
+        self.on("contact.joined", callback)
+
+    def on_contacts_registered(self, callback: Callback) -> None:
+        self.on("contacts.registered", callback)
+
+    def on_profile_updated(self, callback: Callback) -> None:
+        self.on("profile.updated", callback)
+
+    def on_relation_changed(self, callback: Callback) -> None:
+        self.on("relation.changed", callback)
+
+    def on_message(self, callback: Callback) -> None:
+        self.on("message.created", callback)
+
+    def on_event(self, callback: Callback) -> None:
+        self.on("*", callback)
+
+    async def poll_events(self) -> int:
+        """Fetch and dispatch new events now (without the background listener)."""
+        await self.initialize()
+        listener = self._listener or EventListener(
+            self.api,
+            load_cursor=self._load_cursor,
+            save_cursor=self._save_cursor,
+            dispatch=self._dispatch,
+            websocket=False,
+        )
+        return await listener.poll_once()
+
+    def _load_cursor(self) -> int:
+        return int(self._store().get("event_cursor") or 0)
+
+    def _save_cursor(self, seq: int) -> None:
+        self._store().put("event_cursor", str(seq))
+
+    async def _dispatch(self, event: Event) -> None:
+        for callback in self._callbacks.get(event.type, []) + self._callbacks.get("*", []):
+            await call(callback, event)
+
+    # --- sync --------------------------------------------------------------------------
+
+    def _store(self) -> LocalStore:
+        if self.state is ManagerState.DISCONNECTED:
+            raise StateError("the local database connection was dropped; reconnect it first")
+        if self.store is None or self.state is not ManagerState.READY:
+            raise StateError(f"the manager is {self.state.value}")
+        return self.store
+
+    async def sync(self) -> SyncMetrics:
+        """Upload what changed since the last acknowledged sync."""
+        await self.initialize()
+        async with self._lock:
+            return await self._run(force=False)
+
+    async def force_sync(self) -> SyncMetrics:
+        """Re-upload the whole book as a force upload: the server's book becomes exactly it."""
+        await self.initialize()
+        async with self._lock:
+            return await self._run(force=True)
+
+    async def _run(self, *, force: bool) -> SyncMetrics:
+        store = self._store()
+        metrics = SyncMetrics(forced=force)
+        self._planned = sum(len(body["contacts"]) for *_, body in store.outbox())
+        started = time.perf_counter()
+        bytes_before = self.api.bytes_sent
+        try:
+            if not self.source.has_access():
+                metrics.error = "no_access"
+                return metrics
+            await self._send_outbox(store, metrics)  # what a crash left behind
+            store.unqueue_all()
+            if store.get("seeded") is None:
+                await self._seed(store)
+            await self._scan_and_send(store, metrics, force)
+        except AuthError:
+            raise
+        except ClientError as exc:
+            metrics.error = str(exc)
+            # what the server has not acknowledged (it stays queued for the next run)
+            metrics.failed = store.count_dirty() if store.is_open else 0
+        finally:
+            metrics.duration = time.perf_counter() - started
+            metrics.bytes = self.api.bytes_sent - bytes_before
+            self.last_metrics = metrics
+            if store.is_open:
+                store.put_json("last_metrics", metrics.as_dict())
+        return metrics
+
+    async def _seed(self, store: LocalStore) -> None:
+        """A new store: learn the server's current book, so the diff can remove stale entries."""
+        cursor: str | None = None
+        book: list[tuple[str, str | None]] = []
+        while True:
+            page = await self.api.request(
+                "GET",
+                "/v1/addressbook",
+                params={"device_id": self.device_id, "cursor": cursor, "limit": 5000},
+            )
+            book.extend((c["phone"], c.get("name")) for c in page["contacts"])
+            cursor = page.get("next_cursor")
+            if not cursor or not page["contacts"]:
+                break
+        with store.transaction():
+            store.seed_server_book(book)
+            store.put("seeded", "1")
+
+    async def _scan_and_send(self, store: LocalStore, metrics: SyncMetrics, force: bool) -> None:
+        """Scan the source and upload the differences, overlapping the two.
+
+        A worker thread reads, parses and normalises new records chunk by chunk (the CPU-bound
+        part); the event loop stores each chunk, plans its batches and sends them, so the
+        server works on one chunk while the client prepares the next. Each chunk commits on
+        its own: a crash keeps what was stored, and the next run resumes from there.
+        """
+        region = self.region or ""
+        if store.get("region") not in (None, region):
+            # numbers without a country code now read differently: read everything again
+            with store.transaction():
+                store.refresh_entries(store.remove_contacts(list(store.contact_keys())))
+                store.put("fingerprint", None)
+            self._known = None
+        store.put("region", region)
+        fingerprint = self.source.fingerprint()
+        if not force and fingerprint is not None and fingerprint == store.get("fingerprint"):
+            metrics.total = metrics.unchanged = store.count_contacts()
+        else:
+            # the keys stored by the last scan are kept in memory: reading 100,000 of them
+            # back from SQLite on every resync would cost more than the scan itself
+            known = self._known if self._known is not None else store.contact_keys()
+            self._known = None  # until this scan has completed
+            failure: list[ClientError] = []
+            # batches go out while the source is read only on a first scan, where everything
+            # is an addition; later scans first learn which records vanished, so an edited
+            # card (old version gone, new one added) is sent once, as a rename
+            stream = not force and not known
+            seen = await self._pipeline(store, metrics, known, send=stream, failure=failure)
+            with store.transaction():
+                gone = [key for key in known if key not in seen]
+                store.refresh_entries(store.remove_contacts(gone))
+                store.put("fingerprint", fingerprint)
+            self._known = seen
+            if len(seen) - len(known) > _BIG_SCAN:
+                # the numbers are in the local store's cache now; the phone module's
+                # process-wide LRU would keep a second copy of a huge book (~40 MB per 100k)
+                phones.cache_clear()
+            metrics.total = len(seen)
+            metrics.unchanged = len(seen & known)
+            if failure:
+                # the source was still read to the end and stored: the next run only sends
+                self._collect_invalid(store, metrics)
+                raise failure[0]
+        self._collect_invalid(store, metrics)
+        with store.transaction():
+            self._plan(store, force)
+        await self._send_outbox(store, metrics)
+
+    def _collect_invalid(self, store: LocalStore, metrics: SyncMetrics) -> None:
+        for cid, name, bad in store.invalid_entries():
+            for item in bad:
+                metrics.invalid.append(
+                    InvalidEntry(cid, name, item.get("phone"), item["reason"], item.get("where"))
+                )
+
+    async def _pipeline(
+        self,
+        store: LocalStore,
+        metrics: SyncMetrics,
+        known: set[str],
+        *,
+        send: bool,
+        failure: list[ClientError],
+    ) -> set[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # bounds memory on huge books
+        stop = threading.Event()
+        region = self.region or ""
+        chunk_size = min(_CHUNK, self.batch_size)
+
+        def put(item: Any) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def produce() -> None:
+            try:
+                reader = store.reader()
+                try:
+                    seen: set[str] = set()
+                    chunk: list[tuple[str, Any]] = []
+                    for key, record in self.source.scan():
+                        if stop.is_set():
+                            return
+                        seen.add(key)
+                        if key in known:
+                            continue
+                        chunk.append((key, record))
+                        if len(chunk) >= chunk_size:
+                            put(self._prepare(reader, region, chunk))
+                            chunk = []
+                    if chunk:
+                        put(self._prepare(reader, region, chunk))
+                    put(seen)
+                finally:
+                    reader.close()
+            except BaseException as exc:  # handed to the loop, which re-raises it
+                if not stop.is_set():
+                    put(exc)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, set):
+                    return item
+                rows, fresh = item
+                with store.transaction():
+                    store.cache_numbers(region, fresh)
+                    store.refresh_entries(store.add_contacts(rows))
+                    if send:
+                        self._plan(store, False)
+                if send:
+                    try:
+                        await self._send_outbox(store, metrics)
+                    except AuthError:
+                        raise
+                    except ClientError as exc:  # keep reading the source; send next time
+                        failure.append(exc)
+                        send = False
+        finally:
+            stop.set()
+            while not worker.done():  # unblock a worker waiting to hand over a chunk
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                await asyncio.sleep(0.005)
+            with contextlib.suppress(Exception):
+                await worker
+
+    def _prepare(
+        self, reader: sqlite3.Connection, region: str, chunk: list[tuple[str, Any]]
+    ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
+        """Parse records and normalise their numbers (cache first): rows for the store."""
+        parsed: list[tuple[str, Contact | SourceProblem]] = [
+            (key, self.source.parse(record)) for key, record in chunk
+        ]
+        raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
+        results = self._store().cached_numbers(list(raws), region, reader)
+        fresh = []
+        for raw in raws:
+            if raw not in results:
+                outcome = phones.try_normalize(raw, region or None)
+                results[raw] = (outcome.e164, outcome.reason)
+                fresh.append((raw, outcome.e164, outcome.reason))
+        rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
+        for key, item in parsed:
+            if isinstance(item, SourceProblem):
+                bad = [
+                    {
+                        "phone": None,
+                        "reason": item.reason,
+                        "where": item.where,
+                        "message": item.message,
+                    }
+                ]
+                rows.append((key, item.where, None, [], bad))
+                continue
+            good: list[str] = []
+            invalid: list[dict[str, Any]] = []
+            for raw in item.phones:
+                e164, reason = results[raw]
+                if e164 is None:
+                    invalid.append({"phone": raw, "reason": reason or "invalid_number"})
+                elif e164 not in good:
+                    good.append(e164)
+            rows.append((key, item.id, item.name, good, invalid or None))
+        return rows, fresh
+
+    def _plan(self, store: LocalStore, force: bool) -> None:
+        base: dict[str, Any] = {"region": self.region, "device_id": self.device_id}
+        base = {k: v for k, v in base.items() if v is not None}
+        if force:
+            wanted = store.wanted_entries()
+            batch_id = "f-" + uuid.uuid4().hex
+            parts = [
+                wanted[i : i + self.batch_size] for i in range(0, len(wanted), self.batch_size)
+            ]
+            parts = parts or [[]]
+            batches = []
+            for i, part in enumerate(parts):
+                final = i == len(parts) - 1
+                body = {
+                    **base,
+                    "contacts": [_contact(phone, name) for phone, name in part],
+                    "force": True,
+                    "final": final,
+                    "batch_id": batch_id,
+                }
+                batches.append((batch_id, True, final, body))
+        else:
+            changes = store.take_dirty_entries()
+            batches = []
+            for i in range(0, len(changes), self.batch_size):
+                batch_id = "b-" + uuid.uuid4().hex
+                contacts = [
+                    _contact(phone, name) if want else {"phone": phone, "destroy": True}
+                    for phone, want, name in changes[i : i + self.batch_size]
+                ]
+                batches.append(
+                    (batch_id, False, True, {**base, "contacts": contacts, "batch_id": batch_id})
+                )
+        if batches:
+            store.enqueue(batches)
+            self._planned += sum(len(body["contacts"]) for *_, body in batches)
+
+    async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
+        pending = store.outbox()
+        for seq, _batch_id, force, final, body in pending:
+            try:
+                result = await self.api.request("POST", "/v1/addressbook", json_body=body)
+            except ApiError as exc:
+                if exc.status == 413 and isinstance(exc.details, dict) and exc.details.get("max"):
+                    # the server's limit is lower than our batch size: plan again, smaller
+                    self.batch_size = max(1, int(exc.details["max"]))
+                    with store.transaction():
+                        store.clear_outbox()
+                        store.unqueue_all()
+                        self._plan(store, force)
+                    await self._send_outbox(store, metrics)
+                    return
+                if exc.status in (401, 429) or exc.status >= 500:
+                    raise
+                # refused for good (a 4xx other than the above): drop it, the entries stay
+                # dirty for the next run, and report them as failed
+                metrics.failed += len(body["contacts"])
+                metrics.error = str(exc)
+                with store.transaction():
+                    store.dequeue(seq)
+                continue
+            sent = [
+                (c["phone"], 0 if c.get("destroy") else 1, c.get("name")) for c in body["contacts"]
+            ]
+            with store.transaction():
+                if force:
+                    if final:
+                        store.acknowledge_force()
+                else:
+                    store.acknowledge(sent)
+                store.dequeue(seq)
+            metrics.batches += 1
+            metrics.uploaded += len(sent)
+            metrics.created += int(result.get("created", 0))
+            metrics.updated += int(result.get("updated", 0))
+            metrics.deleted += int(result.get("deleted", 0))
+            metrics.registered.extend(result.get("registered", []))
+            for item in result.get("invalid", []):
+                metrics.invalid.append(
+                    InvalidEntry(None, None, item.get("phone"), str(item.get("reason")), "server")
+                )
+            if self.on_progress is not None:
+                # the total grows while the scan finds more to send
+                total = max(self._planned, metrics.uploaded)
+                self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
+
+
+MAX_NAME = 200  # the server's bound on a contact name
+
+
+def _contact(phone: str, name: str | None) -> dict[str, Any]:
+    name = (name or "").strip()[:MAX_NAME]
+    return {"phone": phone, "name": name} if name else {"phone": phone}

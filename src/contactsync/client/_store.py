@@ -1,0 +1,324 @@
+"""The SDK's local SQLite store: one file per account (server, user, device book).
+
+It holds what the device knows:
+- `contacts`: each source record seen, by content key, with its normalised numbers;
+- `contact_phones`: which records hold which number (a number may be in several contacts);
+- `entries`: per number, what the server should have (`want`, `want_name`) and what it has
+  acknowledged (`ack`, `ack_name`); `dirty` marks the difference still to upload, `queued`
+  that it is in a batch of the outbox already;
+- `numbers`: normalisation results by (raw string, region), so a number is parsed once;
+- `outbox`: batches sent or about to be sent, so a crash resumes them with the same batch_id;
+- `meta`: the session, the event cursor, the source fingerprint, the last metrics.
+
+Everything is synchronous sqlite3: each call is short, and the async manager runs it inline.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from contactsync.client._errors import StateError
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (
+    key TEXT PRIMARY KEY, id TEXT NOT NULL, name TEXT,
+    phones TEXT NOT NULL, invalid TEXT
+);
+CREATE INDEX IF NOT EXISTS contacts_invalid ON contacts (key) WHERE invalid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS contact_phones (
+    phone TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (phone, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    phone TEXT PRIMARY KEY, want INTEGER NOT NULL, want_name TEXT,
+    ack INTEGER NOT NULL, ack_name TEXT, dirty INTEGER NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS entries_dirty ON entries (phone) WHERE dirty = 1;
+CREATE TABLE IF NOT EXISTS numbers (
+    raw TEXT NOT NULL, region TEXT NOT NULL, e164 TEXT, reason TEXT,
+    PRIMARY KEY (raw, region)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, batch_id TEXT NOT NULL, force INTEGER NOT NULL,
+    final INTEGER NOT NULL, body TEXT NOT NULL
+);
+"""
+
+# `dirty` after `want`/`ack` changed: absent vs present, or a new name to send
+_DIRTY = "(want != ack OR (want = 1 AND want_name IS NOT ack_name AND want_name IS NOT NULL))"
+
+
+class LocalStore:
+    """An open store file. `close()` releases it; `delete()` removes the file and its journal."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        if self.get("schema") is None:
+            self.put("schema", SCHEMA_VERSION)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError("the local database connection is closed")
+        return self._db
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def delete(self) -> None:
+        """Close and remove the file with its WAL and shared-memory companions."""
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+
+    def transaction(self) -> sqlite3.Connection:
+        """`with store.transaction() as db:` commits on success, rolls back on error."""
+        self.db.execute("BEGIN")
+        return _Tx(self.db)  # type: ignore[return-value]
+
+    # --- meta ------------------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put(key, json.dumps(value, ensure_ascii=False))
+
+    # --- normalisation cache -----------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """A second connection for another thread (WAL lets it read while this one writes)."""
+        return sqlite3.connect(self.path, check_same_thread=False)
+
+    def cached_numbers(
+        self, raws: Sequence[str], region: str, conn: sqlite3.Connection | None = None
+    ) -> dict[str, tuple[str | None, str | None]]:
+        if not raws:
+            return {}
+        rows = (conn or self.db).execute(
+            "SELECT raw, e164, reason FROM numbers WHERE region = ? "
+            "AND raw IN (SELECT value FROM json_each(?))",
+            (region, json.dumps(list(raws))),
+        )
+        return {raw: (e164, reason) for raw, e164, reason in rows}
+
+    def cache_numbers(
+        self, region: str, results: Iterable[tuple[str, str | None, str | None]]
+    ) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO numbers (raw, region, e164, reason) VALUES (?, ?, ?, ?)",
+            ((raw, region, e164, reason) for raw, e164, reason in results),
+        )
+
+    # --- contacts ----------------------------------------------------------------------
+
+    def contact_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT key FROM contacts")}
+
+    def count_contacts(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM contacts").fetchone()[0])
+
+    def remove_contacts(self, keys: Sequence[str]) -> set[str]:
+        """Forget these records; returns the numbers they held."""
+        if not keys:
+            return set()
+        arg = json.dumps(list(keys))
+        phones = {
+            row[0]
+            for row in self.db.execute(
+                "SELECT phone FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))",
+                (arg,),
+            )
+        }
+        self.db.execute(
+            "DELETE FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))", (arg,)
+        )
+        self.db.execute(
+            "DELETE FROM contacts WHERE key IN (SELECT value FROM json_each(?))", (arg,)
+        )
+        return phones
+
+    def add_contacts(
+        self, rows: Sequence[tuple[str, str, str | None, list[str], list[Any] | None]]
+    ) -> set[str]:
+        """Insert (key, id, name, e164 numbers, invalid entries); returns the numbers held."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO contacts (key, id, name, phones, invalid) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                (key, cid, name, json.dumps(phones), json.dumps(bad) if bad else None)
+                for key, cid, name, phones, bad in rows
+            ),
+        )
+        pairs = {(p, key) for key, _, _, phones, _ in rows for p in phones}
+        self.db.executemany(
+            "INSERT OR IGNORE INTO contact_phones (phone, key) VALUES (?, ?)", pairs
+        )
+        return {p for p, _ in pairs}
+
+    def invalid_entries(self) -> list[tuple[str, str | None, list[Any]]]:
+        return [
+            (cid, name, json.loads(bad))
+            for cid, name, bad in self.db.execute(
+                "SELECT id, name, invalid FROM contacts WHERE invalid IS NOT NULL ORDER BY id"
+            )
+        ]
+
+    # --- entries (what the server should have) ----------------------------------------
+
+    def refresh_entries(self, phones: Iterable[str]) -> None:
+        """Recompute `want` for these numbers from the contacts that hold them."""
+        wanted = list(set(phones))
+        if not wanted:
+            return
+        arg = json.dumps(wanted)
+        holders: dict[str, tuple[str, str | None]] = {}
+        for phone, cid, name in self.db.execute(
+            "SELECT cp.phone, c.id, c.name FROM contact_phones cp "
+            "JOIN contacts c ON c.key = cp.key WHERE cp.phone IN (SELECT value FROM json_each(?))",
+            (arg,),
+        ):
+            best = holders.get(phone)
+            # one name per number: the named contact with the smallest id, so the choice is
+            # stable across scans
+            if best is None or (name is not None and (best[1] is None or cid < best[0])):
+                holders[phone] = (cid, name)
+        self.db.executemany(
+            "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
+            "VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (phone) DO UPDATE SET "
+            "want = excluded.want, want_name = excluded.want_name",
+            (
+                (p, 1 if p in holders else 0, holders[p][1] if p in holders else None, 0)
+                for p in wanted
+            ),
+        )
+        self.db.execute(
+            f"UPDATE entries SET dirty = {_DIRTY} WHERE phone IN (SELECT value FROM json_each(?))",
+            (arg,),
+        )
+        self.db.execute("DELETE FROM entries WHERE want = 0 AND ack = 0")
+
+    def seed_server_book(self, book: Iterable[tuple[str, str | None]]) -> None:
+        """What the server already holds (read once for a new store), as acknowledged."""
+        self.db.executemany(
+            "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
+            "VALUES (?, 0, NULL, 1, ?, 1) ON CONFLICT (phone) DO UPDATE SET "
+            "ack = 1, ack_name = excluded.ack_name",
+            book,
+        )
+        self.db.execute(f"UPDATE entries SET dirty = {_DIRTY}")
+
+    def take_dirty_entries(self) -> list[tuple[str, int, str | None]]:
+        """The differences not yet in the outbox, marked as queued."""
+        rows = list(
+            self.db.execute(
+                "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0"
+            )
+        )
+        if rows:
+            self.db.execute("UPDATE entries SET queued = 1 WHERE dirty = 1 AND queued = 0")
+        return rows
+
+    def unqueue_all(self) -> None:
+        """Nothing is in flight any more (the outbox is empty or was dropped)."""
+        self.db.execute("UPDATE entries SET queued = 0 WHERE queued = 1")
+
+    def wanted_entries(self) -> list[tuple[str, str | None]]:
+        return list(
+            self.db.execute("SELECT phone, want_name FROM entries WHERE want = 1 ORDER BY phone")
+        )
+
+    def count_dirty(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM entries WHERE dirty = 1").fetchone()[0])
+
+    def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
+        """The server applied these (phone, present, name): record them as its state."""
+        self.db.executemany(
+            "UPDATE entries SET ack = ?, ack_name = ?, queued = 0 WHERE phone = ?",
+            ((present, name, phone) for phone, present, name in sent),
+        )
+        self.db.execute(
+            f"UPDATE entries SET dirty = {_DIRTY} WHERE phone IN (SELECT value FROM json_each(?))",
+            (json.dumps([p for p, _, _ in sent]),),
+        )
+        self.db.execute("DELETE FROM entries WHERE want = 0 AND ack = 0")
+
+    def acknowledge_force(self) -> None:
+        """A force upload made the server's book exactly what we want."""
+        self.db.execute("DELETE FROM entries WHERE want = 0")
+        self.db.execute("UPDATE entries SET ack = 1, ack_name = want_name, dirty = 0, queued = 0")
+
+    def forget_server_state(self) -> None:
+        self.db.execute("DELETE FROM entries WHERE want = 0")
+        self.db.execute("UPDATE entries SET ack = 0, ack_name = NULL, dirty = 1")
+
+    # --- outbox ------------------------------------------------------------------------
+
+    def outbox(self) -> list[tuple[int, str, bool, bool, dict[str, Any]]]:
+        return [
+            (seq, batch_id, bool(force), bool(final), json.loads(body))
+            for seq, batch_id, force, final, body in self.db.execute(
+                "SELECT seq, batch_id, force, final, body FROM outbox ORDER BY seq"
+            )
+        ]
+
+    def enqueue(self, batches: Sequence[tuple[str, bool, bool, dict[str, Any]]]) -> None:
+        self.db.executemany(
+            "INSERT INTO outbox (batch_id, force, final, body) VALUES (?, ?, ?, ?)",
+            (
+                (batch_id, int(force), int(final), json.dumps(body, ensure_ascii=False))
+                for batch_id, force, final, body in batches
+            ),
+        )
+
+    def dequeue(self, seq: int) -> None:
+        self.db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def clear_outbox(self) -> None:
+        self.db.execute("DELETE FROM outbox")
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

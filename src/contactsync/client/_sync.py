@@ -1,0 +1,88 @@
+"""A thin synchronous wrapper: the async manager on an event loop in a background thread,
+so listeners and file watching keep running between calls from plain synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from contactsync.client._events import Callback
+from contactsync.client._manager import ContactsManager
+from contactsync.client._models import SyncMetrics
+from contactsync.client._sources import ContactSource
+
+T = TypeVar("T")
+
+
+class SyncContactsManager:
+    """Same arguments and methods as :class:`ContactsManager`, without `await`."""
+
+    def __init__(self, source: ContactSource, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="contactsync-sdk", daemon=True
+        )
+        self._thread.start()
+
+        async def build() -> ContactsManager:
+            return ContactsManager(source, **kwargs)
+
+        self.manager = self._call(build())
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def last_metrics(self) -> SyncMetrics | None:
+        return self.manager.last_metrics
+
+    def start(self) -> SyncMetrics:
+        return self._call(self.manager.start())
+
+    def sync(self) -> SyncMetrics:
+        return self._call(self.manager.sync())
+
+    def force_sync(self) -> SyncMetrics:
+        return self._call(self.manager.force_sync())
+
+    def poll_events(self) -> int:
+        return self._call(self.manager.poll_events())
+
+    def notify_changed(self) -> None:
+        self._loop.call_soon_threadsafe(self.manager.notify_changed)
+
+    def on(self, event_type: str, callback: Callback) -> None:
+        self.manager.on(event_type, callback)
+
+    def on_contact_joined(self, callback: Callback) -> None:
+        self.manager.on_contact_joined(callback)
+
+    def drop_local_database_connection(self) -> None:
+        self._call(_run(self.manager.drop_local_database_connection))
+
+    def reconnect_local_database(self) -> None:
+        self._call(_run(self.manager.reconnect_local_database))
+
+    def logout(self) -> None:
+        self._call(self.manager.logout())
+
+    def close(self) -> None:
+        """Close the manager and stop the background loop."""
+        if self._loop.is_closed():
+            return
+        self._call(self.manager.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncContactsManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _run(fn: Any) -> Any:
+    return fn()

@@ -1,0 +1,281 @@
+"""vCard 2.1, 3.0 and 4.0 reading: split a file into cards, read the few properties we need.
+
+Phone books are big and vobject takes about 0.2 ms a card, so a 10,000-card file would cost
+2 s before a single number is normalised. Cards are therefore read by a small parser that
+knows exactly what contact sync needs (UID, FN, N, ORG, TEL, with folding, group prefixes,
+quoted-printable with soft line breaks, CHARSET, base64 and `tel:` URIs); a card it does not
+understand goes to vobject, and a card vobject cannot read either becomes a per-card problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+from collections.abc import Callable, Iterator
+
+from contactsync.client._models import Contact, SourceProblem
+
+__all__ = ["card_bytes", "decode_bytes", "decode_card", "split_cards", "parse_card", "line_at"]
+
+_END = re.compile(rb"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
+_END_ANY = re.compile(rb"END:VCARD", re.I)
+_BEGIN_LINE = re.compile(rb"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
+_ESCAPES = re.compile(r"\\([\\,;:nN])")
+
+
+class _Unsupported(Exception):
+    """Something the fast parser leaves to vobject."""
+
+
+def decode_bytes(data: bytes) -> str:
+    """Text of a contacts file: UTF-8 (with or without BOM), UTF-16 with a BOM, else Latin-1
+    (which never fails; values with a CHARSET parameter are re-decoded per property)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def card_bytes(data: bytes) -> bytes:
+    """A vCard file as bytes in an ASCII-compatible encoding: UTF-16 (with a BOM) is turned
+    into UTF-8; a UTF-8 BOM is dropped. Cards are split and hashed as bytes, and each is
+    decoded on its own when parsed: a 100,000-card file with one emoji would otherwise become
+    a 4-bytes-per-character string, and its copies would cost hundreds of MB."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace").encode("utf-8")
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def decode_card(body: bytes) -> str:
+    """UTF-8, else Latin-1 (values with a CHARSET parameter are re-decoded per property)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+
+
+def split_cards(data: bytes) -> Iterator[tuple[int, bytes | None]]:
+    """(offset, card body) for each card; body None for a card that never ends.
+
+    Offsets, not line numbers: counting lines for every card would cost more than finding
+    them; `line_at` turns an offset into a line number for the few cards that need one.
+    Splitting at END lines is much cheaper than matching BEGIN…END pairs with one regex.
+    """
+    fast = _split_plain(data)
+    if fast is not None:
+        yield from fast
+        return
+    parts = _END.split(data)  # [before, END line, before, END line, …, tail]
+    offset = 0
+    for i in range(0, len(parts) - 1, 2):
+        part = parts[i]
+        begin = _BEGIN_LINE.search(part)
+        if begin is not None:
+            later = _BEGIN_LINE.search(part, begin.end())
+            while later is not None:  # an earlier card never ended
+                yield offset + begin.start(), None
+                begin, later = later, _BEGIN_LINE.search(part, later.end())
+            yield offset + begin.start(), part[begin.end() :]
+        offset += len(part) + len(parts[i + 1])
+    begin = _BEGIN_LINE.search(parts[-1])
+    if begin is not None:
+        yield offset + begin.start(), None
+
+
+def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
+    """The same for the usual file (upper-case BEGIN/END lines, one card after another) with
+    plain byte-string operations; None when the file is anything else."""
+    if data.count(b"END:VCARD") != len(_END_ANY.findall(data)):
+        return None
+    pieces = data.split(b"END:VCARD")
+    starts: list[int] = []
+    for piece in pieces[:-1]:
+        begin = piece.find(b"BEGIN:VCARD")
+        if (
+            begin < 0
+            or piece.find(b"BEGIN:VCARD", begin + 11) >= 0
+            or piece[begin - 1 : begin] not in (b"", b"\n")
+            or piece[-1:] not in (b"", b"\n")
+            or piece[:begin].strip()
+        ):
+            return None
+        start = begin + 11
+        if piece[start : start + 1] == b"\r":
+            start += 1
+        if piece[start : start + 1] != b"\n":
+            return None
+        starts.append(begin)
+    if b"BEGIN:VCARD" in pieces[-1].upper() or any(
+        p[:1] not in (b"", b"\r", b"\n") for p in pieces[1:]
+    ):
+        return None
+
+    def cards() -> Iterator[tuple[int, bytes | None]]:
+        offset = 0
+        for piece, begin in zip(pieces, starts, strict=False):
+            body = piece[begin + 11 :]
+            yield offset + begin, body[2:] if body[:1] == b"\r" else body[1:]
+            offset += len(piece) + 9
+
+    return cards()
+
+
+def line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def parse_card(body: str, *, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
+    """The contact in one card body (the text between BEGIN and END)."""
+    try:
+        return _fast(body, fallback_id)
+    except _Unsupported:
+        return _with_vobject(body, fallback_id, where)
+
+
+def _unfold(body: str) -> list[str]:
+    if "\n " not in body and "\n\t" not in body and "=\r\n" not in body and "=\n" not in body:
+        return [line for line in body.splitlines() if line.strip()]  # the common case
+    lines: list[str] = []
+    raw = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    qp_open = False
+    for line in raw:
+        if qp_open:
+            # vCard 2.1 quoted-printable soft line break: "=" at the end joins the next line
+            lines[-1] = lines[-1][:-1] + line
+            qp_open = line.endswith("=")
+            continue
+        if line[:1] in (" ", "\t") and lines:
+            lines[-1] += line[1:]
+            continue
+        if not line.strip():
+            continue
+        lines.append(line)
+        head = line.split(":", 1)[0].upper()
+        qp_open = "QUOTED-PRINTABLE" in head and line.endswith("=")
+    return lines
+
+
+def _split(line: str) -> tuple[str, dict[str, str], str]:
+    """(property name, params, value) of one logical line."""
+    colon = line.find(":")
+    if colon <= 0:
+        raise _Unsupported(line)
+    head = line[:colon]
+    if '"' in head:  # a quoted parameter value may hold ":" (vCard 4.0)
+        in_quote = False
+        for i, ch in enumerate(line):
+            if ch == '"':
+                in_quote = not in_quote
+            elif ch == ":" and not in_quote:
+                colon = i
+                break
+        head = line[:colon]
+    parts = head.split(";")
+    name = parts[0].rsplit(".", 1)[-1].strip().upper()
+    params: dict[str, str] = {}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        key = key.strip().upper()
+        if not eq:  # vCard 2.1 bare parameter: "TEL;CELL;QUOTED-PRINTABLE:..."
+            if key in ("QUOTED-PRINTABLE", "BASE64", "B", "8BIT"):
+                params["ENCODING"] = key
+            else:
+                params.setdefault("TYPE", key)
+            continue
+        params[key] = value.strip().strip('"')
+    return name, params, line[colon + 1 :]
+
+
+def _value(params: dict[str, str], value: str) -> str:
+    if not params:
+        return value
+    encoding = params.get("ENCODING", "").upper()
+    charset = params.get("CHARSET")
+    if encoding == "QUOTED-PRINTABLE":
+        data = quopri.decodestring(value.encode("latin-1", errors="replace"))
+        return _charset(data, charset)
+    if encoding in ("B", "BASE64"):
+        try:
+            data = base64.b64decode(value, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise _Unsupported(value) from exc
+        return _charset(data, charset)
+    if charset and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        # the file was read as Latin-1 or UTF-8; an 8-bit value in another charset is re-read
+        try:
+            return value.encode("latin-1").decode(charset)
+        except (UnicodeError, LookupError):
+            return value
+    return value
+
+
+def _charset(data: bytes, charset: str | None) -> str:
+    for name in (charset or "utf-8", "utf-8", "latin-1"):
+        try:
+            return data.decode(name)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode("latin-1")
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPES.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), text)
+
+
+def _tel(value: str) -> str:
+    value = value.strip()
+    if value[:4].lower() == "tel:":  # vCard 4.0 VALUE=uri
+        value = value[4:]
+        number, _, rest = value.partition(";")
+        ext = re.search(r"(?i)ext=([0-9]+)", rest)
+        value = (number + (f" ext. {ext.group(1)}" if ext else "")) or "tel:"
+    return value
+
+
+def _fast(body: str, fallback_id: str) -> Contact:
+    uid = fn = org = None
+    n_name: str | None = None
+    phones: list[str] = []
+    for line in _unfold(body):
+        name, params, raw = _split(line)
+        if name == "TEL":
+            number = _tel(_value(params, raw))
+            if number:
+                phones.append(number)
+        elif name == "FN":
+            fn = _unescape(_value(params, raw)).strip() or fn
+        elif name == "N":
+            parts = [_unescape(p).strip() for p in re.split(r"(?<!\\);", _value(params, raw))]
+            parts += [""] * (5 - len(parts))
+            family, given, additional, prefix, suffix = parts[:5]
+            joined = " ".join(p for p in (prefix, given, additional, family, suffix) if p)
+            n_name = joined or n_name
+        elif name == "ORG":
+            org = _unescape(_value(params, raw).split(";")[0]).strip() or org
+        elif name == "UID":
+            uid = _value(params, raw).strip() or uid
+        elif name in ("BEGIN", "END"):
+            raise _Unsupported(name)  # nested cards (AGENT) are vobject's business
+    return Contact(uid or fallback_id, fn or n_name or org, tuple(phones))
+
+
+def _with_vobject(body: str, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
+    import vobject  # only for the odd card, so an ordinary sync never pays its import
+
+    text = "BEGIN:VCARD\r\n" + body.strip("\r\n") + "\r\nEND:VCARD\r\n"
+    try:
+        card = vobject.readOne(text, ignoreUnreadable=False)
+        phones = tuple(str(t.value).strip() for t in card.contents.get("tel", []) if t.value)
+        name = None
+        if "fn" in card.contents:
+            name = str(card.fn.value).strip() or None
+        uid = str(card.uid.value).strip() if "uid" in card.contents else None
+    except Exception as exc:  # vobject raises many unrelated types on garbage
+        return SourceProblem(where(), "malformed_vcard", f"unreadable vCard: {exc}"[:200])
+    return Contact(uid or fallback_id, name, tuple(_tel(p) for p in phones))
