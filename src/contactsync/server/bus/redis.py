@@ -56,6 +56,7 @@ class RedisBus(MemoryBus):
         self._dirty: set[int] = set()
         self._dirty_event = asyncio.Event()
         self._publish_down_until = 0.0
+        self._presence_warned_until = 0.0
         self.subscribed = asyncio.Event()
 
     # --- keys ----------------------------------------------------------------------------
@@ -238,9 +239,10 @@ class RedisBus(MemoryBus):
                     pipe.smismember(self.presence_key(process_id), rest)
                 answers = await pipe.execute()
         except _ERRORS as exc:
-            log.warning(
-                "bus: presence unknown (%s); counting this process only", type(exc).__name__
-            )
+            if time.monotonic() >= self._presence_warned_until:
+                # Once in a while, not per push batch, while Redis stays down.
+                self._presence_warned_until = time.monotonic() + 30
+                log.warning("bus: presence unknown (%s); this process only", type(exc).__name__)
             return here
         for flags in answers:
             here.update(u for u, flag in zip(rest, flags, strict=True) if flag)
