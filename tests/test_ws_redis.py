@@ -118,3 +118,17 @@ async def test_push_skips_a_user_online_on_another_process(settings: Settings) -
             await emit(b.ctx, uid, 1)
             await recv_events(ws, 1)
             await eventually(lambda: b.ctx.services["push"].skipped_online == 1)
+
+
+async def test_concurrent_writes_through_both_stay_in_order_on_both(settings: Settings) -> None:
+    async with pair(settings) as (a, b):
+        created, headers = await a.api.user_with_token("+14155550165")
+        uid = created["user_id"]
+        async with a.connect(headers) as on_a, b.connect(headers) as on_b:
+            await recv(on_a)
+            await recv(on_b)
+            writes = [emit((a if i % 2 else b).ctx, uid, 5) for i in range(20)]
+            await asyncio.gather(*writes)
+            expected = list(range(1, 101))
+            assert [e["seq"] for e in await recv_events(on_a, 100)] == expected
+            assert [e["seq"] for e in await recv_events(on_b, 100)] == expected
