@@ -20,6 +20,7 @@ from contactsync.server.services.events import Event
 
 _COLUMNS = (
     sa.column("user_id", sa.BigInteger),
+    sa.column("after", sa.BigInteger),
     sa.column("seq", sa.BigInteger),
     sa.column("type", sa.String),
     sa.column("at", sa.BigInteger),
@@ -28,7 +29,7 @@ _COLUMNS = (
 
 _READ_PG = sa.text(
     """
-    SELECT w.user_id, e.seq, e.type, e.at, e.data
+    SELECT w.user_id, w.after, e.seq, e.type, e.at, e.data
     FROM unnest(CAST(:ids AS BIGINT[]), CAST(:afters AS BIGINT[])) AS w(user_id, after)
     CROSS JOIN LATERAL (
         SELECT seq, type, at, data FROM events
@@ -40,9 +41,9 @@ _READ_PG = sa.text(
 
 _READ_SQLITE = sa.text(
     """
-    SELECT user_id, seq, type, at, data FROM (
-        SELECT e.user_id, e.seq, e.type, e.at, e.data,
-               ROW_NUMBER() OVER (PARTITION BY e.user_id ORDER BY e.seq) AS rn
+    SELECT user_id, after, seq, type, at, data FROM (
+        SELECT e.user_id, w.after, e.seq, e.type, e.at, e.data,
+               ROW_NUMBER() OVER (PARTITION BY e.user_id, w.after ORDER BY e.seq) AS rn
         FROM events e JOIN (
             SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS after
             FROM json_each(:pairs)
@@ -82,41 +83,50 @@ class Feed:
         await asyncio.sleep(0)
         pending, self._pending = self._pending, defaultdict(list)
         self._flush_task = None
-        users = list(pending)
-        chunks = [users[i : i + self.max_users] for i in range(0, len(users), self.max_users)]
-        await asyncio.gather(*(self._answer({u: pending[u] for u in chunk}) for chunk in chunks))
+        # One row of the query per distinct (user, after): two devices of a user at
+        # different places in the log each get their own page.
+        asks: dict[tuple[int, int], list[asyncio.Future[Page]]] = defaultdict(list)
+        for user, waiting in pending.items():
+            for after, future in waiting:
+                asks[(user, after)].append(future)
+        keys = list(asks)
+        chunks = [keys[i : i + self.max_users] for i in range(0, len(keys), self.max_users)]
+        await asyncio.gather(*(self._answer({k: asks[k] for k in chunk}) for chunk in chunks))
 
-    async def _answer(self, wants: dict[int, list[tuple[int, asyncio.Future[Page]]]]) -> None:
-        lowest = {user: min(after for after, _ in asks) for user, asks in wants.items()}
+    async def _answer(self, asks: dict[tuple[int, int], list[asyncio.Future[Page]]]) -> None:
         try:
-            rows = await self._query(lowest)
+            rows = await self._query(list(asks))
         except BaseException as exc:
-            for asks in wants.values():
-                for _, future in asks:
+            for futures in asks.values():
+                for future in futures:
                     if not future.done():
                         future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        by_user: dict[int, list[Event]] = defaultdict(list)
+        found: dict[tuple[int, int], list[Event]] = defaultdict(list)
         for row in rows:
-            by_user[row.user_id].append(Event(row.seq, row.type, row.at, row.data))
-        for user, asks in wants.items():
-            found = sorted(by_user.get(user, ()), key=lambda e: e.seq)
-            full = len(found) >= self.page
-            for after, future in asks:
+            found[(row.user_id, row.after)].append(Event(row.seq, row.type, row.at, row.data))
+        for key, futures in asks.items():
+            page = sorted(found.get(key, ()), key=lambda e: e.seq)
+            for future in futures:
                 if not future.done():
-                    future.set_result(Page([e for e in found if e.seq > after], full))
+                    future.set_result(Page(page, len(page) >= self.page))
 
-    async def _query(self, lowest: dict[int, int]) -> list[sa.Row]:
+    async def _query(self, keys: list[tuple[int, int]]) -> list[sa.Row]:
         async with self.ctx.read() as tx:
             if tx.dialect == "postgresql":
                 result = await tx.conn.execute(
                     _READ_PG,
-                    {"ids": list(lowest), "afters": list(lowest.values()), "lim": self.page},
+                    {
+                        "ids": [u for u, _ in keys],
+                        "afters": [a for _, a in keys],
+                        "lim": self.page,
+                    },
                 )
             else:
-                pairs = json.dumps([[u, a] for u, a in lowest.items()])
-                result = await tx.conn.execute(_READ_SQLITE, {"pairs": pairs, "lim": self.page})
+                result = await tx.conn.execute(
+                    _READ_SQLITE, {"pairs": json.dumps(keys), "lim": self.page}
+                )
             self.statements += 1
             return list(result)
