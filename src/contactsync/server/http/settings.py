@@ -56,7 +56,25 @@ async def get_settings(ctx: Ctx) -> dict[str, Any]:
         return settings_out(await app_settings.load(tx))
 
 
-@router.put("", response_model=SettingsOut)
+# The body is any subset of the settings; it is read as raw JSON so that "absent" and "null"
+# stay distinct (null clears the webhook URL or secret). Described here for the schema.
+_PUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": AppSettings.model_json_schema()["properties"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+@router.put("", response_model=SettingsOut, openapi_extra=_PUT_BODY)
 async def put_settings(request: Request, ctx: Ctx) -> dict[str, Any]:
     try:
         changes = json.loads(await request.body() or b"null")
