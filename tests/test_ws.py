@@ -299,8 +299,10 @@ async def test_a_client_that_stops_reading_is_dropped_and_resumes(settings: Sett
         ws = await live.connect(headers, sock=sock, max_queue=1).__aenter__()
         try:
             assert (await recv(ws))["op"] == "ready"
+            # 16 MB: well past what the kernel buffers on both sides can hold (tcp_wmem's
+            # usual maximum is 4 MB), so the server's send must block.
             for _ in range(total // 50):
-                await emit(live.ctx, uid, 50, blob="x" * 20_000)
+                await emit(live.ctx, uid, 50, blob="x" * 40_000)
             # The server gives up on it instead of buffering megabytes for it.
             await eventually(lambda: len(live.ctx.services["ws"]) == 0, timeout=30)
             assert live.ctx.bus.watched_users() == set()
