@@ -211,8 +211,29 @@ async def test_registered_lists_users_never_the_caller(api: Api) -> None:
         [{"phone": A, "name": "Annie"}, {"phone": "+14155550100"}, {"phone": C, "name": "Cy"}],
     )
     assert r["registered"] == [{"user_id": ann["user_id"], "phone": A, "name": "Annie"}]
+    ann_headers = await api.token(ann["user_id"])
+    await api.client.patch(
+        "/v1/me/profile",
+        headers=ann_headers,
+        json={
+            "fields": {
+                "status": {"value": "hi", "level": 0},
+                "email": {"value": "a@x.org", "level": 2},
+            }
+        },
+    )
     full = await api.client.get("/v1/addressbook/registered", headers=me)
-    assert full.json()["users"] == [{"user_id": ann["user_id"], "phone": A, "name": "Annie"}]
+    assert full.json()["users"] == [
+        {"user_id": ann["user_id"], "phone": A, "name": "Annie", "profile": {"status": "hi"}}
+    ]
+    # Granting level 2 lets the caller see the email too.
+    await api.client.put(
+        f"/v1/relations/{me_user['user_id']}",
+        headers=ann_headers,
+        json={"contact": True, "access_levels": [2]},
+    )
+    full = await api.client.get("/v1/addressbook/registered", headers=me)
+    assert full.json()["users"][0]["profile"] == {"status": "hi", "email": "a@x.org"}
     compact = await api.client.get("/v1/addressbook/registered?compact=true", headers=me)
     assert compact.json()["users"] == [{"user_id": ann["user_id"], "phone": A}]
     assert me_user["user_id"] not in [u["user_id"] for u in full.json()["users"]]

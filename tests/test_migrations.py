@@ -24,6 +24,7 @@ async def test_migrated_schema_matches_the_table_definitions(db_url: str) -> Non
             differences = await conn.run_sync(diff)
         assert differences == []
         heads = ScriptDirectory.from_config(migrate.alembic_config()).get_heads()
+        assert len(heads) == 1, f"migration history must be linear, heads: {heads}"
         assert await migrate.current(db) == set(heads)
     finally:
         await db.dispose()

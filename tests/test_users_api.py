@@ -133,8 +133,9 @@ async def test_unknown_user_ids(api: Api) -> None:
     ):
         r = await api.client.request(method, path, json=body, headers=api.admin)
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = await api.client.get("/v1/admin/users/not-a-number", headers=api.admin)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    for bad in ("not-a-number", "0", "-3", "10000000000000000000"):
+        r = await api.client.get(f"/v1/admin/users/{bad}", headers=api.admin)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", bad
 
 
 async def test_bad_device_ids(api: Api) -> None:

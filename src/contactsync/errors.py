@@ -151,6 +151,30 @@ class DiscoveryQuotaExceeded(RateLimited):
     message = "Too many new numbers checked in the last 24 hours."
 
 
+class InvalidLevel(ApiError):
+    code = "invalid_level"
+    status = 422
+    message = "An access level must be an integer from 0 (public) to 63."
+
+
+class SelfRelation(ApiError):
+    code = "self_relation"
+    status = 422
+    message = "A user cannot hold a relation with, block or pair with themselves."
+
+
+class TooManyFields(ApiError):
+    code = "too_many_fields"
+    status = 422
+    message = "A profile holds at most 64 fields."
+
+
+class InvalidCursor(ApiError):
+    code = "invalid_cursor"
+    status = 422
+    message = "The cursor is not valid; start again without one."
+
+
 class InvalidFrame(ApiError):
     code = "invalid_frame"
     status = 400

@@ -3,7 +3,7 @@ built from service results explicitly, so internal columns (token hashes) cannot
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -171,3 +171,108 @@ class AddressBookPage(Output):
 
 class RegisteredUsers(Output):
     users: list[dict[str, Any]]
+
+
+# --- profiles and relations --------------------------------------------------------------
+
+# Ids are BIGINTs: a larger number in a path or body is refused (422) before it reaches the
+# database driver, which would fail on it.
+MAX_ID = 2**63 - 1
+UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+# Levels arrive as anything and are checked by the service, so a bad one gets the stable
+# `invalid_level` code (with the offending value) rather than a generic validation error.
+FieldValue = (
+    Annotated[str, StringConstraints(strict=True, max_length=4096)]
+    | Annotated[int, Field(strict=True)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | Annotated[bool, Field(strict=True)]
+)
+
+
+class ProfileFieldIn(Input):
+    value: FieldValue
+    level: Any = None
+
+
+class PatchProfile(Input):
+    fields: dict[Annotated[str, StringConstraints(max_length=64)], ProfileFieldIn | None] = Field(
+        max_length=64
+    )
+
+
+class ProfileFieldOut(Output):
+    value: Any
+    level: int
+
+
+class OwnProfileOut(Output):
+    user_id: int
+    fields: dict[str, ProfileFieldOut]
+
+
+class ProfileOut(Output):
+    user_id: int
+    fields: dict[str, Any]
+
+
+class PutRelation(Input):
+    contact: bool | None = None
+    subscribe: bool | None = None
+    access_levels: list[Any] | None = None
+    mode: Literal["replace", "merge"] = "replace"
+
+
+class SyncRelations(Input):
+    phones: list[Any]
+    contact: bool | None = None
+    subscribe: bool | None = None
+    access_levels: list[Any] | None = None
+    mode: Literal["replace", "merge"] = "replace"
+    region: Region | None = None
+
+
+class RelationOut(Output):
+    user_id: int | None = None
+    phone: str | None = None
+    pending: bool
+    contact: bool
+    subscribe: bool
+    access_levels: list[int]
+    updated_at: int | None = None
+
+
+class RelationsPage(Output):
+    relations: list[RelationOut]
+    next_cursor: str | None = None
+
+
+class InvalidPhoneOut(Output):
+    index: int
+    phone: str | None = None
+    reason: str
+
+
+class SyncRelationsOut(Output):
+    created: int
+    updated: int
+    unchanged: int
+    removed: int
+    pending: int
+    invalid: list[InvalidPhoneOut]
+
+
+class BlocksPage(Output):
+    blocked: list[int]
+    next_cursor: str | None = None
+
+
+class PairIn(Input):
+    a: UserId
+    b: UserId
+
+
+class PairOut(Output):
+    a: int
+    b: int
+    paired: bool

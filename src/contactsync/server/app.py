@@ -15,7 +15,19 @@ from contactsync.server.bus.base import Bus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
-from contactsync.server.http import addressbook, admin_users, auth, errors, events, health, me
+from contactsync.server.http import (
+    addressbook,
+    admin_pairs,
+    admin_users,
+    auth,
+    blocks,
+    errors,
+    events,
+    health,
+    me,
+    profiles,
+    relations,
+)
 from contactsync.server.http import push as push_admin
 from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
@@ -33,6 +45,10 @@ ROUTERS = [
     me.router,
     events.router,
     addressbook.router,
+    profiles.router,
+    relations.router,
+    blocks.router,
+    admin_pairs.router,
     ws.router,
     settings_api.router,
     push_admin.router,

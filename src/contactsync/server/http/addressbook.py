@@ -18,7 +18,7 @@ from contactsync.protocol import (
     RegisteredUsers,
 )
 from contactsync.server.http.deps import Caller, Ctx, parse_body
-from contactsync.server.services import addressbook
+from contactsync.server.services import addressbook, profiles
 
 router = APIRouter(prefix="/v1/addressbook", tags=["address book"])
 
@@ -93,8 +93,14 @@ async def registered(
 ) -> RegisteredUsers:
     async with ctx.read() as tx:
         found = await addressbook.registered_in_book(tx, caller.user_id, device_id)
-    if compact:
-        found = [{"user_id": u["user_id"], "phone": u["phone"]} for u in found]
+        if compact:
+            found = [{"user_id": u["user_id"], "phone": u["phone"]} for u in found]
+        else:
+            # The profile fields this caller may see (the visibility rule lives in profiles).
+            seen = await profiles.visible_profiles(
+                tx, caller.user_id, [u["user_id"] for u in found]
+            )
+            found = [{**u, "profile": seen.get(u["user_id"], {})} for u in found]
     return RegisteredUsers(users=found)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from contactsync.protocol import CreateUser, MintToken, PatchUser, TokenOut, UserOut
-from contactsync.server.http.deps import Admin, Ctx
+from contactsync.server.http.deps import Admin, Ctx, UserIdPath
 from contactsync.server.services import sessions, users
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"], dependencies=[Admin])
@@ -38,13 +38,13 @@ async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut
 
 
 @router.get("/{user_id}", response_model=UserOut)
-async def get_user(user_id: int, ctx: Ctx) -> UserOut:
+async def get_user(user_id: UserIdPath, ctx: Ctx) -> UserOut:
     async with ctx.read() as tx:
         return user_out(await users.get(tx, user_id))
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-async def patch_user(user_id: int, body: PatchUser, ctx: Ctx) -> UserOut:
+async def patch_user(user_id: UserIdPath, body: PatchUser, ctx: Ctx) -> UserOut:
     async with ctx.tx() as tx:
         user = await users.update(
             tx,
@@ -58,14 +58,14 @@ async def patch_user(user_id: int, body: PatchUser, ctx: Ctx) -> UserOut:
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, ctx: Ctx) -> Response:
+async def delete_user(user_id: UserIdPath, ctx: Ctx) -> Response:
     async with ctx.tx() as tx:
         await users.delete(tx, user_id)
     return Response(status_code=204)
 
 
 @router.post("/{user_id}/tokens", response_model=TokenOut)
-async def mint_token(user_id: int, body: MintToken, ctx: Ctx) -> TokenOut:
+async def mint_token(user_id: UserIdPath, body: MintToken, ctx: Ctx) -> TokenOut:
     async with ctx.tx() as tx:
         await users.get(tx, user_id)
         token = await sessions.mint(tx, user_id, body.device_id)
@@ -73,7 +73,7 @@ async def mint_token(user_id: int, body: MintToken, ctx: Ctx) -> TokenOut:
 
 
 @router.delete("/{user_id}/tokens", status_code=200)
-async def revoke_tokens(user_id: int, ctx: Ctx) -> dict[str, int]:
+async def revoke_tokens(user_id: UserIdPath, ctx: Ctx) -> dict[str, int]:
     async with ctx.tx() as tx:
         await users.get(tx, user_id)
         revoked = await sessions.revoke_all(tx, user_id)
@@ -81,7 +81,7 @@ async def revoke_tokens(user_id: int, ctx: Ctx) -> dict[str, int]:
 
 
 @router.get("/{user_id}/devices")
-async def list_devices(user_id: int, ctx: Ctx) -> dict[str, object]:
+async def list_devices(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
     async with ctx.read() as tx:
         await users.get(tx, user_id)
         return {"devices": await sessions.list_devices(tx, user_id)}

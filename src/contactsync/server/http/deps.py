@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from contactsync.errors import AdminOnly, Unauthorized
+from contactsync.protocol import MAX_ID
 from contactsync.server.context import Context
 from contactsync.server.services import admin, sessions
 from contactsync.server.services.sessions import Session
@@ -55,3 +56,5 @@ def require_admin(
 Ctx = Annotated[Context, Depends(get_context)]
 Caller = Annotated[Session, Depends(get_session)]
 Admin = Depends(require_admin)
+# A user id in a path: bounded so an absurd id is a 422, not a driver overflow.
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]

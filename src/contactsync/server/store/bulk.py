@@ -49,3 +49,15 @@ def in_list(
         f"{column} IN (SELECT value FROM json_each(:{name}))",
         {name: json.dumps(list(values))},
     )
+
+
+def member(column: Any, values: Sequence[Any], dialect: str) -> Any:
+    """`in_list` as a SQLAlchemy Core expression, for queries built with Core."""
+    import sqlalchemy as sa
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
+    each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
+    return column.in_(sa.select(each.c.value))

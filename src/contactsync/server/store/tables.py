@@ -180,6 +180,45 @@ join_notices = sa.Table(
     sa.Column("at", MS, nullable=False),
 )
 
+# Profile fields: one row per (user, field name). `level` 0 is public, 1..63 are the app's own
+# access levels (see services/profiles.py for the visibility rule).
+profile_fields = sa.Table(
+    "profile_fields",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("updated_at", MS, nullable=False),
+    sa.CheckConstraint("level >= 0 AND level <= 63", name="ck_profile_fields_level"),
+)
+
+# Relations from owner to another user. `target_id` is set once the other side is a user;
+# until then the relation is pending on `phone` (E.164) and attaches when that number
+# registers (phone is cleared then). `levels` is a bitmask: level L (1..63) is bit L-1, so the
+# largest mask still fits a signed BIGINT.
+relations = sa.Table(
+    "relations",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("target_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("phone", sa.String(16), nullable=True),
+    sa.Column("contact", sa.Boolean, nullable=False),
+    sa.Column("subscribe", sa.Boolean, nullable=False),
+    sa.Column("levels", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Column("updated_at", MS, nullable=False),
+    sa.UniqueConstraint("owner_id", "target_id", name="uq_relations_owner_target"),
+    sa.UniqueConstraint("owner_id", "phone", name="uq_relations_owner_phone"),
+    sa.CheckConstraint(
+        "(target_id IS NULL) <> (phone IS NULL)", name="ck_relations_target_or_phone"
+    ),
+    sa.Index("ix_relations_target", "target_id"),
+    sa.Index("ix_relations_phone", "phone"),
+    sqlite_autoincrement=True,
+)
+
 # Push webhook outbox: one row per (recipient, event) to push while the recipient has no live
 # connection. `pending` rows are due at `next_attempt_at` (a claimed row is leased by moving it
 # forward); `failed` rows gave up after the configured attempts and stay for inspection.

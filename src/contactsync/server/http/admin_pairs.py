@@ -1,0 +1,31 @@
+"""Pairing (backend only): two users who may talk even when one of them is restricted."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from contactsync.protocol import PairIn, PairOut
+from contactsync.server.http.deps import Admin, Ctx, UserIdPath
+from contactsync.server.services import pairs
+
+router = APIRouter(prefix="/v1/admin/pairs", tags=["admin"], dependencies=[Admin])
+
+
+@router.put("", response_model=PairOut)
+async def put_pair(body: PairIn, ctx: Ctx) -> PairOut:
+    async with ctx.tx() as tx:
+        await pairs.pair(tx, body.a, body.b)
+    return PairOut(a=body.a, b=body.b, paired=True)
+
+
+@router.delete("", response_model=PairOut)
+async def delete_pair(body: PairIn, ctx: Ctx) -> PairOut:
+    async with ctx.tx() as tx:
+        await pairs.unpair(tx, body.a, body.b)
+    return PairOut(a=body.a, b=body.b, paired=False)
+
+
+@router.get("/{user_id}")
+async def list_pairs(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
+    async with ctx.read() as tx:
+        return {"user_id": user_id, "paired_with": await pairs.partners(tx, user_id)}
