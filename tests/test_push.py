@@ -210,8 +210,9 @@ async def test_a_receiver_that_never_answers_blocks_nothing_else(fast: Settings)
         await eventually(lambda: _errored(live))
         # Point the webhook elsewhere: the queued push goes out there.
         await configure(live, good.url)
-        await eventually(lambda: good.deliveries(), timeout=10)
-        assert [d["user_id"] for d in good.deliveries()] == [offline]
+        # (The online user's rows may go too: presence is judged at delivery time, and the
+        # socket is closed by then.)
+        await eventually(lambda: offline in [d["user_id"] for d in good.deliveries()], timeout=15)
 
 
 async def _errored(live: Live) -> bool:
