@@ -157,8 +157,24 @@ async def test_online_users_get_the_socket_not_a_push(fast: Settings) -> None:
                 )
             assert [e["seq"] for e in await recv_events(ws, 1)] == [1]
             await eventually(lambda: empty_outbox(live))
+        # Not even queued for the online user: a push later would repeat what it saw.
         assert [d["user_id"] for d in receiver.deliveries()] == [offline]
-        assert live.ctx.services["push"].skipped_online == 1
+
+
+async def test_a_user_who_comes_online_before_delivery_is_not_pushed(fast: Settings) -> None:
+    async with Receiver().running() as receiver, serve(fast, SystemClock()) as live:
+        await configure(live, receiver.url)
+        created, headers = await live.api.user_with_token("+14155550129")
+        worker = live.ctx.services["push"]
+        await worker.stop()
+        await emit(live.ctx, created["user_id"], 1)  # offline: queued
+        assert len((await outbox(live))["items"]) == 1
+        async with live.connect(headers) as ws:
+            await recv(ws)
+            assert [e["seq"] for e in await recv_events(ws, 1)] == [1]
+            await worker.start()
+            await eventually(lambda: empty_outbox(live))
+        assert worker.skipped_online == 1 and receiver.requests == []
 
 
 async def test_gives_up_keeps_for_inspection_and_retries_on_request(fast: Settings) -> None:

@@ -16,6 +16,7 @@ import pytest
 from contactsync.server.bus.redis import RedisBus
 from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
+from contactsync.server.services import push
 from tests.live import Live, emit, eventually, recv, recv_events, serve
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -110,14 +111,22 @@ async def test_push_skips_a_user_online_on_another_process(settings: Settings) -
         assert response.status_code == 200
         created, headers = await a.api.user_with_token("+14155550164")
         uid = created["user_id"]
+        # Only B's worker may deliver: it must see the user online on A.
+        await a.ctx.services["push"].stop()
+        worker = b.ctx.services["push"]
+        await worker.stop()
+        await emit(b.ctx, uid, 1)  # offline everywhere: queued
         async with a.connect(headers) as ws:
             await recv(ws)
             await eventually(lambda: b.ctx.bus.online([uid]))
-            # Only B's worker may deliver: it must see the user online on A.
-            await a.ctx.services["push"].stop()
+            # Written through B while the user is online on A: not even queued.
             await emit(b.ctx, uid, 1)
-            await recv_events(ws, 1)
-            await eventually(lambda: b.ctx.services["push"].skipped_online == 1)
+            assert [e["seq"] for e in await recv_events(ws, 2)] == [1, 2]
+            async with b.ctx.read() as tx:
+                assert [r["seq"] for r in await push.listing(tx, "pending", 0, 10)] == [1]
+            # And the queued one is dropped at delivery: the user is online (on A) now.
+            await worker.start()
+            await eventually(lambda: worker.skipped_online == 1)
 
 
 async def test_concurrent_writes_through_both_stay_in_order_on_both(settings: Settings) -> None:

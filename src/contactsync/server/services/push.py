@@ -1,9 +1,9 @@
 """Push webhooks for users with no live connection: a durable outbox and its delivery worker.
 
 Enqueue: inside every write transaction that appended events (a `Context.before_commit`
-hook), the events whose type is in `push_event_types` are copied into `push_outbox` by one
-INSERT … SELECT, so the outbox commits or rolls back with the events; nothing is queued while
-no webhook URL is set.
+hook), the events whose type is in `push_event_types` and whose recipient has no live socket
+(see `Bus.online`) are copied into `push_outbox` by one INSERT … SELECT, so the outbox commits
+or rolls back with the events; nothing is queued while no webhook URL is set.
 
 Deliver: each server process runs one `PushWorker`. It claims due rows (PostgreSQL: `FOR
 UPDATE SKIP LOCKED`, so processes never claim the same row) by pushing their `next_attempt_at`
@@ -36,6 +36,7 @@ import httpx
 import sqlalchemy as sa
 
 from contactsync.errors import StoreUnavailable
+from contactsync.server.bus.base import Bus
 from contactsync.server.context import Context, Tx
 from contactsync.server.services import app_settings
 from contactsync.server.services.events import iso
@@ -108,14 +109,20 @@ def backoff_seconds(
     return min(cap, delay * jitter)
 
 
-async def enqueue(tx: Tx) -> int:
-    """Queue this transaction's new events for push; returns how many rows were queued."""
+async def enqueue(tx: Tx, bus: Bus | None = None) -> int:
+    """Queue this transaction's new events for push, except for users `bus` says are
+    online (they get them over their sockets); returns how many rows were queued."""
     if not tx.latest:
         return 0
     settings = await app_settings.load(tx)
     if settings.push_webhook_url is None or not settings.push_event_types:
         return 0
     users = list(tx.latest)
+    if bus is not None:
+        online = await bus.online(users)
+        users = [u for u in users if u not in online]
+    if not users:
+        return 0
     if tx.dialect == "postgresql":
         result = await tx.conn.execute(
             _ENQUEUE_PG,
@@ -202,8 +209,11 @@ class PushWorker:
         self.skipped_online = 0
 
     async def enqueue(self, tx: Tx) -> None:
-        """The `before_commit` hook: queue the events, wake this worker once committed."""
-        if await enqueue(tx):
+        """The `before_commit` hook: queue the events of users with no live socket, wake
+        this worker once committed. Presence is asked here, when the event is written, and
+        again at delivery: a user who was online then has it (or gets it on reconnect) and
+        must not be pushed later for something already seen, however long the queue."""
+        if await enqueue(tx, self.ctx.bus):
             tx.after_commit.append(self.wake)
 
     async def wake(self) -> None:
