@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from contactsync.server.admin_cli import admin_app
 from contactsync.server.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="contactsync server and tools")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+class LogFormat(enum.StrEnum):
+    json = "json"
+    text = "text"
 
 
 DatabaseUrl = Annotated[
@@ -46,10 +53,15 @@ def serve(
         str | None, typer.Option("--default-region", help="Region for numbers without one")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="json (default): one object a line; text: for people"),
+    ] = None,
 ) -> None:
     """Run the server (embedded SQLite unless a database URL is given)."""
     import uvicorn
 
+    from contactsync.server import logging as server_logging
     from contactsync.server.app import create_app
 
     settings = _settings(
@@ -60,10 +72,9 @@ def serve(
         redis_url=redis_url,
         default_region=default_region,
         log_level=log_level,
+        log_format=log_format.value if log_format else None,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    server_logging.configure(settings.log_level, settings.log_format)
     application = create_app(settings)
     typer.echo(
         f"contactsync on http://{settings.host}:{settings.port} "
@@ -74,6 +85,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # Our formatter and request-id access line replace uvicorn's (its access line has the
+        # raw path, which may hold a phone number).
+        log_config=None,
+        access_log=False,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         # Client frames are tiny JSON (auth, ping); events are small. Per-message deflate

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from contactsync import __version__
-from contactsync.server import realtime, ws
+from contactsync.server import console, realtime, ws
+from contactsync.server import metrics as metrics_http
 from contactsync.server.bus.base import Bus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
@@ -31,6 +32,8 @@ from contactsync.server.http import (
 from contactsync.server.http import push as push_admin
 from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
+from contactsync.server.logging import RequestIdMiddleware
+from contactsync.server.metrics import Metrics, MetricsMiddleware
 from contactsync.server.services import admin
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
 from contactsync.server.store import migrate
@@ -74,6 +77,8 @@ def create_app(
         clock=clock or SystemClock(),
     )
     ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
+    metrics = Metrics()
+    ctx.services["metrics"] = metrics
     realtime.install(ctx)
 
     @asynccontextmanager
@@ -107,5 +112,10 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(metrics_http.router)
+    console.install(app)
+    # The last added runs first: request id around everything (even a 413), then metrics.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     default_region: str | None = None
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+    # A scrape-only bearer token for GET /metrics (the admin key works too).
+    metrics_token: SecretStr | None = None
     max_body_bytes: int = 4 * 1024 * 1024
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"

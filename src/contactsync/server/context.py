@@ -7,6 +7,7 @@ only after the transaction commits, so no process is woken for an event it canno
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ class Tx:
     latest: dict[int, int] = field(default_factory=dict)
     first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
+    # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
+    # reported only once it has committed.
+    counts: Counter[str] = field(default_factory=Counter)
 
     def notify(self, user_id: int, seq: int) -> None:
         if seq > self.latest.get(user_id, 0):
@@ -55,6 +59,8 @@ class Context:
             if tx.latest:
                 for hook in self.before_commit:
                     await hook(tx)
+        if tx.counts and "metrics" in self.services:
+            self.services["metrics"].record(tx.counts)
         if tx.latest:
             await self.bus.publish(tx.latest)
         for callback in tx.after_commit:

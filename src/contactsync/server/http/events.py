@@ -22,6 +22,8 @@ async def read_events(
 ) -> EventsPage:
     async with ctx.read() as tx:
         page = await events.read(tx, caller.user_id, after, limit)
+    if page and "metrics" in ctx.services:
+        ctx.services["metrics"].events_delivered.labels("poll").inc(len(page))
     return EventsPage(
         events=[EventOut(**event.wire()) for event in page],
         next_after=page[-1].seq if page else after,

@@ -164,6 +164,8 @@ async def upload(
         "registered": registered,
     }
     await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
+    tx.counts["contacts_uploaded"] += len(request.contacts)
+    tx.counts["matches"] += len(registered)
     if registered:
         await events.append(
             tx,

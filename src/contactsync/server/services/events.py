@@ -115,6 +115,7 @@ async def append(tx: Tx, new: Sequence[NewEvent]) -> list[tuple[int, int]]:
         )
         written.append((event.user_id, seq))
         tx.notify(event.user_id, seq)
+        tx.counts["event:" + event.type] += 1
     if rows:
         await tx.conn.execute(sa.insert(events), rows)
     return written

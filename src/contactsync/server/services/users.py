@@ -83,6 +83,7 @@ async def register(
     assert user_id is not None
     await tx.conn.execute(sa.insert(event_counters).values(user_id=user_id, last_seq=0))
     user = User(user_id, e164, name, user_region, False, tx.now)
+    tx.counts["joins"] += 1
     # Imported here: both build on this module. Address-book holders hear first; relations
     # stored on the number then attach, and their owners not told yet get contact.joined.
     from contactsync.server.services import discovery, relations

@@ -219,6 +219,19 @@ relations = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# Signed-in admin console sessions. The cookie holds a random token; only its hash is kept.
+# `key_hash` is the admin key's hash at sign-in, so changing the admin key ends every session.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Column("expires_at", MS, nullable=False),
+    sa.Index("ix_console_sessions_expires", "expires_at"),
+)
+
 # Push webhook outbox: one row per (recipient, event) to push while the recipient has no live
 # connection. `pending` rows are due at `next_attempt_at` (a claimed row is leased by moving it
 # forward); `failed` rows gave up after the configured attempts and stay for inspection.

@@ -1,0 +1,203 @@
+"""Structured logs: one JSON object a line, each tied to the request that caused it.
+
+- `JsonFormatter` writes `{"ts", "level", "logger", "msg", "request_id", ...extra}`. At INFO and
+  above it masks anything that looks like a phone number in the message and the extra fields
+  (`phone.mask`), so a stray `log.info("... %s", e164)` cannot leak a number; DEBUG keeps them
+  for local troubleshooting.
+- `RequestIdMiddleware` gives every HTTP request and WebSocket an id (the caller's
+  `X-Request-ID` when it is a sane token, else a new one), keeps it in a context variable that
+  the formatter reads, returns it in the `X-Request-ID` response header, and writes one access
+  line per request with the route *template* (`/v1/admin/users/{user_id}`), never the raw path
+  or query string: paths such as `/v1/relations/+E164` carry numbers.
+- `configure(level, fmt)` installs the formatter on the root logger and routes uvicorn's own
+  loggers through it; `contactsync serve` calls it and turns uvicorn's access log off.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contactsync import phone as phones
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "contactsync_request_id", default=None
+)
+
+access_log = logging.getLogger("contactsync.access")
+
+# What a phone number can look like in free text: E.164, or a long run of digits with the usual
+# separators. Over-masking an id that looks like a number is the safe side of this trade.
+_PHONE_LIKE = re.compile(r"\+?\d[\d ().\-]{6,18}\d")
+# Fields we fill ourselves, never with a number: masking would only garble them (a request id
+# is hex and may hold a run of digits).
+_NOT_TEXT = frozenset({"ts", "level", "logger", "request_id"})
+# uvicorn's ANSI-coloured copy of its message: noise in a JSON line.
+_DROPPED = frozenset({"color_message"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+
+# LogRecord attributes that are not `extra` fields.
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def redact(text: str) -> str:
+    """`text` with every phone-number-like run masked."""
+
+    def _mask(match: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) < 7:  # short runs are counts, ports, years: leave them
+            return match.group(0)
+        return phones.mask("+" + digits)
+
+    return _PHONE_LIKE.sub(_mask, text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; phone numbers masked at INFO and above."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": message,
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            out["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in out and key not in _DROPPED and key[0] != "_":
+                out[key] = value if _jsonable(value) else repr(value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.levelno >= logging.INFO:
+            out = {
+                key: (value if key in _NOT_TEXT else _clean(value)) for key, value in out.items()
+            }
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+    converter = time.gmtime  # type: ignore[assignment]  # timestamps in UTC
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | list | dict | tuple)
+
+
+def configure(level: str = "info", fmt: Literal["json", "text"] = "json") -> None:
+    """Send every log record (ours and uvicorn's) to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, or a fixed label when nothing matched.
+
+    Raw paths are never used as labels or logged: they carry ids and phone numbers, and
+    unmatched paths are unbounded (a scanner would explode metric cardinality).
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    if scope.get("endpoint") is not None and scope.get("root_path"):
+        # A mounted app (the console's static files): the router names no route for it.
+        return f"{scope['root_path']}/{{path}}"
+    return "<unmatched>"
+
+
+class RequestIdMiddleware:
+    """Tags each request with an id, answers it in `X-Request-ID`, logs one access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        # A caller's id is kept when it is a sane token (and not something like a number).
+        usable = given and _REQUEST_ID.fullmatch(given) and redact(given) == given
+        request_id = given if given and usable else new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            elif message["type"] == "websocket.accept":
+                status = 101
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope.get("method", "WS"),
+                route_template(scope),
+                status,
+                extra={
+                    "method": scope.get("method", "WS"),
+                    "route": route_template(scope),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            try:
+                return str(value.decode("latin-1"))
+            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any bytes
+                return None
+    return None
