@@ -191,3 +191,12 @@ def test_unusual_layouts_read_like_the_usual_one(tmp_path: Path) -> None:
     usual = VCardSource(write(tmp_path / "a.vcf", V30 + V40)).contacts()
     odd = (V30 + "\n\n" + V40).replace("BEGIN:VCARD", "begin:vcard").replace("END:", "End:")
     assert VCardSource(write(tmp_path / "b.vcf", "junk before\n" + odd)).contacts() == usual
+
+
+def test_name_from_n_or_org_when_there_is_no_fn(tmp_path: Path) -> None:
+    text = (
+        "BEGIN:VCARD\nVERSION:3.0\nN:Smith;Anne;Marie;Dr.;\nTEL:1\nEND:VCARD\n"
+        "BEGIN:VCARD\nVERSION:3.0\nORG:ACME\\, Inc.;Sales\nTEL:2\nEND:VCARD\n"
+    )
+    a, b = only_contacts(VCardSource(write(tmp_path / "n.vcf", text)).contacts())
+    assert (a.name, b.name) == ("Dr. Anne Marie Smith", "ACME, Inc.")

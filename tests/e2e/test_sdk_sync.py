@@ -125,8 +125,8 @@ def sync_args(server: Server, token: str, path: Path, state: Path, *extra: str) 
 
 def test_killed_mid_sync_resumes_without_loss_or_duplicates(server: Server, tmp_path: Path) -> None:
     _, token = server.user("+14155550100")
-    joined = [server.user(number(i)[1])[0] for i in (5, 1500, 2999)]  # already registered
-    expected = write_vcf(tmp_path / "book.vcf", 3000)
+    joined = [server.user(number(i)[1])[0] for i in (5, 1500, 4999)]  # already registered
+    expected = write_vcf(tmp_path / "book.vcf", 5000)
     state = tmp_path / "state"
     proc = subprocess.Popen(
         [
@@ -145,13 +145,13 @@ def test_killed_mid_sync_resumes_without_loss_or_duplicates(server: Server, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = len(server.book(token))
-    assert 0 < partial < 3000, partial
+    assert 0 < partial < 5000, partial
 
     resumed = cli(*sync_args(server, token, tmp_path / "book.vcf", state, "--json"))
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads(resumed.stdout)
     assert metrics["failed"] == 0 and metrics["error"] is None
-    assert metrics["uploaded"] <= 3000 - partial + 50  # only what was not acknowledged
+    assert metrics["uploaded"] <= 5000 - partial + 50  # only what was not acknowledged
     assert server.book(token) == expected
     # each registered contact was announced once, however often its batch was sent
     seen = Counter(
@@ -164,7 +164,7 @@ def test_killed_mid_sync_resumes_without_loss_or_duplicates(server: Server, tmp_
     again = json.loads(
         cli(*sync_args(server, token, tmp_path / "book.vcf", state, "--json")).stdout
     )
-    assert again["uploaded"] == 0 and again["batches"] == 0 and again["unchanged"] == 3000
+    assert again["uploaded"] == 0 and again["batches"] == 0 and again["unchanged"] == 5000
 
 
 def test_cli_end_to_end_login_sync_edit_force_events(server: Server, tmp_path: Path) -> None:
@@ -238,6 +238,13 @@ def test_cli_end_to_end_login_sync_edit_force_events(server: Server, tmp_path: P
     assert missing.returncode == 2 and "no such file" in missing.stderr
     bad = cli("sync", str(path), "--state", str(state), "--token", "wrong", env=env)
     assert bad.returncode == 1 and "unauthorized" in bad.stderr
+    # logout: the token is revoked, the local store and the saved credentials are gone
+    assert len(list(state.glob("*.sqlite"))) == 1
+    out = cli("logout", "--server", server.url, "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert list(state.glob("*.sqlite*")) == []
+    assert server.url not in json.loads((state / "credentials.json").read_text())
+    assert server.http.get("/v1/me", headers=_auth(token)).status_code == 401
 
 
 def test_malformed_csv_rows_are_reported_and_the_rest_syncs(server: Server, tmp_path: Path) -> None:
@@ -272,7 +279,7 @@ def test_server_down_then_up_with_the_sync_wrapper(server: Server, tmp_path: Pat
         batch_size=50,
         events=False,
         watch_interval=None,
-        retry=RetryPolicy(attempts=40, base=0.1, cap=0.3),
+        retry=RetryPolicy(attempts=150, base=0.1, cap=0.3),
     )
     try:
         metrics = manager.start()  # the first request waits for the server to come back

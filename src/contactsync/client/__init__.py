@@ -31,6 +31,7 @@ from contactsync.client._models import (
     SyncMetrics,
     SyncProgress,
 )
+from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import (
     ContactSource,
     CsvSource,
@@ -47,6 +48,7 @@ __all__ = [
     "ClientError",
     "Contact",
     "ContactSource",
+    "ContactSynchronizer",
     "ContactsManager",
     "CsvSource",
     "Event",
@@ -54,6 +56,7 @@ __all__ = [
     "ManagerState",
     "MemorySource",
     "NetworkError",
+    "Profile",
     "RateLimited",
     "RetryPolicy",
     "SourceProblem",

@@ -94,6 +94,9 @@ class EventListener:
             if self.websocket:
                 try:
                     await self._websocket()
+                    # a clean close (server restart, 1001/1012): reconnect from the cursor
+                    await asyncio.sleep(0.2)
+                    continue
                 except AuthError:
                     raise
                 except asyncio.CancelledError:
@@ -129,7 +132,14 @@ class EventListener:
                     body.get("events") if isinstance(body, dict) and "events" in body else [body]
                 )
                 for item in items or []:
-                    if isinstance(item, dict) and "seq" in item and "type" in item:
+                    # event frames are {"op": "event", seq, type, at, data}; "ready", "ping"
+                    # and the like carry no event
+                    if (
+                        isinstance(item, dict)
+                        and item.get("op", "event") == "event"
+                        and "seq" in item
+                        and "type" in item
+                    ):
                         await self._deliver(item)
 
 

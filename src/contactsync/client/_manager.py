@@ -10,7 +10,9 @@ A sync run:
 4. plans batches of the differences (add, rename, destroy) — or, for a force sync, of the
    whole book with `force` and one shared batch_id — writes them to the outbox, sends them,
    and records each as acknowledged only when the server answered.
-A source that denies access is never read as empty: nothing is uploaded or removed.
+On a first sync, 3 and 4 overlap: a worker thread parses and normalises the next chunk while
+the server works on the last one. A source that denies access is never read as empty:
+nothing is uploaded or removed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from contactsync.client._models import (
     SyncMetrics,
     SyncProgress,
 )
+from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
 
@@ -82,6 +85,7 @@ class ContactsManager:
         events: bool = True,
         websocket: bool | None = None,
         poll_interval: float = 2.0,
+        websocket_retry: float = 30.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -99,6 +103,7 @@ class ContactsManager:
         # an injected in-process transport cannot carry a WebSocket
         self.websocket = (transport is None) if websocket is None else websocket
         self.poll_interval = poll_interval
+        self.websocket_retry = websocket_retry
         self.api = ApiClient(server, token, transport=transport, retry=retry)
         self.state = ManagerState.UNINITIALISED
         self.user: dict[str, Any] | None = None
@@ -149,6 +154,7 @@ class ContactsManager:
                 dispatch=self._dispatch,
                 websocket=self.websocket,
                 poll_interval=self.poll_interval,
+                websocket_retry=self.websocket_retry,
             )
             self._listener.start()
         if not self._tasks:
@@ -253,6 +259,25 @@ class ContactsManager:
                 except ClientError as exc:
                     log.warning("background sync failed: %s", exc)
 
+    # --- profiles and relations ---------------------------------------------------------
+
+    def profile(self, user_or_phone: int | str) -> Profile:
+        """Another user's profile and the caller's relation to it (`save()` sends changes)."""
+        return Profile(self.api, user_or_phone)
+
+    def synchronizer(self, **options: Any) -> ContactSynchronizer:
+        """The bulk relation synchroniser (numbers read in this manager's region)."""
+        options.setdefault("region", self.region)
+        return ContactSynchronizer(self.api, **options)
+
+    async def set_my_profile(self, fields: dict[str, tuple[Any, int] | None]) -> dict[str, Any]:
+        """Set (value, level) per field of the caller's own profile; None removes a field."""
+        body = {
+            name: None if item is None else {"value": item[0], "level": item[1]}
+            for name, item in fields.items()
+        }
+        return dict(await self.api.request("PATCH", "/v1/me/profile", json_body={"fields": body}))
+
     # --- events ------------------------------------------------------------------------
 
     @property
@@ -328,7 +353,7 @@ class ContactsManager:
     async def _run(self, *, force: bool) -> SyncMetrics:
         store = self._store()
         metrics = SyncMetrics(forced=force)
-        self._planned = sum(len(body["contacts"]) for *_, body in store.outbox())
+        self._planned = store.outbox_contacts()
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
         try:
@@ -443,6 +468,8 @@ class ContactsManager:
         stop = threading.Event()
         region = self.region or ""
         chunk_size = min(_CHUNK, self.batch_size)
+        # a first sync on a new store has nothing cached: skip the look-ups
+        cached = store.has_numbers(region)
 
         def put(item: Any) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
@@ -461,10 +488,10 @@ class ContactsManager:
                             continue
                         chunk.append((key, record))
                         if len(chunk) >= chunk_size:
-                            put(self._prepare(reader, region, chunk))
+                            put(self._prepare(reader if cached else None, region, chunk))
                             chunk = []
                     if chunk:
-                        put(self._prepare(reader, region, chunk))
+                        put(self._prepare(reader if cached else None, region, chunk))
                     put(seen)
                 finally:
                     reader.close()
@@ -472,6 +499,25 @@ class ContactsManager:
                 if not stop.is_set():
                     put(exc)
 
+        # a sender task drains the outbox while this loop stores the next chunk: storing
+        # runs during the wait for the server's answer instead of after it
+        wake = asyncio.Event()
+        reading = True
+
+        async def sender() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                try:
+                    while store.has_outbox():
+                        await self._send_outbox(store, metrics)
+                except ClientError as exc:  # keep reading the source; send next time
+                    failure.append(exc)
+                    return
+                if not reading:
+                    return
+
+        sending = asyncio.create_task(sender()) if send else None
         worker = loop.run_in_executor(None, produce)
         try:
             while True:
@@ -479,23 +525,31 @@ class ContactsManager:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, set):
+                    reading = False
+                    wake.set()
+                    if sending is not None:
+                        await sending
+                    for exc in failure:
+                        if isinstance(exc, AuthError):
+                            raise exc
                     return item
                 rows, fresh = item
                 with store.transaction():
                     store.cache_numbers(region, fresh)
                     store.refresh_entries(store.add_contacts(rows))
-                    if send:
+                    if sending is not None and not sending.done():
                         self._plan(store, False)
-                if send:
-                    try:
-                        await self._send_outbox(store, metrics)
-                    except AuthError:
-                        raise
-                    except ClientError as exc:  # keep reading the source; send next time
-                        failure.append(exc)
-                        send = False
+                        wake.set()
+                # back-pressure: when the server is slower than the scan, wait instead of
+                # piling the whole book into the outbox
+                while sending is not None and not sending.done() and store.outbox_rows() > 2:
+                    await asyncio.sleep(0.002)
         finally:
             stop.set()
+            if sending is not None and not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
             while not worker.done():  # unblock a worker waiting to hand over a chunk
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
@@ -504,14 +558,14 @@ class ContactsManager:
                 await worker
 
     def _prepare(
-        self, reader: sqlite3.Connection, region: str, chunk: list[tuple[str, Any]]
+        self, reader: sqlite3.Connection | None, region: str, chunk: list[tuple[str, Any]]
     ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
         """Parse records and normalise their numbers (cache first): rows for the store."""
         parsed: list[tuple[str, Contact | SourceProblem]] = [
             (key, self.source.parse(record)) for key, record in chunk
         ]
         raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
-        results = self._store().cached_numbers(list(raws), region, reader)
+        results = {} if reader is None else self._store().cached_numbers(list(raws), region, reader)
         fresh = []
         for raw in raws:
             if raw not in results:
@@ -548,13 +602,10 @@ class ContactsManager:
         if force:
             wanted = store.wanted_entries()
             batch_id = "f-" + uuid.uuid4().hex
-            parts = [
-                wanted[i : i + self.batch_size] for i in range(0, len(wanted), self.batch_size)
-            ]
-            parts = parts or [[]]
-            batches = []
-            for i, part in enumerate(parts):
-                final = i == len(parts) - 1
+            count = max(1, -(-len(wanted) // self.batch_size))
+            for i in range(count):
+                part = wanted[i * self.batch_size : (i + 1) * self.batch_size]
+                final = i == count - 1
                 body = {
                     **base,
                     "contacts": [_contact(phone, name) for phone, name in part],
@@ -562,26 +613,25 @@ class ContactsManager:
                     "final": final,
                     "batch_id": batch_id,
                 }
-                batches.append((batch_id, True, final, body))
-        else:
-            changes = store.take_dirty_entries()
-            batches = []
-            for i in range(0, len(changes), self.batch_size):
-                batch_id = "b-" + uuid.uuid4().hex
-                contacts = [
-                    _contact(phone, name) if want else {"phone": phone, "destroy": True}
-                    for phone, want, name in changes[i : i + self.batch_size]
-                ]
-                batches.append(
-                    (batch_id, False, True, {**base, "contacts": contacts, "batch_id": batch_id})
-                )
-        if batches:
-            store.enqueue(batches)
-            self._planned += sum(len(body["contacts"]) for *_, body in batches)
+                store.enqueue([(batch_id, True, final, body)])
+            self._planned += len(wanted)
+            return
+        changes = store.take_dirty_entries()
+        for i in range(0, len(changes), self.batch_size):
+            batch_id = "b-" + uuid.uuid4().hex
+            contacts = [
+                _contact(phone, name) if want else {"phone": phone, "destroy": True}
+                for phone, want, name in changes[i : i + self.batch_size]
+            ]
+            body = {**base, "contacts": contacts, "batch_id": batch_id}
+            store.enqueue([(batch_id, False, True, body)])
+        self._planned += len(changes)
 
     async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
-        pending = store.outbox()
-        for seq, _batch_id, force, final, body in pending:
+        after = 0
+        while (row := store.next_outbox(after)) is not None:
+            seq, _batch_id, force, final, body = row
+            after = seq
             try:
                 result = await self.api.request("POST", "/v1/addressbook", json_body=body)
             except ApiError as exc:

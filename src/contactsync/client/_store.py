@@ -125,6 +125,12 @@ class LocalStore:
         """A second connection for another thread (WAL lets it read while this one writes)."""
         return sqlite3.connect(self.path, check_same_thread=False)
 
+    def has_numbers(self, region: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM numbers WHERE region = ? LIMIT 1", (region,)).fetchone()
+            is not None
+        )
+
     def cached_numbers(
         self, raws: Sequence[str], region: str, conn: sqlite3.Connection | None = None
     ) -> dict[str, tuple[str | None, str | None]]:
@@ -218,20 +224,23 @@ class LocalStore:
             # stable across scans
             if best is None or (name is not None and (best[1] is None or cid < best[0])):
                 holders[phone] = (cid, name)
+        # a new row has nothing acknowledged, so it is dirty exactly when it is wanted
         self.db.executemany(
             "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
-            "VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (phone) DO UPDATE SET "
-            "want = excluded.want, want_name = excluded.want_name",
+            "VALUES (?1, ?2, ?3, 0, NULL, ?2) ON CONFLICT (phone) DO UPDATE SET "
+            "want = excluded.want, want_name = excluded.want_name, "
+            "dirty = (excluded.want != ack OR (excluded.want = 1 AND "
+            "excluded.want_name IS NOT ack_name AND excluded.want_name IS NOT NULL))",
             (
-                (p, 1 if p in holders else 0, holders[p][1] if p in holders else None, 0)
+                (p, 1 if p in holders else 0, holders[p][1] if p in holders else None)
                 for p in wanted
             ),
         )
         self.db.execute(
-            f"UPDATE entries SET dirty = {_DIRTY} WHERE phone IN (SELECT value FROM json_each(?))",
+            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+            "AND phone IN (SELECT value FROM json_each(?))",
             (arg,),
         )
-        self.db.execute("DELETE FROM entries WHERE want = 0 AND ack = 0")
 
     def seed_server_book(self, book: Iterable[tuple[str, str | None]]) -> None:
         """What the server already holds (read once for a new store), as acknowledged."""
@@ -268,15 +277,21 @@ class LocalStore:
 
     def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
         """The server applied these (phone, present, name): record them as its state."""
-        self.db.executemany(
-            "UPDATE entries SET ack = ?, ack_name = ?, queued = 0 WHERE phone = ?",
-            ((present, name, phone) for phone, present, name in sent),
+        # one set-based statement for the whole batch
+        self.db.execute(
+            "UPDATE entries SET ack = j.present, ack_name = j.name, queued = 0, "
+            "dirty = (entries.want != j.present OR (entries.want = 1 AND "
+            "entries.want_name IS NOT j.name AND entries.want_name IS NOT NULL)) "
+            "FROM (SELECT json_extract(value, '$[0]') AS phone, "
+            "json_extract(value, '$[1]') AS present, json_extract(value, '$[2]') AS name "
+            "FROM json_each(?)) AS j WHERE entries.phone = j.phone",
+            (json.dumps(sent),),
         )
         self.db.execute(
-            f"UPDATE entries SET dirty = {_DIRTY} WHERE phone IN (SELECT value FROM json_each(?))",
+            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+            "AND phone IN (SELECT value FROM json_each(?))",
             (json.dumps([p for p, _, _ in sent]),),
         )
-        self.db.execute("DELETE FROM entries WHERE want = 0 AND ack = 0")
 
     def acknowledge_force(self) -> None:
         """A force upload made the server's book exactly what we want."""
@@ -296,6 +311,31 @@ class LocalStore:
                 "SELECT seq, batch_id, force, final, body FROM outbox ORDER BY seq"
             )
         ]
+
+    def next_outbox(self, after: int) -> tuple[int, str, bool, bool, dict[str, Any]] | None:
+        """The oldest batch after `after` (one at a time: a big outbox stays on disk)."""
+        row = self.db.execute(
+            "SELECT seq, batch_id, force, final, body FROM outbox WHERE seq > ? "
+            "ORDER BY seq LIMIT 1",
+            (after,),
+        ).fetchone()
+        if row is None:
+            return None
+        seq, batch_id, force, final, body = row
+        return seq, batch_id, bool(force), bool(final), json.loads(body)
+
+    def outbox_rows(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def outbox_contacts(self) -> int:
+        return int(
+            self.db.execute(
+                "SELECT coalesce(sum(json_array_length(body, '$.contacts')), 0) FROM outbox"
+            ).fetchone()[0]
+        )
+
+    def has_outbox(self) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
 
     def enqueue(self, batches: Sequence[tuple[str, bool, bool, dict[str, Any]]]) -> None:
         self.db.executemany(

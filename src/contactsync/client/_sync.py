@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from contactsync.client._events import Callback
 from contactsync.client._manager import ContactsManager
-from contactsync.client._models import SyncMetrics
+from contactsync.client._models import ManagerState, SyncMetrics
 from contactsync.client._sources import ContactSource
 
 T = TypeVar("T")
@@ -33,6 +33,10 @@ class SyncContactsManager:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def state(self) -> ManagerState:
+        return self.manager.state
 
     @property
     def last_metrics(self) -> SyncMetrics | None:
@@ -58,6 +62,15 @@ class SyncContactsManager:
 
     def on_contact_joined(self, callback: Callback) -> None:
         self.manager.on_contact_joined(callback)
+
+    def on_event(self, callback: Callback) -> None:
+        self.manager.on_event(callback)
+
+    def on_message(self, callback: Callback) -> None:
+        self.manager.on_message(callback)
+
+    def on_profile_updated(self, callback: Callback) -> None:
+        self.manager.on_profile_updated(callback)
 
     def drop_local_database_connection(self) -> None:
         self._call(_run(self.manager.drop_local_database_connection))

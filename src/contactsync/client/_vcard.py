@@ -239,8 +239,7 @@ def _tel(value: str) -> str:
 
 
 def _fast(body: str, fallback_id: str) -> Contact:
-    uid = fn = org = None
-    n_name: str | None = None
+    uid = fn = org = n_raw = None
     phones: list[str] = []
     for line in _unfold(body):
         name, params, raw = _split(line)
@@ -251,18 +250,24 @@ def _fast(body: str, fallback_id: str) -> Contact:
         elif name == "FN":
             fn = _unescape(_value(params, raw)).strip() or fn
         elif name == "N":
-            parts = [_unescape(p).strip() for p in re.split(r"(?<!\\);", _value(params, raw))]
-            parts += [""] * (5 - len(parts))
-            family, given, additional, prefix, suffix = parts[:5]
-            joined = " ".join(p for p in (prefix, given, additional, family, suffix) if p)
-            n_name = joined or n_name
+            n_raw = _value(params, raw)  # only needed when there is no FN
         elif name == "ORG":
             org = _unescape(_value(params, raw).split(";")[0]).strip() or org
         elif name == "UID":
             uid = _value(params, raw).strip() or uid
         elif name in ("BEGIN", "END"):
             raise _Unsupported(name)  # nested cards (AGENT) are vobject's business
-    return Contact(uid or fallback_id, fn or n_name or org, tuple(phones))
+    return Contact(uid or fallback_id, fn or _n_name(n_raw) or org, tuple(phones))
+
+
+def _n_name(raw: str | None) -> str | None:
+    """A display name from N (family;given;additional;prefix;suffix)."""
+    if raw is None:
+        return None
+    parts = [_unescape(p).strip() for p in re.split(r"(?<!\\);", raw)]
+    parts += [""] * (5 - len(parts))
+    family, given, additional, prefix, suffix = parts[:5]
+    return " ".join(p for p in (prefix, given, additional, family, suffix) if p) or None
 
 
 def _with_vobject(body: str, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:

@@ -254,6 +254,49 @@ def events(
         raise typer.Exit(1) from None
 
 
+def logout(
+    server: Server,
+    token: Token = None,
+    device_id: DeviceId = None,
+    state: State = None,
+) -> None:
+    """Revoke the token and delete this account's local store and saved credentials."""
+    bearer = _token(token, state, server)
+
+    async def run() -> None:
+        from contactsync.client._sources import MemorySource
+
+        manager = ContactsManager(
+            MemorySource(access=False),
+            server=server,
+            token=bearer,
+            device_id=device_id,
+            state_dir=state,
+            events=False,
+            watch_interval=None,
+        )
+        try:
+            await manager.initialize()
+            await manager.logout()
+        finally:
+            await manager.close()
+
+    try:
+        asyncio.run(run())
+    except ClientError as exc:
+        typer.echo(f"logout failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    saved = _credentials(state)
+    if saved.pop(server.rstrip("/"), None) is not None:
+        _save_all_credentials(state, saved)
+    typer.echo("logged out; local sync state removed")
+
+
+def _save_all_credentials(state: Path | None, data: dict[str, Any]) -> None:
+    path = (state or default_state_dir()) / "credentials.json"
+    path.write_text(json.dumps(data, indent=2))
+
+
 def _describe(event: Event) -> str:
     data = event.data
     if event.type == "contact.joined":
@@ -279,4 +322,5 @@ def register(app: typer.Typer) -> None:
     app.command()(login)
     app.command()(sync)
     app.command()(events)
+    app.command()(logout)
     app.command()(demo)
