@@ -91,6 +91,10 @@ def serve(
         access_log=False,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        # Client frames are tiny JSON (auth, ping); events are small. Per-message deflate
+        # would cost tens of KB of zlib state per idle socket for little gain.
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
     )
 
 

@@ -218,3 +218,27 @@ class InvalidCursor(ApiError):
     code = "invalid_cursor"
     status = 422
     message = "The cursor is not valid; start again without one."
+
+
+class InvalidFrame(ApiError):
+    code = "invalid_frame"
+    status = 400
+    message = "The WebSocket frame is not a JSON object this server understands."
+
+
+class AfterBeyondEnd(ApiError):
+    code = "after_beyond_end"
+    status = 409
+    message = "`after` is beyond the last event of this user; resume from `last_seq` or 0."
+
+
+class SlowConsumer(ApiError):
+    code = "slow_consumer"
+    status = 408
+    message = "The client did not read its events in time; reconnect with the last seq."
+
+
+class TooManySockets(ApiError):
+    code = "too_many_connections"
+    status = 429
+    message = "This user already has the maximum number of live sockets on this server."

@@ -10,10 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from contactsync import __version__
-from contactsync.server import console
+from contactsync.server import console, realtime, ws
 from contactsync.server import metrics as metrics_http
 from contactsync.server.bus.base import Bus
-from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
@@ -34,6 +33,8 @@ from contactsync.server.http import (
     relations,
     sync,
 )
+from contactsync.server.http import push as push_admin
+from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.logging import RequestIdMiddleware
 from contactsync.server.metrics import Metrics, MetricsMiddleware
@@ -55,6 +56,9 @@ ROUTERS = [
     relations.router,
     blocks.router,
     admin_pairs.router,
+    ws.router,
+    settings_api.router,
+    push_admin.router,
     conversations.router,
     sync.router,
     preferences.router,
@@ -77,12 +81,13 @@ def create_app(
     ctx = Context(
         settings=settings,
         db=database,
-        bus=bus or MemoryBus(),
+        bus=bus or realtime.make_bus(settings),
         clock=clock or SystemClock(),
     )
     ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
     metrics = Metrics()
     ctx.services["metrics"] = metrics
+    realtime.install(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -94,14 +99,14 @@ def create_app(
             log.warning("created an admin key; it is in %s", key.path)
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
-        await ctx.bus.start()
+        await realtime.start(ctx)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
         gc.freeze()
         try:
             yield
         finally:
-            await ctx.bus.stop()
+            await realtime.stop(ctx)
             if db is None:
                 await ctx.db.dispose()
 

@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     otp_per_phone_per_hour: int = 5
     otp_per_address_per_hour: int = 30
 
+    # Real-time delivery (WebSocket and push webhooks).
+    ws_heartbeat_seconds: float = 25.0
+    ws_auth_timeout_seconds: float = 10.0
+    ws_send_timeout_seconds: float = 10.0
+    ws_reauth_seconds: float = 60.0
+    ws_max_sockets_per_user: int = 20
+    push_timeout_seconds: float = 10.0
+    push_retry_base_seconds: float = 2.0
+    push_retry_max_seconds: float = 900.0
+    push_batch_size: int = 100
+    push_concurrency: int = 4
+
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:

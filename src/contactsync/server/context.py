@@ -8,7 +8,7 @@ only after the transaction commits, so no process is woken for an event it canno
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ class Tx:
     dialect: str
     now: int
     latest: dict[int, int] = field(default_factory=dict)
+    first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
     # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
     # reported only once it has committed.
@@ -35,6 +36,8 @@ class Tx:
     def notify(self, user_id: int, seq: int) -> None:
         if seq > self.latest.get(user_id, 0):
             self.latest[user_id] = seq
+        if seq < self.first.get(user_id, seq + 1):
+            self.first[user_id] = seq
 
 
 @dataclass
@@ -44,12 +47,18 @@ class Context:
     bus: Bus
     clock: Clock
     services: dict[str, Any] = field(default_factory=dict)
+    # Run inside every write transaction that appended events, just before it commits (the
+    # push outbox is filled here, so it commits or rolls back with the events themselves).
+    before_commit: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
         async with self.db.write() as conn:
             tx = Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())
             yield tx
+            if tx.latest:
+                for hook in self.before_commit:
+                    await hook(tx)
         if tx.counts and "metrics" in self.services:
             self.services["metrics"].record(tx.counts)
         if tx.latest:

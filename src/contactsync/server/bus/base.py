@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 
@@ -29,4 +29,9 @@ class Bus(Protocol):
 
     def watched_users(self) -> set[int]:
         """Users with at least one live watcher in this process."""
+        ...
+
+    async def online(self, user_ids: Collection[int]) -> set[int]:
+        """Which of these users hold a live connection in any process (best effort: when
+        other processes cannot be asked, only this one's connections count)."""
         ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from contactsync.server.context import Tx
 from contactsync.server.store.tables import app_settings
@@ -44,6 +44,21 @@ class AppSettings(BaseModel):
     relation_changed_events: bool = True
     auto_subscribe_on_message: bool = True
     max_message_bytes: int = Field(16_384, ge=1, le=1_048_576)
+
+    @field_validator("push_event_types")
+    @classmethod
+    def _known_event_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _webhook_is_signed(self) -> AppSettings:
+        # An unsigned push webhook would let anyone who finds the URL forge notifications.
+        if self.push_webhook_url is not None and not self.push_webhook_secret:
+            raise ValueError("push_webhook_url needs push_webhook_secret (pushes are signed)")
+        return self
 
 
 PUBLIC_FIELDS = frozenset(AppSettings.model_fields)

@@ -232,6 +232,26 @@ console_sessions = sa.Table(
     sa.Index("ix_console_sessions_expires", "expires_at"),
 )
 
+# Push webhook outbox: one row per (recipient, event) to push while the recipient has no live
+# connection. `pending` rows are due at `next_attempt_at` (a claimed row is leased by moving it
+# forward); `failed` rows gave up after the configured attempts and stay for inspection.
+push_outbox = sa.Table(
+    "push_outbox",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", MS, nullable=False),
+    sa.Column("last_error", sa.String(200), nullable=True),
+    sa.Column("created_at", MS, nullable=False),
+    sa.Column("updated_at", MS, nullable=False),
+    sa.Index("ix_push_outbox_due", "state", "next_attempt_at"),
+    sa.Index("ix_push_outbox_user", "user_id"),
+    sqlite_autoincrement=True,
+)
+
 
 # Conversations: a "dm" has exactly two members and a unique dm_key ("lo:hi" user ids), so a
 # pair can only ever have one; a "group" has a name, a description and any members. last_seq

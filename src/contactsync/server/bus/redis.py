@@ -1,0 +1,249 @@
+"""The bus across server processes, on Redis pub/sub, plus presence for push decisions.
+
+Every process publishes "user U has events up to seq S" on one channel and wakes the sockets it
+holds when a message arrives; the sockets then read the events from the database. Nothing but
+wake-ups travel through Redis, so a lost message costs latency, never an event: after any
+(re)subscription every local socket is woken once, because messages may have been missed while
+the subscription was down.
+
+Presence: each process keeps the set of users it holds a socket for in a Redis set with a TTL
+(`<ns>:presence:<process>`) and lists itself in a sorted set of live processes scored by
+expiry (`<ns>:procs`). A process that dies simply stops refreshing, and its entries vanish
+within the TTL. `online()` asks every live process's set; if Redis cannot be asked, it answers
+for this process alone (a push may then go to a user who is online elsewhere: a duplicate
+wake-up notice, never a lost event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Collection, Mapping
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from contactsync.server.bus.memory import MemoryBus, MemoryWatch
+
+log = logging.getLogger("contactsync.bus")
+
+_ERRORS = (RedisError, OSError, ConnectionError, TimeoutError)
+
+
+class RedisBus(MemoryBus):
+    """Local watchers as in `MemoryBus`; publishing and presence also go through Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "contactsync",
+        presence_ttl: float = 15.0,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.namespace = namespace
+        self.process_id = uuid.uuid4().hex[:12]
+        self.presence_ttl = presence_ttl
+        self.retry_seconds = retry_seconds
+        self._redis: aioredis.Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty: set[int] = set()
+        self._dirty_event = asyncio.Event()
+        self._publish_down_until = 0.0
+        self._presence_warned_until = 0.0
+        self.subscribed = asyncio.Event()
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @property
+    def channel(self) -> str:
+        return f"{self.namespace}:events"
+
+    @property
+    def procs_key(self) -> str:
+        return f"{self.namespace}:procs"
+
+    def presence_key(self, process_id: str) -> str:
+        return f"{self.namespace}:presence:{process_id}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Short timeouts: a Redis that hangs must not hold up requests for long.
+        self._redis = aioredis.Redis.from_url(
+            self.url, socket_timeout=2.0, socket_connect_timeout=1.0
+        )
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="bus-listen"),
+            asyncio.create_task(self._presence_loop(), name="bus-presence"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, *_ERRORS):
+                await task
+        self._tasks = []
+        if self._redis is not None:
+            with contextlib.suppress(*_ERRORS):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(self.presence_key(self.process_id))
+                    pipe.zrem(self.procs_key, self.process_id)
+                    await pipe.execute()
+            with contextlib.suppress(*_ERRORS):
+                await self._redis.aclose()
+            self._redis = None
+        await super().stop()
+
+    # --- publishing ----------------------------------------------------------------------
+
+    async def publish(self, latest: Mapping[int, int]) -> None:
+        # Local sockets first and directly: they need no round trip through Redis.
+        self.deliver_local(latest)
+        if self._redis is None or time.monotonic() < self._publish_down_until:
+            return
+        message = json.dumps({"p": self.process_id, "u": [[u, s] for u, s in latest.items()]})
+        try:
+            await self._redis.publish(self.channel, message)
+        except _ERRORS as exc:
+            # Skip Redis for a moment rather than make every request wait on a dead server;
+            # the events are committed and other processes' clients catch up on reconnect.
+            self._publish_down_until = time.monotonic() + self.retry_seconds
+            log.warning("bus: publish failed (%s); other processes wake later", type(exc).__name__)
+
+    async def _listen(self) -> None:
+        delay = self.retry_seconds
+        while True:
+            client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=1.0, health_check_interval=10
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                delay = self.retry_seconds
+                self.subscribed.set()
+                # Messages may have been missed while we were not subscribed: everyone here
+                # re-reads the log once.
+                self.deliver_local(dict.fromkeys(self.watched_users(), 0))
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except _ERRORS as exc:
+                self.subscribed.clear()
+                log.warning("bus: subscription lost (%s); retrying", type(exc).__name__)
+            finally:
+                with contextlib.suppress(*_ERRORS, RuntimeError):
+                    await pubsub.aclose()
+                with contextlib.suppress(*_ERRORS, RuntimeError):
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _on_message(self, data: bytes | str) -> None:
+        try:
+            message = json.loads(data)
+            if message.get("p") == self.process_id:
+                return
+            latest = {int(u): int(s) for u, s in message["u"]}
+        except (ValueError, KeyError, TypeError):
+            log.warning("bus: ignoring a malformed message")
+            return
+        self.deliver_local(latest)
+
+    # --- presence ------------------------------------------------------------------------
+
+    def watch(self, user_id: int) -> MemoryWatch:
+        first = not self._watches.get(user_id)
+        watch = super().watch(user_id)
+        if first:
+            self._mark(user_id)
+        return watch
+
+    def _remove(self, watch: MemoryWatch) -> None:
+        super()._remove(watch)
+        if watch.user_id not in self._watches:
+            self._mark(watch.user_id)
+
+    def _mark(self, user_id: int) -> None:
+        self._dirty.add(user_id)
+        self._dirty_event.set()
+
+    async def _presence_loop(self) -> None:
+        refresh = self.presence_ttl / 3
+        full = True
+        next_full = 0.0
+        while True:
+            if not full:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                        await self._dirty_event.wait()
+                full = time.monotonic() >= next_full
+            self._dirty_event.clear()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                await self._write_presence(full, dirty)
+                full = False
+                next_full = time.monotonic() + refresh
+            except _ERRORS as exc:
+                log.debug("bus: presence not written (%s)", type(exc).__name__)
+                full = True
+                await asyncio.sleep(self.retry_seconds)
+
+    async def _write_presence(self, full: bool, dirty: set[int]) -> None:
+        assert self._redis is not None
+        key = self.presence_key(self.process_id)
+        ttl_ms = int(self.presence_ttl * 1000)
+        now_ms = int(time.time() * 1000)
+        watched = self.watched_users()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if full:
+                pipe.delete(key)
+                if watched:
+                    pipe.sadd(key, *watched)
+            else:
+                added = [u for u in dirty if u in watched]
+                removed = [u for u in dirty if u not in watched]
+                if added:
+                    pipe.sadd(key, *added)
+                if removed:
+                    pipe.srem(key, *removed)
+            pipe.pexpire(key, ttl_ms)
+            pipe.zadd(self.procs_key, {self.process_id: now_ms + ttl_ms})
+            pipe.zremrangebyscore(self.procs_key, "-inf", now_ms)
+            await pipe.execute()
+
+    async def online(self, user_ids: Collection[int]) -> set[int]:
+        here = await super().online(user_ids)
+        rest = [u for u in user_ids if u not in here]
+        if not rest or self._redis is None:
+            return here
+        try:
+            now_ms = int(time.time() * 1000)
+            procs = await self._redis.zrangebyscore(self.procs_key, now_ms, "+inf")
+            names = [p.decode() if isinstance(p, bytes) else str(p) for p in procs]
+            others = [p for p in names if p != self.process_id]
+            if not others:
+                return here
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for process_id in others:
+                    pipe.smismember(self.presence_key(process_id), rest)
+                answers = await pipe.execute()
+        except _ERRORS as exc:
+            if time.monotonic() >= self._presence_warned_until:
+                # Once in a while, not per push batch, while Redis stays down.
+                self._presence_warned_until = time.monotonic() + 30
+                log.warning("bus: presence unknown (%s); this process only", type(exc).__name__)
+            return here
+        for flags in answers:
+            here.update(u for u, flag in zip(rest, flags, strict=True) if flag)
+        return here

@@ -1,0 +1,45 @@
+"""Admin view of the push outbox: what is pending, what failed and why; retry failed ones."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from contactsync.server.http.deps import Admin, Ctx
+from contactsync.server.services import push
+
+router = APIRouter(prefix="/v1/admin/push", tags=["admin"], dependencies=[Admin])
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] | None = Field(None, max_length=10_000)
+
+
+@router.get("/outbox")
+async def outbox(
+    ctx: Ctx,
+    state: Literal["pending", "failed"] = "failed",
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    async with ctx.read() as tx:
+        items = await push.listing(tx, state, cursor, limit)
+        counts = await push.counts(tx)
+    return {
+        "items": items,
+        "counts": counts,
+        "next_cursor": str(items[-1]["id"]) if len(items) == limit else None,
+    }
+
+
+@router.post("/outbox/retry")
+async def retry(body: RetryIn, ctx: Ctx) -> dict[str, int]:
+    async with ctx.tx() as tx:
+        count = await push.retry_failed(tx, body.ids)
+    worker = ctx.services.get("push")
+    if worker is not None and count:
+        await worker.wake()
+    return {"requeued": count}
