@@ -5,8 +5,9 @@
 2. Sending to a group of 100 members: time to the sender's response, target p50 <= 10 ms.
    The message.created events for all 100 members are appended in the send's own transaction,
    so they are durable in the log when the response arrives; the benchmark checks that they
-   are all there. (Live delivery over WebSocket belongs to the events/WS work, not measured
-   here.)
+   are all there.
+3. The same group with all 100 members connected to /v1/events/ws: time from a send's start
+   until every member's socket has the event, target <= 200 ms.
 
 The data is seeded in bulk with direct inserts after the server has migrated the database.
 """
@@ -14,6 +15,7 @@ The data is seeded in bulk with direct inserts after the server has migrated the
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -172,6 +174,65 @@ async def _count_events(url: str) -> int:
         await db.dispose()
 
 
+LIVE_SENDS = 20
+
+
+async def _live(
+    client: httpx.AsyncClient, url: str, group_id: int, sender: dict[str, str], backend: str
+) -> list[Figure]:
+    """Every member online over WebSocket: time from a send's start until all 100 members'
+    sockets have its message.created."""
+    from websockets.asyncio.client import connect
+
+    sockets = []
+    for uid in range(1, GROUP + 1):
+        device = "phone" if uid in (1, 2) else "ws"
+        if uid == 2:
+            headers = sender
+        else:
+            r = await client.post(
+                f"/v1/admin/users/{uid}/tokens", json={"device_id": device}, headers=ADMIN
+            )
+            headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        last = (await client.get("/v1/events?after=0&limit=1000", headers=headers)).json()
+        after = max([e["seq"] for e in last["events"]] or [0])
+        ws = await connect(
+            url.replace("http://", "ws://") + f"/v1/events/ws?after={after}",
+            additional_headers=headers,
+            open_timeout=10,
+            max_size=None,
+        )
+        assert json.loads(await ws.recv())["op"] == "ready"
+        sockets.append(ws)
+
+    async def seen(ws: Any, seq: int) -> None:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("op") == "event" and frame["data"].get("seq") == seq:
+                return
+
+    times = []
+    try:
+        for i in range(LIVE_SENDS):
+            t = time.perf_counter()
+            r = await client.post(
+                f"/v1/conversations/{group_id}/messages",
+                json={"body": f"live {i}", "client_msg_id": f"live{i}"},
+                headers=sender,
+            )
+            seq = r.json()["seq"]
+            await asyncio.wait_for(asyncio.gather(*(seen(ws, seq) for ws in sockets)), 10)
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        for ws in sockets:
+            await ws.close()
+    label = f"all {GROUP} members' live event (WebSocket) after a send, {backend}"
+    return [
+        Figure(label + " (p50)", statistics.median(times), "ms"),
+        Figure.at_most(label + " (max)", max(times), "ms", 200),
+    ]
+
+
 async def _run(backend: str) -> list[Figure]:
     figures: list[Figure] = []
     async with database(backend, "conversations") as url:
@@ -239,6 +300,7 @@ async def _run(backend: str) -> list[Figure]:
                         else Figure(label + " (p50)", p50, "ms")
                     )
                     figures.append(Figure(label + " (p95)", sends[int(len(sends) * 0.95)], "ms"))
+                    figures += await _live(client, server.url, group_id, user2, backend)
                     # For scale: an authenticated request that does nothing, same connection.
                     floor = []
                     for _ in range(100):
@@ -254,7 +316,7 @@ async def _run(backend: str) -> list[Figure]:
                     )
                 # Every send appended one event per member inside its own transaction.
                 in_log = await _count_events(db_url)
-                expected = (SENDS + 10) * GROUP
+                expected = (SENDS + 10 + LIVE_SENDS) * GROUP
                 figures.append(
                     Figure(
                         f"message.created events in the log when the sends returned ({backend})",
