@@ -104,6 +104,23 @@ async def test_no_gap_and_no_duplicate_while_events_arrive_during_replay(live: L
     assert [e["seq"] for e in got] == list(range(1, 901))
 
 
+async def test_sockets_and_deliveries_are_counted(live: Live) -> None:
+    metrics = live.ctx.services["metrics"]
+
+    def delivered() -> float:
+        return metrics.events_delivered.labels("ws")._value.get()
+
+    uid, headers = await user(live, "+14155550109")
+    before = delivered()
+    await emit(live.ctx, uid, 2)
+    async with live.connect(headers, after=0) as ws:
+        await recv(ws)
+        await recv_events(ws, 2)
+        assert metrics.live_sockets._value.get() == 1
+        assert delivered() - before == 2
+    await eventually(lambda: metrics.live_sockets._value.get() == 0)
+
+
 async def test_every_device_of_a_user_gets_every_event(live: Live) -> None:
     uid, phone = await user(live, "+14155550105")
     laptop = await live.api.token(uid, "laptop")

@@ -155,6 +155,7 @@ class Connection:
         self.reauth = settings.ws_reauth_seconds
         self.token = ""
         self.checked_at = 0.0
+        self.metrics = self.ctx.services.get("metrics")
 
     def move(self, to: ConnState) -> None:
         if to not in _NEXT[self.state]:
@@ -195,6 +196,8 @@ class Connection:
             if self.watch is not None:
                 self.watch.close()
             if self.user_id is not None:
+                if self.metrics is not None:
+                    self.metrics.live_sockets.dec()
                 self.hub.per_user[self.user_id] -= 1
                 if self.hub.per_user[self.user_id] <= 0:
                     del self.hub.per_user[self.user_id]
@@ -218,6 +221,8 @@ class Connection:
             raise TooManySockets(details={"max": self.ctx.settings.ws_max_sockets_per_user})
         self.user_id = session.user_id
         self.hub.per_user[session.user_id] += 1
+        if self.metrics is not None:
+            self.metrics.live_sockets.inc()
         # Subscribe before reading anything: an event committed from here on wakes us, and
         # the replay below will have seen everything committed before.
         self.watch = self.ctx.bus.watch(session.user_id)
@@ -290,6 +295,8 @@ class Connection:
                     continue  # already sent (a page asked for before the last one arrived)
                 await self.send({"op": "event", **event.wire()})
                 self.last_sent = event.seq
+                if self.metrics is not None:
+                    self.metrics.events_delivered.labels("ws").inc()
             if not page.more:
                 return
 

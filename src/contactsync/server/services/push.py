@@ -317,10 +317,15 @@ class PushWorker:
                 await self._delete([c.id for c in rest])
                 return
             error = await self._post(url, secret, body)
+            metrics = self.ctx.services.get("metrics")
             if error is None:
                 await self._delete([c.id for c in rest])
                 self.delivered += len(rest)
+                if metrics is not None:
+                    metrics.events_delivered.labels("webhook").inc(len(rest))
             else:
+                if metrics is not None:
+                    metrics.webhook_failures.inc()
                 await self._failed(rest, error, max_attempts)
         except StoreUnavailable:
             # The rows stay leased and come due again when the lease ends.
