@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from contactsync.errors import ConversationNotFound, EmptyMessage, InvalidRequest, MessageTooLarge
 from contactsync.server.context import Tx
-from contactsync.server.services import app_settings, conversations, events, policy
+from contactsync.server.services import app_settings, conversations, events, policy, relations
 from contactsync.server.store.tables import app_settings as app_settings_table
 from contactsync.server.store.tables import blocks, conversation_members, messages, users
 from contactsync.server.store.tables import conversations as conv_table
@@ -258,13 +258,13 @@ async def send(
 
 async def _after_message(tx: Tx, message: Message, member_ids: Sequence[int]) -> None:
     """Runs inside the send's transaction after a new text message is stored and its events
-    are appended (never for a retried send, never for system messages).
-
-    MERGE POINT for the relations branch: wire `relations.auto_subscribe(tx, subscriber,
-    target)` here (guarded by `AppSettings.auto_subscribe_on_message`), e.g. for each member
-    other than `message.sender_id`. Kept as the single call site on purpose.
-    """
-    return None
+    are appended (never for a retried send, never for system messages): receiving a message
+    subscribes the recipients to the sender's profile (AppSettings.auto_subscribe_on_message),
+    as mesibo's automatic contact sync does."""
+    if message.sender_id is None:
+        return
+    recipients = [m for m in member_ids if m != message.sender_id]
+    await relations.auto_subscribe_many(tx, recipients, message.sender_id)
 
 
 async def list_page(

@@ -540,18 +540,55 @@ async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -
 
 async def auto_subscribe(tx: Tx, subscriber_id: int, target_id: int) -> bool:
     """Subscribe `subscriber_id` to `target_id`'s profile (on receiving a message from them).
+    True when a subscription was added. See `auto_subscribe_many`."""
+    return bool(await auto_subscribe_many(tx, [subscriber_id], target_id))
 
-    Honours AppSettings.auto_subscribe_on_message; never across a block. A relation created
-    here is a subscription only, not a contact. True when a subscription was added.
+
+async def auto_subscribe_many(tx: Tx, subscriber_ids: Sequence[int], target_id: int) -> set[int]:
+    """Subscribe each of `subscriber_ids` to `target_id`'s profile: what receiving a message
+    from `target_id` does, as mesibo's automatic contact sync. Set-based, so a message to a
+    large group costs a few statements, not a few per member.
+
+    Honours AppSettings.auto_subscribe_on_message; never across a block; a relation created
+    here is a subscription only, not a contact. Quiet: no `relation.changed`, since nobody
+    decided anything (one notice per member of a group on a first message would be noise).
+    Returns who was newly subscribed.
     """
-    if subscriber_id == target_id:
-        return False
-    if not (await app_settings.load(tx)).auto_subscribe_on_message:
-        return False
-    current = await get(tx, subscriber_id, target_id)
-    if current is not None and current.subscribe:
-        return False
-    if await policy.blocked_either(tx, subscriber_id, target_id):
-        return False
-    await _apply(tx, subscriber_id, [target_id], [], Change(subscribe=True, new_contact=False))
-    return True
+    wanted = [s for s in dict.fromkeys(subscriber_ids) if s != target_id]
+    settings = await app_settings.load(tx)
+    if not wanted or not settings.auto_subscribe_on_message:
+        return set()
+    subscribed = {
+        owner
+        for (owner,) in await tx.conn.execute(
+            sa.select(relations.c.owner_id).where(
+                relations.c.target_id == target_id,
+                relations.c.subscribe.is_(True),
+                bulk.member(relations.c.owner_id, wanted, tx.dialect),
+            )
+        )
+    }
+    hidden = await policy.blocked_ids(tx, target_id)
+    new = [s for s in wanted if s not in subscribed and s not in hidden]
+    if not new:
+        return set()
+    # Existing relations (contacts) gain the subscription; the rest get a new relation. ON
+    # CONFLICT covers a relation created concurrently by the owner themselves.
+    await tx.conn.execute(
+        sa.update(relations)
+        .where(
+            relations.c.target_id == target_id, bulk.member(relations.c.owner_id, new, tx.dialect)
+        )
+        .values(subscribe=True, updated_at=tx.now)
+    )
+    source, params = bulk.rows_source(tx.dialect, [("owner_id", "bigint")], [(s,) for s in new])
+    await tx.conn.execute(
+        sa.text(
+            "INSERT INTO relations"
+            " (owner_id, target_id, phone, contact, subscribe, levels, created_at, updated_at)"
+            f" SELECT t.owner_id, :target, NULL, false, true, 0, :now, :now FROM {source}"
+            " WHERE true ON CONFLICT (owner_id, target_id) DO NOTHING"
+        ),
+        {"target": target_id, "now": tx.now, **params},
+    )
+    return set(new)
