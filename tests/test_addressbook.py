@@ -362,3 +362,25 @@ async def test_replacing_or_staging_does_not_refill_the_quota(api: Api) -> None:
     r = await upload(api, you, other[:3], 429)
     assert r["error"]["details"]["used"] == 3
     await upload(api, you, other[:2])  # 3 staged + 2 = 5: allowed
+
+
+async def test_relations_by_number_count_against_the_same_quota(api: Api) -> None:
+    async with api.ctx.tx() as tx:
+        await app_settings.update(tx, {"discovery_quota": 5})
+    _, me = await api.user_with_token("+14155550100")
+    numbers = [f"+1415555{7000 + i:04d}" for i in range(4)]
+    await upload(api, me, [{"phone": p} for p in numbers[:2]])
+    # Two already in the book are free; two new ones count: 4 of 5 used.
+    r = await api.client.post("/v1/relations/sync", headers=me, json={
+        "phones": numbers, "subscribe": True, "access_levels": [], "mode": "merge"})
+    assert r.status_code == 200, r.text
+    r = await api.client.post("/v1/relations/sync", headers=me, json={
+        "phones": ["+14155557100", "+14155557101"], "subscribe": True,
+        "access_levels": [], "mode": "merge"})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "discovery_quota_exceeded"
+    r = await api.client.put("/v1/relations/+14155557100", headers=me, json={"subscribe": True})
+    assert r.status_code == 200  # the fifth
+    r = await api.client.put("/v1/relations/+14155557101", headers=me, json={"subscribe": True})
+    assert r.status_code == 429
+    r = await api.client.put("/v1/relations/+14155557100", headers=me, json={"subscribe": False})
+    assert r.status_code == 200  # checked today already: free

@@ -195,6 +195,21 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
     return held
 
 
+async def charge_discovery(tx: Tx, owner_id: int, numbers: Sequence[str]) -> None:
+    """The discovery quota for numbers checked outside an upload (relations by number).
+
+    Same rule, same count as uploads: numbers already in one of the user's books or checked
+    within the day are free; the rest count and are remembered for the day.
+    """
+    if not numbers:
+        return
+    settings = await app_settings.load(tx)
+    held = await _held(tx, owner_id, list(numbers))
+    await _charge_quota(
+        tx, owner_id, list(numbers), settings.discovery_quota, remember=True, held=held
+    )
+
+
 async def _charge_quota(
     tx: Tx,
     owner_id: int,

@@ -36,7 +36,7 @@ from contactsync.errors import (
     TooManyContacts,
 )
 from contactsync.server.context import Tx
-from contactsync.server.services import app_settings, events, policy, profiles, users
+from contactsync.server.services import addressbook, app_settings, events, policy, profiles, users
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import join_notices, relations
 from contactsync.server.store.tables import users as users_table
@@ -343,6 +343,7 @@ async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
     e164 = users.normalize_phone(target, None, field="target")
     if e164 == caller.phone:
         raise SelfRelation()
+    await addressbook.charge_discovery(tx, caller.user_id, [e164])
     found = await users.find_by_phone(tx, e164)
     return e164 if found is None else found.id
 
@@ -414,6 +415,9 @@ async def sync(
         else:
             wanted[result.e164] = None
     numbers = list(wanted)
+    # Relations by number reveal who is registered: they count against the same
+    # anti-enumeration quota as address-book uploads.
+    await addressbook.charge_discovery(tx, caller.user_id, numbers)
     registered: dict[str, int] = {}
     if numbers:
         rows = await tx.conn.execute(
