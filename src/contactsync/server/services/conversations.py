@@ -45,6 +45,7 @@ from contactsync.errors import (
 from contactsync.protocol import MAX_GROUP_MEMBERS
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy, preferences
+from contactsync.server.store import bulk
 from contactsync.server.store.tables import (
     book_entries,
     conversation_members,
@@ -62,18 +63,6 @@ MAX_PAGE = 500
 
 cv = conversations.c
 mb = conversation_members.c
-
-
-def id_in(column: sa.ColumnElement[Any], values: Sequence[int], dialect: str) -> Any:
-    """`column IN values` as one bound parameter, however many ids there are: `= ANY(array)`
-    on PostgreSQL, `IN (SELECT value FROM json_each(...))` on SQLite (no parameter limit, one
-    cached statement). The expression form of `store.bulk.in_list`."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == sa.any_(sa.literal(list(values), ARRAY(sa.BigInteger())))
-    each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
-    return column.in_(sa.select(each.c.value))
 
 
 @dataclass(frozen=True)
@@ -189,7 +178,7 @@ async def members_of(tx: Tx, conversation_ids: Sequence[int]) -> dict[int, list[
         return out
     rows = await tx.conn.execute(
         sa.select(mb.conversation_id, mb.user_id, mb.role)
-        .where(id_in(mb.conversation_id, list(conversation_ids), tx.dialect))
+        .where(bulk.member(mb.conversation_id, list(conversation_ids), tx.dialect))
         .order_by(mb.conversation_id, mb.user_id)
     )
     for row in rows:
@@ -213,7 +202,7 @@ async def _existing_users(tx: Tx, user_ids: Iterable[int]) -> dict[int, tuple[st
         return {}
     rows = await tx.conn.execute(
         sa.select(users.c.id, users.c.phone, users.c.restricted).where(
-            id_in(users.c.id, ids, tx.dialect)
+            bulk.member(users.c.id, ids, tx.dialect)
         )
     )
     return {row.id: (row.phone, bool(row.restricted)) for row in rows}
@@ -226,8 +215,12 @@ async def _paired_with(tx: Tx, user_id: int, others: Sequence[int]) -> set[int]:
     rows = await tx.conn.execute(
         sa.select(pairs.c.a_id, pairs.c.b_id).where(
             sa.or_(
-                sa.and_(pairs.c.a_id == user_id, id_in(pairs.c.b_id, list(others), tx.dialect)),
-                sa.and_(pairs.c.b_id == user_id, id_in(pairs.c.a_id, list(others), tx.dialect)),
+                sa.and_(
+                    pairs.c.a_id == user_id, bulk.member(pairs.c.b_id, list(others), tx.dialect)
+                ),
+                sa.and_(
+                    pairs.c.b_id == user_id, bulk.member(pairs.c.a_id, list(others), tx.dialect)
+                ),
             )
         )
     )
@@ -274,7 +267,7 @@ async def _initial_consent(
         sa.select(book_entries.c.owner_id)
         .where(
             book_entries.c.phone == inviter_phone,
-            id_in(book_entries.c.owner_id, others, tx.dialect),
+            bulk.member(book_entries.c.owner_id, others, tx.dialect),
         )
         .distinct()
     )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.services import events
+from contactsync.server.store import bulk
 from contactsync.server.store.tables import user_preferences, users
 
 Consent = Literal["allowed", "unknown", "denied"]
@@ -71,11 +72,9 @@ async def get_preferences(tx: Tx, user_id: int) -> dict[str, Any]:
 
 async def get_many(tx: Tx, user_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Preferences of several users in one query; users with none stored get the defaults."""
-    from contactsync.server.services.conversations import id_in
-
     rows: list[Any] = []
     if user_ids:
-        query = _query().where(id_in(users.c.id, user_ids, tx.dialect))
+        query = _query().where(bulk.member(users.c.id, user_ids, tx.dialect))
         rows = list((await tx.conn.execute(query)).all())
     found = {row.id: _merged(row.value, row) for row in rows}
     return {uid: found.get(uid) or _merged(None) for uid in user_ids}

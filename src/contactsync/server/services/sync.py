@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.services import conversations, policy
+from contactsync.server.store import bulk
 from contactsync.server.store.tables import conversation_members
 from contactsync.server.store.tables import conversations as conv_table
 
@@ -184,7 +185,7 @@ async def sync(
                 .select_from(conversations.joined())
                 .where(
                     conversation_members.c.user_id == user_id,
-                    conversations.id_in(conv_table.c.id, page_ids, tx.dialect),
+                    bulk.member(conv_table.c.id, page_ids, tx.dialect),
                 )
             )
         }
@@ -223,7 +224,7 @@ async def sync(
                     conversation_members.c.conversation_id, conversation_members.c.consent
                 ).where(
                     conversation_members.c.user_id == user_id,
-                    conversations.id_in(conversation_members.c.conversation_id, gone, tx.dialect),
+                    bulk.member(conversation_members.c.conversation_id, gone, tx.dialect),
                 )
             )
         }

@@ -10,6 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
 _PG_TYPES = {"text": "TEXT[]", "bigint": "BIGINT[]", "bool": "BOOLEAN[]"}
 
 
@@ -53,11 +56,7 @@ def in_list(
 
 def member(column: Any, values: Sequence[Any], dialect: str) -> Any:
     """`in_list` as a SQLAlchemy Core expression, for queries built with Core."""
-    import sqlalchemy as sa
-
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
     each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
     return column.in_(sa.select(each.c.value))
