@@ -371,12 +371,22 @@ async def test_relations_by_number_count_against_the_same_quota(api: Api) -> Non
     numbers = [f"+1415555{7000 + i:04d}" for i in range(4)]
     await upload(api, me, [{"phone": p} for p in numbers[:2]])
     # Two already in the book are free; two new ones count: 4 of 5 used.
-    r = await api.client.post("/v1/relations/sync", headers=me, json={
-        "phones": numbers, "subscribe": True, "access_levels": [], "mode": "merge"})
+    r = await api.client.post(
+        "/v1/relations/sync",
+        headers=me,
+        json={"phones": numbers, "subscribe": True, "access_levels": [], "mode": "merge"},
+    )
     assert r.status_code == 200, r.text
-    r = await api.client.post("/v1/relations/sync", headers=me, json={
-        "phones": ["+14155557100", "+14155557101"], "subscribe": True,
-        "access_levels": [], "mode": "merge"})
+    r = await api.client.post(
+        "/v1/relations/sync",
+        headers=me,
+        json={
+            "phones": ["+14155557100", "+14155557101"],
+            "subscribe": True,
+            "access_levels": [],
+            "mode": "merge",
+        },
+    )
     assert r.status_code == 429 and r.json()["error"]["code"] == "discovery_quota_exceeded"
     r = await api.client.put("/v1/relations/+14155557100", headers=me, json={"subscribe": True})
     assert r.status_code == 200  # the fifth

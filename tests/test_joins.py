@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings, discovery
+from contactsync.server.services import app_settings, discovery, preferences
 from contactsync.server.services.otp_senders import MemorySender
 from tests.conftest import Api
 
@@ -91,7 +91,9 @@ async def test_a_user_can_mute_join_notices(api: Api) -> None:
     for headers in (ann, bob):
         await upload(api, headers, [{"phone": JOINER, "name": "Zed"}])
     async with api.ctx.tx() as tx:
-        await discovery.set_join_notices(tx, ann_user["user_id"], False)
+        await preferences.update(
+            tx, ann_user["user_id"], {"notify_contact_joined": False}, device_id=None
+        )
     await api.create_user(JOINER)
     assert await joined(api, ann) == []
     assert len(await joined(api, bob)) == 1

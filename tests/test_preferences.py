@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from contactsync.server.services import discovery, preferences
-from contactsync.server.store.tables import user_preferences
+import sqlalchemy as sa
+
+from contactsync.server.services import preferences
+from contactsync.server.store.tables import user_preferences, users
 from tests.conftest import Api
 from tests.test_conversations import count, error, person
 
@@ -77,13 +79,15 @@ async def test_muting_contact_joined_is_the_switch_discovery_reads(api: Api) -> 
     )
     assert r.status_code == 200
     async with api.ctx.read() as tx:
-        assert await discovery.join_notices_enabled(tx, a) is False
-        assert await discovery.join_notices_enabled(tx, c) is True
+        assert (await preferences.get_preferences(tx, a))["notify_contact_joined"] is False
+        assert (await preferences.get_preferences(tx, c))["notify_contact_joined"] is True
     await api.create_user("+14155550002")
     assert "contact.joined" not in [e["type"] for e in await api.events(ha)]
     assert "contact.joined" in [e["type"] for e in await api.events(hc)]
-    # The switch set elsewhere shows as the preference.
+    # The switch discovery reads (a column of users) is what the preference shows.
     async with api.ctx.tx() as tx:
-        await discovery.set_join_notices(tx, a, True)
+        await tx.conn.execute(
+            sa.update(users).where(users.c.id == a).values(notify_contact_joined=True)
+        )
     r = await api.client.get("/v1/me/preferences", headers=ha)
     assert r.json()["notify_contact_joined"] is True

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings, discovery, relations
+from contactsync.server.services import app_settings, preferences, relations
 from tests.conftest import Api
 
 H = dict[str, str]
@@ -383,7 +383,9 @@ async def test_join_notices_from_books_and_relations_reach_each_owner_once(
     for h in (ah, bh, ch):
         assert (await put(api, h, joiner)).status_code == 200
     async with api.ctx.tx() as tx:
-        await discovery.set_join_notices(tx, cat["user_id"], False)
+        await preferences.update(
+            tx, cat["user_id"], {"notify_contact_joined": False}, device_id=None
+        )
     zed = await api.create_user(joiner)
     z = zed["user_id"]
     assert of_type(await api.events(ah), "contact.joined") == [

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from contactsync.server.context import Tx
 from contactsync.server.services import app_settings, events
 from contactsync.server.services.users import User
-from contactsync.server.store.tables import join_notices, users
+from contactsync.server.store.tables import join_notices
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -66,20 +66,6 @@ async def on_user_joined(tx: Tx, user: User) -> set[int]:
         ],
     )
     return set(names)
-
-
-async def set_join_notices(tx: Tx, user_id: int, enabled: bool) -> None:
-    """The user's own switch for "X joined" notices."""
-    await tx.conn.execute(
-        sa.update(users).where(users.c.id == user_id).values(notify_contact_joined=enabled)
-    )
-
-
-async def join_notices_enabled(tx: Tx, user_id: int) -> bool:
-    value = await tx.conn.scalar(
-        sa.select(users.c.notify_contact_joined).where(users.c.id == user_id)
-    )
-    return bool(value)
 
 
 def event_data(user: User, name: str | None) -> dict[str, Any]:
