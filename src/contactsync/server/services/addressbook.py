@@ -45,16 +45,11 @@ GLOBAL_BOOK = ""
 
 
 class ContactLike(Protocol):
+    """One uploaded contact (the validated wire object is passed straight through)."""
+
     phone: str
     name: str | None
     destroy: bool
-
-
-@dataclass(frozen=True)
-class Contact:
-    phone: str
-    name: str | None = None
-    destroy: bool = False
 
 
 @dataclass(frozen=True)
