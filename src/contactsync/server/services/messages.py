@@ -18,6 +18,7 @@ send that races its first attempt finds the first message instead of making a se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -223,16 +224,7 @@ async def send(
         .where(conv_table.c.id == conversation_id)
         .values(last_seq=seq, updated_at=tx.now)
     )
-    insert = sa.insert(messages).values(
-        conversation_id=conversation_id,
-        seq=seq,
-        kind="text",
-        sender_id=sender,
-        client_msg_id=client_msg_id,
-        body=body,
-        data=None,
-        sent_at=tx.now,
-    )
+    insert = sa.insert(messages).values(**dataclasses.asdict(message))
     if tx.dialect == "postgresql":
         await tx.conn.execute(insert.add_cte(bump.returning(conv_table.c.id).cte("bump")))
     else:
