@@ -15,7 +15,7 @@ from contactsync.client._auth import mint_token, request_otp, verify_otp
 from contactsync.client._errors import ClientError
 from contactsync.client._manager import ContactsManager, default_state_dir
 from contactsync.client._models import Event, SyncMetrics, SyncProgress
-from contactsync.client._sources import open_source
+from contactsync.client._sources import MemorySource, open_source
 
 Server = Annotated[
     str, typer.Option("--server", envvar="CONTACTSYNC_SERVER", help="Server base URL")
@@ -202,6 +202,21 @@ def _table(metrics: SyncMetrics) -> None:
         console.print(f"[red]error: {metrics.error}[/red]")
 
 
+def _account_manager(
+    server: str, bearer: str, device_id: str | None, state: Path | None, **options: Any
+) -> ContactsManager:
+    """A manager for account-level commands (events, logout): no contacts are read."""
+    return ContactsManager(
+        MemorySource(access=False),
+        server=server,
+        token=bearer,
+        device_id=device_id,
+        state_dir=state,
+        watch_interval=None,
+        **options,
+    )
+
+
 def events(
     server: Server,
     token: Token = None,
@@ -225,16 +240,7 @@ def events(
             typer.echo(f"#{event.seq} {event.at} {event.type} {_describe(event)}")
 
     async def run() -> None:
-        from contactsync.client._sources import MemorySource
-
-        manager = ContactsManager(
-            MemorySource(access=False),
-            server=server,
-            token=bearer,
-            device_id=device_id,
-            state_dir=state,
-            watch_interval=None,
-        )
+        manager = _account_manager(server, bearer, device_id, state)
         manager.on_event(show)
         try:
             await manager.initialize()
@@ -264,17 +270,7 @@ def logout(
     bearer = _token(token, state, server)
 
     async def run() -> None:
-        from contactsync.client._sources import MemorySource
-
-        manager = ContactsManager(
-            MemorySource(access=False),
-            server=server,
-            token=bearer,
-            device_id=device_id,
-            state_dir=state,
-            events=False,
-            watch_interval=None,
-        )
+        manager = _account_manager(server, bearer, device_id, state, events=False)
         try:
             await manager.initialize()
             await manager.logout()
