@@ -159,47 +159,30 @@ async def test_relation_by_number_attaches_when_the_number_joins(api: Api) -> No
     assert len(of_type(await api.events(ah), "contact.joined")) == 1
 
 
-async def test_join_hook_skips_owners_already_notified(api: Api) -> None:
+async def test_an_owner_reached_by_book_and_relation_hears_once(api: Api) -> None:
     ann, ah = await api.user_with_token("+14155550100")
     bob, bh = await api.user_with_token("+14155550101")
     await put(api, ah, "+14155550199")
     await put(api, bh, "+14155550199")
-    from contactsync.server.services import users
-
-    async with api.ctx.tx() as tx:
-        user, _ = await users.register(
-            tx, "+14155550199", name=None, region=None, default_region=None
-        )
-    assert user.id
-    # register already ran the hook with nobody notified: both owners got contact.joined.
+    r = await api.client.post(
+        "/v1/addressbook",
+        json={"contacts": [{"phone": "+14155550199", "name": "Zed"}]},
+        headers=ah,
+    )
+    assert r.status_code == 200, r.text
+    zed = await api.create_user("+14155550199")
+    z = zed["user_id"]
+    # Ann holds the number in her book and by relation: one notice, her book's name.
+    assert of_type(await api.events(ah), "contact.joined") == [
+        {"user_id": z, "phone": "+14155550199", "name": "Zed"}
+    ]
+    # Bob only related to the number: one notice, no name.
+    assert of_type(await api.events(bh), "contact.joined") == [
+        {"user_id": z, "phone": "+14155550199", "name": None}
+    ]
+    await api.create_user("+14155550199")
     assert len(of_type(await api.events(ah), "contact.joined")) == 1
     assert len(of_type(await api.events(bh), "contact.joined")) == 1
-    async with api.ctx.tx() as tx:
-        joiner = await users.find_by_phone(tx, "+14155550198")
-        assert joiner is None
-        await tx.conn.execute(
-            sa.text(
-                "INSERT INTO relations (owner_id, phone, contact, subscribe, levels, created_at,"
-                " updated_at) VALUES (:a, '+14155550198', true, false, 0, 1, 1),"
-                " (:b, '+14155550198', true, false, 0, 1, 1)"
-            ),
-            {"a": ann["user_id"], "b": bob["user_id"]},
-        )
-    async with api.ctx.tx() as tx:
-        from contactsync.server.store.tables import event_counters
-        from contactsync.server.store.tables import users as users_t
-
-        uid = await tx.conn.scalar(
-            sa.insert(users_t)
-            .values(phone="+14155550198", restricted=False, created_at=1)
-            .returning(users_t.c.id)
-        )
-        await tx.conn.execute(sa.insert(event_counters).values(user_id=uid, last_seq=0))
-        joined = users.User(uid, "+14155550198", None, "US", False, 1)
-        notified = await relations.on_user_joined(tx, joined, {ann["user_id"]})
-    assert notified == {bob["user_id"]}
-    assert len(of_type(await api.events(ah), "contact.joined")) == 1
-    assert len(of_type(await api.events(bh), "contact.joined")) == 2
 
 
 async def test_bulk_sync(api: Api) -> None:

@@ -1,4 +1,5 @@
-"""Joining: when a number registers, everyone whose book holds it hears "X joined".
+"""Joining: when a number registers, everyone whose book holds it (or who related to the
+number before it joined) hears "X joined".
 
 One `contact.joined` per holder however many of their books hold the number, carrying the name
 from the holder's own book (the global book's name first). Nobody is told when the app-wide
@@ -21,13 +22,16 @@ DAY_MS = 24 * 3600 * 1000
 
 
 async def holders(tx: Tx, user: User) -> dict[int, str | None]:
-    """{owner_id: name in their book} for every other user whose book holds the number and
-    who wants join notices."""
+    """{owner_id: name in their book} for every other user whose book holds the number, or
+    whose relation by number has just attached to the new user (no name then), and who
+    wants join notices."""
     rows = await tx.conn.execute(
         sa.text(
-            "SELECT b.owner_id, b.book, b.name FROM book_entries b "
-            "JOIN users u ON u.id = b.owner_id "
-            "WHERE b.phone = :phone AND b.owner_id <> :uid AND u.notify_contact_joined"
+            "SELECT h.owner_id, h.book, h.name FROM ("
+            "SELECT owner_id, book, name FROM book_entries WHERE phone = :phone "
+            "UNION ALL SELECT owner_id, NULL, NULL FROM relations WHERE target_id = :uid"
+            ") AS h JOIN users u ON u.id = h.owner_id "
+            "WHERE h.owner_id <> :uid AND u.notify_contact_joined"
         ),
         {"phone": user.phone, "uid": user.id},
     )
@@ -51,7 +55,8 @@ async def _first_join_today(tx: Tx, phone: str) -> bool:
 
 
 async def on_user_joined(tx: Tx, user: User) -> set[int]:
-    """Send `contact.joined` to the holders of the new user's number; returns who was told."""
+    """Send `contact.joined` to the holders of the new user's number (runs after pending
+    relations have attached, so their owners are holders too); returns who was told."""
     settings = await app_settings.load(tx)
     if not settings.notify_contact_joined:
         return set()

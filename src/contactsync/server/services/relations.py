@@ -2,7 +2,7 @@
 
 A relation is addressed by user id or by phone number. A number that is not registered yet
 keeps a pending relation (`target_id` NULL, `phone` set) that attaches when the number joins
-(`on_user_joined`), and the owner is then told with `contact.joined`.
+(`attach_pending`); discovery then tells the owner with `contact.joined`.
 
 `mode` decides what `access_levels` does to a relation that exists: "replace" overwrites the
 granted levels (mesibo's sync), "merge" only adds to them (syncAsUpdate). `contact` and
@@ -38,7 +38,7 @@ from contactsync.errors import (
 from contactsync.server.context import Tx
 from contactsync.server.services import addressbook, app_settings, events, policy, profiles, users
 from contactsync.server.store import bulk
-from contactsync.server.store.tables import join_notices, relations
+from contactsync.server.store.tables import relations
 from contactsync.server.store.tables import users as users_table
 
 Mode = Literal["replace", "merge"]
@@ -468,23 +468,13 @@ async def page(
 # --- hooks for other areas -----------------------------------------------------------------
 
 
-async def _join_notices_due(tx: Tx, user: users.User) -> bool:
-    """Whether this join may send "X joined" notices: the discovery hook, which runs first,
-    records each number's first join of the day in `join_notices`; a number that joins,
-    leaves and joins again within a day notifies once (the same rule for both paths)."""
-    at = await tx.conn.scalar(
-        sa.select(join_notices.c.at).where(join_notices.c.phone == user.phone)
-    )
-    return at is None or at == tx.now
+async def attach_pending(tx: Tx, user: users.User) -> set[int]:
+    """Attach relations pending on the new user's number; returns their owners.
 
-
-async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -> set[int]:
-    """Attach relations pending on the new user's number; tell their owners.
-
-    Called by registration right after the user row exists. Owners not in `already_notified`
-    (the address-book path tells the holders of the number) get `contact.joined`; returns the
-    owners notified here. The new user gets `relation.changed` for each attached relation
-    (setting permitting), as for any relation that comes into effect.
+    Called by registration right after the user row exists, before discovery sends
+    "X joined" (which finds these owners through the attached relations, under its rules).
+    The new user gets `relation.changed` for each attached relation (setting permitting), as
+    for any relation that comes into effect.
     """
     rows = await tx.conn.execute(
         sa.update(relations)
@@ -503,43 +493,19 @@ async def on_user_joined(tx: Tx, user: users.User, already_notified: set[int]) -
         )
     )
     attached = [_relation(r) for r in rows]
-    if not attached:
-        return set()
-    settings = await app_settings.load(tx)
-    new: list[events.NewEvent] = []
-    notified: set[int] = set()
-    if settings.notify_contact_joined and await _join_notices_due(tx, user):
-        muted = set(
-            await tx.conn.scalars(
-                sa.select(users_table.c.id).where(
-                    bulk.member(users_table.c.id, [r.owner_id for r in attached], tx.dialect),
-                    users_table.c.notify_contact_joined.is_(False),
-                )
-            )
-        )
-        for relation in attached:
-            owner = relation.owner_id
-            if owner in already_notified or owner in notified or owner in muted:
-                continue
-            notified.add(owner)
-            new.append(
+    if attached and (await app_settings.load(tx)).relation_changed_events:
+        await events.append(
+            tx,
+            [
                 events.NewEvent(
-                    relation.owner_id,
-                    "contact.joined",
-                    {"user_id": user.id, "phone": user.phone, "name": None},
+                    user.id,
+                    "relation.changed",
+                    _changed_data(r.owner_id, (r.contact, r.subscribe, r.levels)),
                 )
-            )
-    if settings.relation_changed_events:
-        new.extend(
-            events.NewEvent(
-                user.id,
-                "relation.changed",
-                _changed_data(r.owner_id, (r.contact, r.subscribe, r.levels)),
-            )
-            for r in attached
+                for r in attached
+            ],
         )
-    await events.append(tx, new)
-    return notified
+    return {r.owner_id for r in attached}
 
 
 async def auto_subscribe(tx: Tx, subscriber_id: int, target_id: int) -> bool:

@@ -88,8 +88,8 @@ async def register(
     # stored on the number then attach, and their owners not told yet get contact.joined.
     from contactsync.server.services import discovery, relations
 
-    notified = await discovery.on_user_joined(tx, user)
-    await relations.on_user_joined(tx, user, notified)
+    await relations.attach_pending(tx, user)
+    await discovery.on_user_joined(tx, user)
     return user, True
 
 
