@@ -1,37 +1,19 @@
 """SDK event callbacks over the server's WebSocket, against a real server process: live
 delivery, and after a server restart a reconnect from the stored cursor with no gap and no
-duplicate. Skipped while the server has no `/v1/events/ws` (the realtime issue)."""
+duplicate."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import httpx
-import pytest
 
 from contactsync.client import Contact, ContactsManager, Event, MemorySource
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-# lets this test run against another checkout's server before the realtime work is merged
-SERVER_ENV = (
-    {"PYTHONPATH": os.environ["CONTACTSYNC_E2E_SERVER_SRC"]}
-    if ("CONTACTSYNC_E2E_SERVER_SRC" in os.environ)
-    else None
-)
-
-
-async def _has_websocket(url: str) -> bool:
-    from websockets.asyncio.client import connect
-
-    try:
-        async with connect(url.replace("http://", "ws://") + "/v1/events/ws", open_timeout=5):
-            return True
-    except Exception as exc:  # 404/403 on the upgrade: no endpoint
-        return "HTTP 404" not in str(exc) and "HTTP 403" not in str(exc)
 
 
 async def _next(queue: asyncio.Queue[Event], timeout: float = 10) -> Event:
@@ -39,10 +21,8 @@ async def _next(queue: asyncio.Queue[Event], timeout: float = 10) -> Event:
 
 
 async def test_joins_arrive_over_the_websocket_and_survive_a_restart(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", env=SERVER_ENV).start()
+    server = ServerProcess(tmp_path / "data").start()
     try:
-        if not await _has_websocket(server.url):
-            pytest.skip("this server has no /v1/events/ws yet")
         async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
             uid = (await admin.post("/v1/admin/users", json={"phone": "+14155550100"})).json()
             token = (

@@ -58,8 +58,8 @@ class ApiClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **(extra or {})}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
@@ -72,7 +72,10 @@ class ApiClient:
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         retry: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> Any:
+        """Every attempt sends the same body and headers (an `Idempotency-Key` included), so a
+        retried request the server already applied is answered without applying it twice."""
         content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
         attempts = self.retry.attempts if retry else 1
         last: Exception | None = None
@@ -83,7 +86,7 @@ class ApiClient:
                     path,
                     content=content,
                     params={k: v for k, v in (params or {}).items() if v is not None},
-                    headers=self._headers(),
+                    headers=self._headers(headers),
                 )
             except httpx.TransportError as exc:
                 last = NetworkError(f"{method} {path}: {type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from contactsync import phone as phones
+from contactsync.client._conversations import Conversation, Conversations
 from contactsync.client._errors import ApiError, AuthError, ClientError, StateError
 from contactsync.client._events import Callback, EventListener, call
 from contactsync.client._http import ApiClient, RetryPolicy
@@ -43,7 +44,9 @@ from contactsync.client._models import (
     SourceProblem,
     SyncMetrics,
     SyncProgress,
+    SyncSummary,
 )
+from contactsync.client._preferences import Preferences
 from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
@@ -86,6 +89,7 @@ class ContactsManager:
         websocket: bool | None = None,
         poll_interval: float = 2.0,
         websocket_retry: float = 30.0,
+        answer_sync_requests: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -116,6 +120,11 @@ class ContactsManager:
         self._changed = asyncio.Event()
         self._planned = 0  # entries planned in the current run, for progress reports
         self._known: set[str] | None = None  # content keys in the store after the last scan
+        self.conversations = Conversations(self.api, self._ready_store)
+        self.preferences = Preferences(self.api, self._ready_store)
+        self.answer_sync_requests = answer_sync_requests
+        self.last_sync_answer: SyncSummary | None = None
+        self._answers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -133,8 +142,12 @@ class ContactsManager:
         self.user = me
         if self.region is None:
             self.region = me.get("region") or phones.region_of(me["phone"]) or None
+        # one file per server, user and device: the session's device (two devices of one
+        # user on one machine keep their own event cursor and conversations) and the
+        # address book's device when books are per device
         account = content_key(self.api.server)[:12]
-        device = f"-{content_key(self.device_id)[:12]}" if self.device_id else ""
+        devices = [d for d in (me.get("device_id"), self.device_id) if d]
+        device = f"-{content_key(*devices)[:12]}" if devices else ""
         path = self.state_dir / f"{account}-u{me['user_id']}{device}.sqlite"
         self.store = LocalStore(path)
         self.store.put_json(
@@ -213,7 +226,8 @@ class ContactsManager:
         self.state = ManagerState.READY
 
     async def _stop_background(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = self._tasks + list(self._answers), []
+        self._answers.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -278,6 +292,38 @@ class ContactsManager:
         }
         return dict(await self.api.request("PATCH", "/v1/me/profile", json_body={"fields": body}))
 
+    # --- conversations and preferences -------------------------------------------------
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        """A handle on one conversation (`sync()`, `send()`, `messages()`, …)."""
+        return self.conversations.get(conversation_id)
+
+    async def send_sync_request(self, reason: str | None = None) -> dict[str, Any]:
+        """Ask this user's other devices to sync now (`sync.requested`); a manager on such a
+        device answers by syncing its conversations and preferences."""
+        await self.initialize()
+        body = {"reason": reason} if reason is not None else None
+        return dict(await self.api.request("POST", "/v1/devices/sync-request", json_body=body))
+
+    async def _ready_store(self) -> LocalStore:
+        await self.initialize()
+        return self._store()
+
+    def _asked_to_sync(self, event: Event) -> bool:
+        if event.type != "sync.requested" or not self.answer_sync_requests:
+            return False
+        mine = (self.user or {}).get("device_id")
+        asked = event.data.get("devices")
+        return event.data.get("device_id") != mine and (not asked or mine in asked)
+
+    async def _answer_sync_request(self) -> None:
+        try:
+            summary = await self.conversations.sync_all(consent=("allowed", "unknown"))
+            await self.preferences.sync()
+            self.last_sync_answer = summary
+        except ClientError as exc:
+            log.warning("answering a sync request failed: %s", exc)
+
     # --- events ------------------------------------------------------------------------
 
     @property
@@ -304,6 +350,13 @@ class ContactsManager:
     def on_message(self, callback: Callback) -> None:
         self.on("message.created", callback)
 
+    def on_conversation(self, callback: Callback) -> None:
+        """A conversation the caller was added to (or created on another device)."""
+        self.on("conversation.created", callback)
+
+    def on_sync_requested(self, callback: Callback) -> None:
+        self.on("sync.requested", callback)
+
     def on_event(self, callback: Callback) -> None:
         self.on("*", callback)
 
@@ -326,6 +379,13 @@ class ContactsManager:
         self._store().put("event_cursor", str(seq))
 
     async def _dispatch(self, event: Event) -> None:
+        # the local store first, so a callback reading it sees the event applied
+        await self.conversations.apply(event)
+        await self.preferences.apply(event)
+        if self._asked_to_sync(event):
+            task = asyncio.create_task(self._answer_sync_request(), name="contactsync-answer")
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
         for callback in self._callbacks.get(event.type, []) + self._callbacks.get("*", []):
             await call(callback, event)
 

@@ -1,4 +1,5 @@
-"""Plain data the SDK hands to applications: contacts, problems, metrics, progress, events."""
+"""Plain data the SDK hands to applications: contacts, problems, metrics, progress, events,
+conversations and messages."""
 
 from __future__ import annotations
 
@@ -90,6 +91,103 @@ class Event:
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> Event:
         return cls(int(raw["seq"]), str(raw["type"]), str(raw.get("at", "")), raw.get("data") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation (`kind` "system" records a group change in `data`).
+    `seq` is None for a message still waiting to be sent (`pending`)."""
+
+    conversation_id: int
+    seq: int | None
+    kind: str
+    sender_id: int | None
+    body: str | None
+    sent_at: int | None
+    client_msg_id: str | None = None
+    data: dict[str, Any] | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.seq is None
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> Message:
+        return cls(
+            int(raw["conversation_id"]),
+            int(raw["seq"]),
+            str(raw.get("kind", "text")),
+            raw.get("sender_id"),
+            raw.get("body"),
+            raw.get("sent_at"),
+            raw.get("client_msg_id"),
+            raw.get("data"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    """A conversation as the local store holds it. `consent` and `role` are the caller's own;
+    `member` is False once the caller left or was removed (the history stays readable);
+    `cursor` is the last seq this device holds (None: no messages synced yet)."""
+
+    id: int
+    kind: str
+    name: str | None
+    description: str | None
+    created_by: int | None
+    created_at: int
+    updated_at: int
+    last_seq: int
+    consent: str
+    role: str
+    member_ids: tuple[int, ...]
+    member_count: int
+    joined_seq: int
+    member: bool = True
+    cursor: int | None = None
+
+    @classmethod
+    def from_wire(
+        cls, raw: dict[str, Any], *, member: bool = True, cursor: int | None = None
+    ) -> ConversationView:
+        return cls(
+            id=int(raw["id"]),
+            kind=str(raw["kind"]),
+            name=raw.get("name"),
+            description=raw.get("description"),
+            created_by=raw.get("created_by"),
+            created_at=int(raw.get("created_at", 0)),
+            updated_at=int(raw.get("updated_at", 0)),
+            last_seq=int(raw.get("last_seq", 0)),
+            consent=str(raw.get("consent", "unknown")),
+            role=str(raw.get("role", "member")),
+            member_ids=tuple(int(m["user_id"]) for m in raw.get("members") or ()),
+            member_count=int(raw.get("member_count", 0)),
+            joined_seq=int(raw.get("joined_seq", 0)),
+            member=member,
+            cursor=cursor,
+        )
+
+
+@dataclass
+class SyncSummary:
+    """What `conversations.sync_all()` did: `eligible` conversations in the consent filter,
+    `synced` those that had something new, `messages` stored, `excluded` the ones the device
+    knew that left the filter (their new consent) or that the caller no longer belongs to."""
+
+    eligible: int = 0
+    synced: int = 0
+    messages: int = 0
+    sent: int = 0  # messages that were waiting to be sent and went out first
+    requests: int = 0
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["duration"] = round(self.duration, 4)
+        return out
 
 
 class ManagerState(enum.Enum):

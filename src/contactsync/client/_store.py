@@ -8,7 +8,12 @@ It holds what the device knows:
   that it is in a batch of the outbox already;
 - `numbers`: normalisation results by (raw string, region), so a number is parsed once;
 - `outbox`: batches sent or about to be sent, so a crash resumes them with the same batch_id;
-- `meta`: the session, the event cursor, the source fingerprint, the last metrics.
+- `meta`: the session, the event cursor, the source fingerprint, the last metrics, the
+  preferences (and changes to them not yet acknowledged), the conversation list watermark;
+- `conversations`: each conversation as last seen (JSON), the caller's consent, whether the
+  caller is still a member, and `cursor`, the last seq this device holds;
+- `messages`: the messages synced, by (conversation, seq);
+- `outgoing`: messages written but not yet acknowledged, resent with the same client_msg_id.
 
 Everything is synchronous sqlite3: each call is short, and the async manager runs it inline.
 """
@@ -45,6 +50,18 @@ CREATE TABLE IF NOT EXISTS numbers (
     raw TEXT NOT NULL, region TEXT NOT NULL, e164 TEXT, reason TEXT,
     PRIMARY KEY (raw, region)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY, consent TEXT NOT NULL, member INTEGER NOT NULL DEFAULT 1,
+    updated_at INTEGER NOT NULL, cursor INTEGER, view TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id INTEGER NOT NULL, seq INTEGER NOT NULL, message TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outgoing (
+    client_msg_id TEXT PRIMARY KEY, conversation_id INTEGER NOT NULL, body TEXT NOT NULL,
+    queued_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, batch_id TEXT NOT NULL, force INTEGER NOT NULL,
     final INTEGER NOT NULL, body TEXT NOT NULL
@@ -351,6 +368,151 @@ class LocalStore:
 
     def clear_outbox(self) -> None:
         self.db.execute("DELETE FROM outbox")
+
+    # --- conversations -------------------------------------------------------------------
+
+    def save_conversations(self, views: Iterable[dict[str, Any]]) -> None:
+        """Store conversations as the server sent them (the caller is a member of each); the
+        device's cursor is kept."""
+        self.db.executemany(
+            "INSERT INTO conversations (id, consent, member, updated_at, view) "
+            "VALUES (?, ?, 1, ?, ?) ON CONFLICT (id) DO UPDATE SET consent = excluded.consent, "
+            "member = 1, updated_at = excluded.updated_at, view = excluded.view "
+            # an event replayed from the log carries an older view than a sync just stored
+            "WHERE excluded.updated_at >= conversations.updated_at AND "
+            "json_extract(excluded.view, '$.last_seq') >= "
+            "json_extract(conversations.view, '$.last_seq')",
+            (
+                (
+                    v["id"],
+                    v["consent"],
+                    v["updated_at"],
+                    json.dumps(stored_view(v), ensure_ascii=False),
+                )
+                for v in views
+            ),
+        )
+
+    def conversation(self, conversation_id: int) -> tuple[dict[str, Any], bool, int | None] | None:
+        """(view, still a member, cursor) or None for a conversation this device never saw."""
+        row = self.db.execute(
+            "SELECT view, consent, member, cursor FROM conversations WHERE id = ?",
+            (conversation_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        view, consent, member, cursor = row
+        return {**json.loads(view), "consent": consent}, bool(member), cursor
+
+    def conversations(
+        self, consent: Sequence[str] | None = None
+    ) -> list[tuple[dict[str, Any], bool, int | None]]:
+        """Conversations newest change first, optionally only those in these consent states."""
+        rows = self.db.execute(
+            "SELECT view, consent, member, cursor FROM conversations "
+            "WHERE ?1 IS NULL OR consent IN (SELECT value FROM json_each(?1)) "
+            "ORDER BY updated_at DESC, id DESC",
+            (None if consent is None else json.dumps(list(consent)),),
+        )
+        return [
+            ({**json.loads(view), "consent": state}, bool(member), cursor)
+            for view, state, member, cursor in rows
+        ]
+
+    def conversation_cursors(self) -> dict[int, int]:
+        """The last seq held per conversation the caller belongs to (what /v1/sync needs)."""
+        return {
+            cid: cursor
+            for cid, cursor in self.db.execute(
+                "SELECT id, cursor FROM conversations WHERE member = 1 AND cursor IS NOT NULL"
+            )
+        }
+
+    def set_consent(self, conversation_id: int, state: str) -> None:
+        self.db.execute(
+            "UPDATE conversations SET consent = ? WHERE id = ?", (state, conversation_id)
+        )
+
+    def leave_conversation(self, conversation_id: int) -> None:
+        """No longer a member: kept (with its history) but not synced any more."""
+        self.db.execute("UPDATE conversations SET member = 0 WHERE id = ?", (conversation_id,))
+
+    def set_cursor(self, conversation_id: int, cursor: int) -> None:
+        """Move the cursor forward only (a late answer never moves it back)."""
+        self.db.execute(
+            "UPDATE conversations SET cursor = max(coalesce(cursor, 0), ?) WHERE id = ?",
+            (cursor, conversation_id),
+        )
+
+    def add_messages(self, messages: Sequence[dict[str, Any]]) -> int:
+        """Store messages (one already stored is left as it is) and drop the outgoing copies they
+        acknowledge; returns how many were new."""
+        before = self.db.total_changes
+        self.db.executemany(
+            "INSERT OR IGNORE INTO messages (conversation_id, seq, message) VALUES (?, ?, ?)",
+            (
+                (m["conversation_id"], m["seq"], json.dumps(_message(m), ensure_ascii=False))
+                for m in messages
+            ),
+        )
+        added = self.db.total_changes - before
+        sent = [m["client_msg_id"] for m in messages if m.get("client_msg_id")]
+        if sent:
+            self.db.execute(
+                "DELETE FROM outgoing WHERE client_msg_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sent),),
+            )
+        return added
+
+    def add_live_message(self, message: dict[str, Any]) -> None:
+        """A message that arrived as an event: stored, and the cursor moves only when it is the
+        next one (a gap is filled by the next sync)."""
+        self.add_messages([message])
+        self.db.execute(
+            "UPDATE conversations SET cursor = ? WHERE id = ? AND cursor = ?",
+            (message["seq"], message["conversation_id"], message["seq"] - 1),
+        )
+
+    def messages(
+        self, conversation_id: int, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            json.loads(raw)
+            for (raw,) in self.db.execute(
+                "SELECT message FROM messages WHERE conversation_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (conversation_id, after, -1 if limit is None else limit),
+            )
+        ]
+
+    def queue_message(self, client_msg_id: str, conversation_id: int, body: str, at: int) -> None:
+        self.db.execute(
+            "INSERT INTO outgoing (client_msg_id, conversation_id, body, queued_at) "
+            "VALUES (?, ?, ?, ?)",
+            (client_msg_id, conversation_id, body, at),
+        )
+
+    def outgoing(self, conversation_id: int | None = None) -> list[tuple[str, int, str, int]]:
+        """(client_msg_id, conversation_id, body, queued_at) in the order they were written."""
+        return list(
+            self.db.execute(
+                "SELECT client_msg_id, conversation_id, body, queued_at FROM outgoing "
+                "WHERE ?1 IS NULL OR conversation_id = ?1 ORDER BY queued_at, rowid",
+                (conversation_id,),
+            )
+        )
+
+    def drop_outgoing(self, client_msg_id: str) -> None:
+        self.db.execute("DELETE FROM outgoing WHERE client_msg_id = ?", (client_msg_id,))
+
+
+def stored_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A conversation as stored: the wire object without sync-only fields."""
+    return {k: v for k, v in view.items() if k not in ("messages", "has_more", "cursor")}
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "device_id"}
 
 
 class _Tx:

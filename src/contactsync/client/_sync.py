@@ -4,13 +4,16 @@ so listeners and file watching keep running between calls from plain synchronous
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from contactsync.client._conversations import Conversation, Conversations
 from contactsync.client._events import Callback
 from contactsync.client._manager import ContactsManager
 from contactsync.client._models import ManagerState, SyncMetrics
+from contactsync.client._preferences import Preferences
 from contactsync.client._sources import ContactSource
 
 T = TypeVar("T")
@@ -72,6 +75,21 @@ class SyncContactsManager:
     def on_profile_updated(self, callback: Callback) -> None:
         self.manager.on_profile_updated(callback)
 
+    @property
+    def conversations(self) -> Any:
+        """`manager.conversations` with blocking methods (`sync_all()`, `list()`, …)."""
+        return _Blocking(self.manager.conversations, self._call)
+
+    @property
+    def preferences(self) -> Any:
+        return _Blocking(self.manager.preferences, self._call)
+
+    def conversation(self, conversation_id: int) -> Any:
+        return _Blocking(self.manager.conversation(conversation_id), self._call)
+
+    def send_sync_request(self, reason: str | None = None) -> dict[str, Any]:
+        return self._call(self.manager.send_sync_request(reason))
+
     def drop_local_database_connection(self) -> None:
         self._call(_run(self.manager.drop_local_database_connection))
 
@@ -97,5 +115,32 @@ class SyncContactsManager:
         self.close()
 
 
-async def _run(fn: Any) -> Any:
-    return fn()
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    result = fn(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+_WRAPPED = (Conversations, Conversation, Preferences)
+
+
+class _Blocking:
+    """An SDK object whose methods run on the manager's loop and block until done; objects of
+    the SDK they return (a new Conversation, say) come wrapped the same way."""
+
+    def __init__(self, target: Any, call: Any) -> None:
+        self._target = target
+        self._call = call
+
+    def __repr__(self) -> str:
+        return f"Blocking({self._target!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            result = self._call(_run(attr, *args, **kwargs))
+            return _Blocking(result, self._call) if isinstance(result, _WRAPPED) else result
+
+        return method

@@ -1,4 +1,5 @@
-"""`contactsync login | sync | events | demo`: the SDK from the command line."""
+"""`contactsync login | sync | events | conversations | logout | demo`: the SDK from the
+command line."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import asyncio
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from contactsync.client._auth import mint_token, request_otp, verify_otp
+from contactsync.client._conversations import consent_states
 from contactsync.client._errors import ClientError
 from contactsync.client._manager import ContactsManager, default_state_dir
-from contactsync.client._models import Event, SyncMetrics, SyncProgress
+from contactsync.client._models import (
+    ConversationView,
+    Event,
+    SyncMetrics,
+    SyncProgress,
+    SyncSummary,
+)
 from contactsync.client._sources import MemorySource, open_source
 
 Server = Annotated[
@@ -260,6 +269,59 @@ def events(
         raise typer.Exit(1) from None
 
 
+def conversations(
+    server: Server,
+    token: Token = None,
+    device_id: DeviceId = None,
+    state: State = None,
+    consent: Annotated[
+        str, typer.Option("--consent", help="Consent states to sync, comma-separated")
+    ] = "allowed",
+    as_json: Annotated[bool, typer.Option("--json", help="The summary and list as JSON")] = False,
+) -> None:
+    """Sync the account's conversations and their new messages into the local store (one
+    round trip per page), then list them with the summary."""
+    bearer = _token(token, state, server)
+    try:
+        states = consent_states(c.strip() for c in consent.split(","))
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> tuple[SyncSummary, list[ConversationView], dict[int, int]]:
+        manager = _account_manager(server, bearer, device_id, state, events=False)
+        try:
+            summary = await manager.conversations.sync_all(consent=states)
+            views = await manager.conversations.list(consent=states)
+            held = {v.id: len(await manager.conversation(v.id).messages()) for v in views}
+            return summary, views, held
+        finally:
+            await manager.close()
+
+    try:
+        summary, views, held = asyncio.run(run())
+    except ClientError as exc:
+        typer.echo(f"conversations failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        rows = [{**asdict(v), "messages": held[v.id]} for v in views]
+        typer.echo(json.dumps({"summary": summary.as_dict(), "conversations": rows}))
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(
+        f"{summary.synced} of {summary.eligible} conversations had news; "
+        f"{summary.messages} new messages, {summary.sent} waiting messages sent"
+    )
+    table = Table("id", "kind", "name", "consent", "members", "messages")
+    for v in views:
+        table.add_row(
+            str(v.id), v.kind, v.name or "", v.consent, str(v.member_count), str(held[v.id])
+        )
+    console.print(table)
+
+
 def logout(
     server: Server,
     token: Token = None,
@@ -318,5 +380,6 @@ def register(app: typer.Typer) -> None:
     app.command()(login)
     app.command()(sync)
     app.command()(events)
+    app.command()(conversations)
     app.command()(logout)
     app.command()(demo)
