@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from contactsync.server import cursors
 from contactsync.server.clock import ManualClock
 from contactsync.server.services import app_settings
 from tests.conftest import Api
@@ -339,9 +340,13 @@ async def test_bad_uploads_change_nothing(api: Api, body: dict[str, Any], code: 
 
 async def test_bad_list_queries(api: Api) -> None:
     _, me = await api.user_with_token("+14155550100")
-    for query in ("cursor=%25%25%25", "limit=0", "limit=5001", "device_id=bad%20id"):
+    for query in ("limit=0", "limit=5001", "device_id=bad%20id"):
         r = await api.client.get(f"/v1/addressbook?{query}", headers=me)
         assert r.status_code == 422, query
+    # a cursor this list did not make: garbage, another list's cursor, a cursor naming no number
+    for cursor in ("%25%25%25", cursors.encode(id=5), cursors.encode(p="not a phone"), "e30"):
+        r = await api.client.get(f"/v1/addressbook?cursor={cursor}", headers=me)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_cursor", cursor
     assert (await api.client.get("/v1/addressbook")).status_code == 401
 
 

@@ -287,7 +287,7 @@ async def test_listing_pages_and_bad_cursors(api: Api) -> None:
     for cursor in ("!!!", "cjEy=x", "eDE", "r" * 200):
         r = await api.client.get("/v1/relations", params={"cursor": cursor}, headers=ah)
         assert r.status_code == 422, cursor
-        assert r.json()["error"]["code"] in ("invalid_cursor", "invalid_request")
+        assert r.json()["error"]["code"] == "invalid_cursor"
     r = await api.client.get("/v1/relations", params={"limit": 0}, headers=ah)
     assert r.status_code == 422
     # Another user's listing is their own.

@@ -354,8 +354,9 @@ async def test_logout_wipes_conversations_and_the_next_account_sees_none(
     await b.preferences.sync()
     path = b.store_path
     assert path is not None and path.exists()
+    assert b.conversations.last_summary is not None
     await b.logout()
-    assert not path.exists()
+    assert not path.exists() and b.conversations.last_summary is None
     _, headers = await api.user_with_token(C)
     other = managers(MemorySource([]), headers)
     assert await other.conversations.list() == []

@@ -207,6 +207,8 @@ class ContactsManager:
                 self.user = None
                 self.api.token = None
                 self.last_metrics = None
+                self.last_sync_answer = None
+                self.conversations.last_summary = None
                 self.state = ManagerState.UNINITIALISED
 
     def drop_local_database_connection(self) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from contactsync.errors import InvalidRequest
+from contactsync.errors import InvalidCursor
 from contactsync.protocol import (
     AddressBookPage,
     AddressBookResult,
@@ -17,6 +15,7 @@ from contactsync.protocol import (
     BookContact,
     RegisteredUsers,
 )
+from contactsync.server import cursors
 from contactsync.server.http.deps import Caller, Ctx, parse_body
 from contactsync.server.services import addressbook, profiles
 
@@ -26,19 +25,12 @@ CURSOR = re.compile(r"\+[0-9]{1,15}")
 DeviceQuery = Annotated[str | None, Query(max_length=128)]
 
 
-def encode_cursor(phone: str | None) -> str | None:
-    return None if phone is None else base64.urlsafe_b64encode(phone.encode()).decode()
-
-
 def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
-    try:
-        phone = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        phone = ""
+    phone = str(cursors.decode(cursor, p=str)["p"])
     if not CURSOR.fullmatch(phone):
-        raise InvalidRequest("The cursor is not valid.", details={"field": "cursor"})
+        raise InvalidCursor(details={"cursor": cursor[:100]})
     return phone
 
 
@@ -83,7 +75,8 @@ async def list_book(
             tx, caller.user_id, device_id, decode_cursor(cursor), limit
         )
     return AddressBookPage(
-        contacts=[BookContact(**c) for c in page], next_cursor=encode_cursor(last)
+        contacts=[BookContact(**c) for c in page],
+        next_cursor=None if last is None else cursors.encode(p=last),
     )
 
 

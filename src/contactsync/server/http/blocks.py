@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from contactsync.errors import InvalidCursor
 from contactsync.protocol import BlocksPage
+from contactsync.server import cursors
 from contactsync.server.http.deps import Caller, Ctx, UserIdPath
 from contactsync.server.services import blocks
 
@@ -18,14 +18,14 @@ router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 async def list_blocks(
     caller: Caller,
     ctx: Ctx,
-    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=blocks.MAX_PAGE)] = 100,
 ) -> BlocksPage:
-    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
-        raise InvalidCursor(details={"cursor": cursor})
+    after = cursors.decode(cursor, id=int)["id"] if cursor else 0
     async with ctx.read() as tx:
-        found = await blocks.blocked_by(tx, caller.user_id, int(cursor or 0), limit)
-    return BlocksPage(blocked=found, next_cursor=str(found[-1]) if len(found) == limit else None)
+        found = await blocks.blocked_by(tx, caller.user_id, after, limit)
+    next_cursor = cursors.encode(id=found[-1]) if len(found) == limit else None
+    return BlocksPage(blocked=found, next_cursor=next_cursor)
 
 
 @router.put("/{user_id}", status_code=204)

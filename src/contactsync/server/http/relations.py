@@ -48,7 +48,7 @@ def _out(key: int | str, relation: relations.Relation | None) -> RelationOut:
 async def list_relations(
     caller: Caller,
     ctx: Ctx,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=relations.MAX_PAGE)] = 100,
 ) -> RelationsPage:
     async with ctx.read() as tx:

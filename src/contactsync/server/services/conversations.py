@@ -22,8 +22,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +32,6 @@ import sqlalchemy as sa
 from contactsync.errors import (
     Blocked,
     ConversationNotFound,
-    InvalidCursor,
     InvalidRequest,
     NotAGroup,
     NotGroupAdmin,
@@ -43,6 +40,7 @@ from contactsync.errors import (
     UnknownUsers,
 )
 from contactsync.protocol import MAX_GROUP_MEMBERS
+from contactsync.server import cursors
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy, preferences
 from contactsync.server.store import bulk
@@ -645,23 +643,6 @@ async def write_consent(
 # --- listing ------------------------------------------------------------------------------
 
 
-def encode_cursor(values: dict[str, Any]) -> str:
-    raw = json.dumps(values, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, keys: Sequence[str]) -> dict[str, int]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        out = {k: values[k] for k in keys}
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out.values()):
-            raise ValueError
-        return out
-    except (ValueError, KeyError, TypeError):
-        raise InvalidCursor(details={"cursor": cursor[:100]}) from None
-
-
 def parse_consent(values: Iterable[str]) -> list[str]:
     states = sorted({v.strip() for v in values if v.strip()})
     bad = [s for s in states if s not in CONSENT_STATES]
@@ -692,7 +673,7 @@ async def list_for_user(
         .where(mb.user_id == user_id, mb.consent.in_(list(consent)), changed > updated_after)
     )
     if cursor:
-        after = decode_cursor(cursor, ("t", "id"))
+        after = cursors.decode(cursor, t=int, id=int)
         query = query.where(
             sa.or_(changed > after["t"], sa.and_(changed == after["t"], cv.id > after["id"]))
         )
@@ -703,7 +684,5 @@ async def list_for_user(
     views = [membership_from_row(row) for row in rows]
     member_lists = await members_of(tx, [v.id for v in views])
     out = [v.wire(member_lists[v.id]) for v in views]
-    next_cursor = (
-        encode_cursor({"t": rows[-1].changed, "id": rows[-1].id}) if more and rows else None
-    )
+    next_cursor = cursors.encode(t=rows[-1].changed, id=rows[-1].id) if more and rows else None
     return out, next_cursor

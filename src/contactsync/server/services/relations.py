@@ -19,8 +19,6 @@ says so and neither side blocks the other.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,12 +27,12 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import (
-    InvalidCursor,
     InvalidRequest,
     NotFound,
     SelfRelation,
     TooManyContacts,
 )
+from contactsync.server import cursors
 from contactsync.server.context import Tx
 from contactsync.server.services import addressbook, app_settings, events, policy, profiles, users
 from contactsync.server.store import bulk
@@ -432,22 +430,6 @@ async def sync(
     return outcome
 
 
-def _cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"r{last_id}".encode()).decode().rstrip("=")
-
-
-def _after(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor(details={"cursor": cursor[:100]}) from None
-    if not text.startswith("r") or not text[1:].isdigit() or len(text) > 19:
-        raise InvalidCursor(details={"cursor": cursor[:100]})
-    return int(text[1:])
-
-
 async def page(
     tx: Tx, owner_id: int, cursor: str | None, limit: int
 ) -> tuple[list[Relation], str | None]:
@@ -455,14 +437,17 @@ async def page(
     limit = max(1, min(limit, MAX_PAGE))
     rows = await tx.conn.execute(
         sa.select(relations)
-        .where(relations.c.owner_id == owner_id, relations.c.id > _after(cursor))
+        .where(
+            relations.c.owner_id == owner_id,
+            relations.c.id > (cursors.decode(cursor, id=int)["id"] if cursor else 0),
+        )
         .order_by(relations.c.id)
         .limit(limit + 1)
     )
     found = [_relation(r) for r in rows]
     more = len(found) > limit
     found = found[:limit]
-    return found, _cursor(found[-1].id) if more else None
+    return found, cursors.encode(id=found[-1].id) if more else None
 
 
 # --- hooks for other areas -----------------------------------------------------------------

@@ -26,6 +26,8 @@ import sqlalchemy as sa
 
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
+from contactsync.server.cursors import decode as decode_page
+from contactsync.server.cursors import encode as encode_page
 from contactsync.server.services import conversations, policy
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import conversation_members
@@ -146,7 +148,7 @@ async def sync(
     """Everything new for the user's eligible conversations; see the module docstring."""
     limit = max(1, min(limit, MAX_PAGE))
     message_limit = max(1, min(message_limit, MAX_MESSAGES))
-    start_id = conversations.decode_cursor(page_cursor, ("id",))["id"] if page_cursor else 0
+    start_id = decode_page(page_cursor, id=int)["id"] if page_cursor else 0
 
     # Eligibility needs three numbers per conversation; the full objects are read for the
     # page only (a user may have thousands of conversations and few with news).
@@ -236,5 +238,5 @@ async def sync(
         "synced": synced,
         "conversations": out,
         "excluded": excluded,
-        "next_cursor": conversations.encode_cursor({"id": page[-1][0]}) if more and page else None,
+        "next_cursor": encode_page(id=page[-1][0]) if more and page else None,
     }
