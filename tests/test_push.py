@@ -244,7 +244,8 @@ async def test_the_outbox_survives_a_restart(fast: Settings) -> None:
         await configure(live, dead_url)
         uid = (await live.api.create_user("+14155550137"))["user_id"]
         await emit(live.ctx, uid, 2)
-        await eventually(lambda: _errored_with(live, "ConnectError"))
+        # refused at once, or timed out on a loaded machine: either way it failed and stays
+        await eventually(lambda: _failed_delivery(live), timeout=20)
     refused.close()
     async with Receiver().running() as receiver, serve(fast, SystemClock()) as live:
         await configure(live, receiver.url)
@@ -252,9 +253,11 @@ async def test_the_outbox_survives_a_restart(fast: Settings) -> None:
         assert sorted(d["event"]["seq"] for d in receiver.deliveries()) == [1, 2]
 
 
-async def _errored_with(live: Live, error: str) -> bool:
+async def _failed_delivery(live: Live) -> bool:
     rows = (await outbox(live))["items"]
-    return len(rows) == 2 and all(r["last_error"] == error for r in rows)
+    return len(rows) == 2 and all(
+        r["last_error"] in ("ConnectError", "ConnectTimeout", "PoolTimeout") for r in rows
+    )
 
 
 async def test_only_configured_types_and_only_with_a_webhook(fast: Settings) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings, preferences, relations
+from contactsync.server.services import app_settings, preferences, relations, users
+from contactsync.server.store.tables import relations as relations_table
 from tests.conftest import Api
 
 H = dict[str, str]
@@ -391,3 +393,75 @@ async def test_join_notices_from_books_and_relations_reach_each_owner_once(
     [rel] = await listing(api, bh)
     assert rel["user_id"] == again["user_id"]
     assert len(of_type(await api.events(bh), "contact.joined")) == 1
+
+
+async def test_relations_made_while_their_numbers_register_all_attach(api: Api) -> None:
+    """A relation by number and that number's registration at the same moment: whichever
+    commits first, the relation ends attached (never pending on a registered number)."""
+    _, owner = await api.user_with_token("+14155550100")
+    _, other = await api.user_with_token("+14155550199")
+    numbers = [f"+1415555{2000 + i:04d}" for i in range(40)]
+
+    async def relate(number: str) -> None:
+        r = await api.client.put(f"/v1/relations/{number}", json={"subscribe": True}, headers=owner)
+        assert r.status_code == 200, r.text
+
+    async def bulk() -> None:
+        r = await api.client.post(
+            "/v1/relations/sync", json={"phones": numbers, "contact": True}, headers=other
+        )
+        assert r.status_code == 200, r.text
+
+    await asyncio.gather(
+        bulk(), *(relate(n) for n in numbers), *(api.create_user(n) for n in numbers)
+    )
+    for headers in (owner, other):
+        listed = await listing(api, headers)
+        assert len(listed) == len(numbers)
+        assert [r["phone"] for r in listed if r["pending"]] == []
+        # an owner hears "X joined" at most once per number, however the race went (not at
+        # all where the number had joined before the relation was made)
+        joined = [
+            e["data"]["phone"] for e in await api.events(headers) if e["type"] == "contact.joined"
+        ]
+        assert len(joined) == len(set(joined)) and set(joined) <= set(numbers)
+
+
+async def test_a_relation_left_pending_by_the_race_attaches_and_its_owner_hears(
+    api: Api,
+) -> None:
+    """The state the race above leaves without the follow-up: a relation pending on a number
+    that has registered. The follow-up attaches it and tells the owner once; an owner whose
+    book holds the number heard at the join and is not told twice."""
+    owner, oh = await api.user_with_token("+14155550100")
+    holder, hh = await api.user_with_token("+14155550101")
+    r = await api.client.post(
+        "/v1/addressbook", json={"contacts": [{"phone": "+14155550142"}]}, headers=hh
+    )
+    assert r.status_code == 200, r.text
+    joiner = await api.create_user("+14155550142", "Joiner")
+    async with api.ctx.tx() as tx:
+        for owner_id in (owner["user_id"], holder["user_id"]):
+            await tx.conn.execute(
+                sa.insert(relations_table).values(
+                    owner_id=owner_id,
+                    phone="+14155550142",
+                    contact=True,
+                    subscribe=True,
+                    levels=0,
+                    created_at=tx.now,
+                    updated_at=tx.now,
+                )
+            )
+    async with api.ctx.tx() as tx:
+        user = await users.get(tx, joiner["user_id"])
+        await relations.attach_late(tx, [user])
+    for headers in (oh, hh):
+        [relation] = await listing(api, headers)
+        assert relation["pending"] is False and relation["user_id"] == joiner["user_id"]
+
+    def joins(events: list[dict[str, Any]]) -> list[int]:
+        return [e["data"]["user_id"] for e in events if e["type"] == "contact.joined"]
+
+    assert joins(await api.events(oh)) == [joiner["user_id"]]
+    assert joins(await api.events(hh)) == [joiner["user_id"]]  # from the join itself only

@@ -29,6 +29,9 @@ class Tx:
     latest: dict[int, int] = field(default_factory=dict)
     first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
+    # Follow-up steps run in a new write transaction once this one has committed: for work
+    # that must see what other transactions committed meanwhile (see relations.attach_late).
+    then: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
     # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
     # reported only once it has committed.
     counts: Counter[str] = field(default_factory=Counter)
@@ -65,6 +68,10 @@ class Context:
             await self.bus.publish(tx.latest)
         for callback in tx.after_commit:
             await callback()
+        if tx.then:
+            async with self.tx() as later:
+                for step in tx.then:
+                    await step(later)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from contactsync.server.context import Tx
 from contactsync.server.services import app_settings, events
 from contactsync.server.services.users import User
-from contactsync.server.store.tables import join_notices
+from contactsync.server.store import bulk
+from contactsync.server.store.tables import book_entries, join_notices, users
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -71,6 +72,27 @@ async def on_user_joined(tx: Tx, user: User) -> set[int]:
         ],
     )
     return set(names)
+
+
+async def on_relations_attached_late(tx: Tx, user: User, owners: set[int]) -> None:
+    """`contact.joined` to owners whose relation by number attached only after the join (it
+    was made while the number registered). Owners whose book holds the number heard at the
+    join itself; muted owners hear nothing."""
+    if not owners or not (await app_settings.load(tx)).notify_contact_joined:
+        return
+    rows = await tx.conn.execute(
+        sa.select(users.c.id).where(
+            bulk.member(users.c.id, sorted(owners), tx.dialect),
+            users.c.notify_contact_joined,
+            ~sa.exists().where(
+                book_entries.c.owner_id == users.c.id, book_entries.c.phone == user.phone
+            ),
+        )
+    )
+    await events.append(
+        tx,
+        [events.NewEvent(owner, "contact.joined", event_data(user, None)) for (owner,) in rows],
+    )
 
 
 def event_data(user: User, name: str | None) -> dict[str, Any]:

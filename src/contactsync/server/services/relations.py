@@ -279,6 +279,7 @@ async def _apply(
             changed[key] = state
     if inserts:
         await _insert(tx, owner_id, inserts)
+        _recheck_pending(tx, [number for _, number, *_ in inserts if number is not None])
     if updates:
         await _update(tx, updates)
     if deletes:
@@ -491,6 +492,39 @@ async def attach_pending(tx: Tx, user: users.User) -> set[int]:
             ],
         )
     return {r.owner_id for r in attached}
+
+
+# How long before a relation transaction a concurrent registration may have started.
+RACE_WINDOW_MS = 60_000
+
+
+async def attach_late(tx: Tx, joined: Sequence[users.User]) -> None:
+    """Attach what a concurrent transaction left pending on numbers that were registering
+    meanwhile, and tell those owners "X joined".
+
+    A relation by number and that number's registration can run at the same moment, each
+    blind to the other's uncommitted rows: the registration's attach misses the relation, and
+    the relation's look-up misses the user. Each side therefore looks again in a follow-up
+    transaction after its own commit (`Tx.then`); whichever commits last sees the other."""
+    from contactsync.server.services import discovery  # it builds on this module's table
+
+    for user in joined:
+        owners = await attach_pending(tx, user)
+        await discovery.on_relations_attached_late(tx, user, owners)
+
+
+def _recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
+    """After this transaction commits, attach those of these numbers that registered while it
+    ran (see attach_late)."""
+    if not pending:
+        return
+    numbers, since = set(pending), tx.now - RACE_WINDOW_MS
+
+    async def recheck(later: Tx) -> None:
+        joined = [u for u in await users.joined_since(later, since) if u.phone in numbers]
+        await attach_late(later, joined)
+
+    tx.then.append(recheck)
 
 
 async def auto_subscribe(tx: Tx, subscriber_id: int, target_id: int) -> bool:

@@ -90,7 +90,16 @@ async def register(
 
     await relations.attach_pending(tx, user)
     await discovery.on_user_joined(tx, user)
+    # A relation by this number made at this very moment may commit after the attach above
+    # looked: look again once this registration is visible to every transaction.
+    tx.then.append(lambda later: relations.attach_late(later, [user]))
     return user, True
+
+
+async def joined_since(tx: Tx, since_ms: int) -> list[User]:
+    """The users created at or after this time (a few: it is meant for the last minute)."""
+    rows = await tx.conn.execute(sa.select(users).where(users.c.created_at >= since_ms))
+    return [_row_to_user(row) for row in rows]
 
 
 async def update(
