@@ -536,9 +536,12 @@ class ContactsManager:
                 rows, fresh = item
                 with store.transaction():
                     store.cache_numbers(region, fresh)
-                    store.refresh_entries(store.add_contacts(rows))
+                    numbers = store.add_contacts(rows)
+                    store.refresh_entries(numbers)
                     if sending is not None and not sending.done():
-                        self._plan(store, False)
+                        # this chunk's numbers only: the rest (renames of numbers in flight,
+                        # removals of what the server held before) is planned after the scan
+                        self._plan(store, False, numbers)
                         wake.set()
                 # back-pressure: when the server is slower than the scan, wait instead of
                 # piling the whole book into the outbox
@@ -596,7 +599,7 @@ class ContactsManager:
             rows.append((key, item.id, item.name, good, invalid or None))
         return rows, fresh
 
-    def _plan(self, store: LocalStore, force: bool) -> None:
+    def _plan(self, store: LocalStore, force: bool, numbers: set[str] | None = None) -> None:
         base: dict[str, Any] = {"region": self.region, "device_id": self.device_id}
         base = {k: v for k, v in base.items() if v is not None}
         if force:
@@ -616,7 +619,7 @@ class ContactsManager:
                 store.enqueue([(batch_id, True, final, body)])
             self._planned += len(wanted)
             return
-        changes = store.take_dirty_entries()
+        changes = store.take_dirty_entries(numbers)
         for i in range(0, len(changes), self.batch_size):
             batch_id = "b-" + uuid.uuid4().hex
             contacts = [

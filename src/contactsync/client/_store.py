@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ class LocalStore:
             "INSERT OR REPLACE INTO contacts (key, id, name, phones, invalid) "
             "VALUES (?, ?, ?, ?, ?)",
             (
-                (key, cid, name, json.dumps(phones), json.dumps(bad) if bad else None)
+                (key, cid, name, _e164_list(phones), json.dumps(bad) if bad else None)
                 for key, cid, name, phones, bad in rows
             ),
         )
@@ -236,11 +236,15 @@ class LocalStore:
                 for p in wanted
             ),
         )
-        self.db.execute(
-            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
-            "AND phone IN (SELECT value FROM json_each(?))",
-            (arg,),
-        )
+        # only a number no contact holds any more can be left wanted by no one and unknown to
+        # the server (a first sync's chunks hold every number they refresh: nothing to delete)
+        orphans = [p for p in wanted if p not in holders]
+        if orphans:
+            self.db.execute(
+                "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+                "AND phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(orphans),),
+            )
 
     def seed_server_book(self, book: Iterable[tuple[str, str | None]]) -> None:
         """What the server already holds (read once for a new store), as acknowledged."""
@@ -252,8 +256,30 @@ class LocalStore:
         )
         self.db.execute(f"UPDATE entries SET dirty = {_DIRTY}")
 
-    def take_dirty_entries(self) -> list[tuple[str, int, str | None]]:
-        """The differences not yet in the outbox, marked as queued."""
+    def take_dirty_entries(
+        self, phones: Collection[str] | None = None
+    ) -> list[tuple[str, int, str | None]]:
+        """The differences not yet in the outbox, marked as queued; with `phones`, only
+        those among these numbers (a first sync plans each chunk's numbers as it is stored,
+        without going through every entry still in flight)."""
+        if phones is not None:
+            if not phones:
+                return []
+            arg = json.dumps(list(phones))
+            rows = list(
+                self.db.execute(
+                    "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0 "
+                    "AND phone IN (SELECT value FROM json_each(?))",
+                    (arg,),
+                )
+            )
+            if rows:
+                self.db.execute(
+                    "UPDATE entries SET queued = 1 WHERE dirty = 1 AND queued = 0 "
+                    "AND phone IN (SELECT value FROM json_each(?))",
+                    (arg,),
+                )
+            return rows
         rows = list(
             self.db.execute(
                 "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0"
@@ -277,21 +303,22 @@ class LocalStore:
 
     def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
         """The server applied these (phone, present, name): record them as its state."""
-        # one set-based statement for the whole batch
-        self.db.execute(
-            "UPDATE entries SET ack = j.present, ack_name = j.name, queued = 0, "
-            "dirty = (entries.want != j.present OR (entries.want = 1 AND "
-            "entries.want_name IS NOT j.name AND entries.want_name IS NOT NULL)) "
-            "FROM (SELECT json_extract(value, '$[0]') AS phone, "
-            "json_extract(value, '$[1]') AS present, json_extract(value, '$[2]') AS name "
-            "FROM json_each(?)) AS j WHERE entries.phone = j.phone",
-            (json.dumps(sent),),
+        # keyed updates in one executemany: primary-key hits, cheaper than decoding the batch
+        # again with json_each/json_extract in SQL
+        self.db.executemany(
+            "UPDATE entries SET ack = ?2, ack_name = ?3, queued = 0, "
+            "dirty = (want != ?2 OR (want = 1 AND want_name IS NOT ?3 "
+            "AND want_name IS NOT NULL)) WHERE phone = ?1",
+            sent,
         )
-        self.db.execute(
-            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
-            "AND phone IN (SELECT value FROM json_each(?))",
-            (json.dumps([p for p, _, _ in sent]),),
-        )
+        # only a destroyed number can end up neither wanted nor held by the server
+        gone = [p for p, present, _ in sent if not present]
+        if gone:
+            self.db.execute(
+                "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+                "AND phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(gone),),
+            )
 
     def acknowledge_force(self) -> None:
         """A force upload made the server's book exactly what we want."""
@@ -351,6 +378,11 @@ class LocalStore:
 
     def clear_outbox(self) -> None:
         self.db.execute("DELETE FROM outbox")
+
+
+def _e164_list(phones: Sequence[str]) -> str:
+    """JSON of a list of E.164 numbers (nothing in them needs escaping), without json.dumps."""
+    return '["' + '","'.join(phones) + '"]' if phones else "[]"
 
 
 class _Tx:
