@@ -164,20 +164,20 @@ class LocalStore:
         if not keys:
             return set()
         arg = json.dumps(list(keys))
-        phones = {
-            row[0]
-            for row in self.db.execute(
-                "SELECT phone FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))",
+        # the numbers come from the records themselves: contact_phones is keyed by number
+        # first, and finding a record's rows there by key alone would read the whole table
+        pairs = list(
+            self.db.execute(
+                "SELECT j.value, c.key FROM contacts c, json_each(c.phones) j "
+                "WHERE c.key IN (SELECT value FROM json_each(?))",
                 (arg,),
             )
-        }
-        self.db.execute(
-            "DELETE FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))", (arg,)
         )
+        self.db.executemany("DELETE FROM contact_phones WHERE phone = ? AND key = ?", pairs)
         self.db.execute(
             "DELETE FROM contacts WHERE key IN (SELECT value FROM json_each(?))", (arg,)
         )
-        return phones
+        return {phone for phone, _ in pairs}
 
     def add_contacts(
         self, rows: Sequence[tuple[str, str, str | None, list[str], list[Any] | None]]
