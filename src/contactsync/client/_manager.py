@@ -53,6 +53,7 @@ log = logging.getLogger("contactsync.client")
 ProgressCallback = Callable[[SyncProgress], None]
 _CHUNK = 5_000  # records parsed and stored per step, bounding memory for huge books
 _BIG_SCAN = 20_000
+_FIRST_CHUNK = 1_000  # a first sync's first chunk (the next ones double, up to _CHUNK)
 
 
 def default_state_dir() -> Path:
@@ -76,7 +77,7 @@ class ContactsManager:
         region: str | None = None,
         device_id: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 1_000,
+        batch_size: int = 5_000,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
         on_progress: ProgressCallback | None = None,
@@ -464,7 +465,9 @@ class ContactsManager:
         failure: list[ClientError],
     ) -> set[str]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # bounds memory on huge books
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        # chunks handed over and not yet taken: bounds memory on huge books
+        slots = threading.Semaphore(2)
         stop = threading.Event()
         region = self.region or ""
         chunk_size = min(_CHUNK, self.batch_size)
@@ -472,7 +475,12 @@ class ContactsManager:
         cached = store.has_numbers(region)
 
         def put(item: Any) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+            # the hand-over never waits for the event loop: while the loop stores one chunk
+            # (synchronous SQLite work), this thread goes on with the next
+            while not slots.acquire(timeout=0.05):
+                if stop.is_set():
+                    return
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def produce() -> None:
             try:
@@ -480,6 +488,10 @@ class ContactsManager:
                 try:
                     seen: set[str] = set()
                     chunk: list[tuple[str, Any]] = []
+                    # a first sync sends each chunk as it is stored: the first is small so the
+                    # server starts early, the next ones double (fewer, larger requests cost
+                    # the server less)
+                    size = min(chunk_size, _FIRST_CHUNK) if send else chunk_size
                     for key, record in self.source.scan():
                         if stop.is_set():
                             return
@@ -487,9 +499,10 @@ class ContactsManager:
                         if key in known:
                             continue
                         chunk.append((key, record))
-                        if len(chunk) >= chunk_size:
+                        if len(chunk) >= size:
                             put(self._prepare(reader if cached else None, region, chunk))
                             chunk = []
+                            size = min(chunk_size, size * 2)
                     if chunk:
                         put(self._prepare(reader if cached else None, region, chunk))
                     put(seen)
@@ -522,6 +535,7 @@ class ContactsManager:
         try:
             while True:
                 item = await queue.get()
+                slots.release()
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, set):
@@ -553,10 +567,7 @@ class ContactsManager:
                 sending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sending
-            while not worker.done():  # unblock a worker waiting to hand over a chunk
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-                await asyncio.sleep(0.005)
+            slots.release(2)  # unblock a worker waiting to hand over a chunk
             with contextlib.suppress(Exception):
                 await worker
 
