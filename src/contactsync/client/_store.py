@@ -146,9 +146,11 @@ class LocalStore:
     def cache_numbers(
         self, region: str, results: Iterable[tuple[str, str | None, str | None]]
     ) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO numbers (raw, region, e164, reason) VALUES (?, ?, ?, ?)",
-            ((raw, region, e164, reason) for raw, e164, reason in results),
+        self.db.execute(
+            "INSERT OR REPLACE INTO numbers (raw, region, e164, reason) "
+            "SELECT json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]'), "
+            "json_extract(value, '$[2]') FROM json_each(?1)",
+            (_json(list(results)), region),
         )
 
     # --- contacts ----------------------------------------------------------------------
@@ -213,38 +215,25 @@ class LocalStore:
         if not wanted:
             return
         arg = json.dumps(wanted)
-        holders: dict[str, tuple[str, str | None]] = {}
-        for phone, cid, name in self.db.execute(
-            "SELECT cp.phone, c.id, c.name FROM contact_phones cp "
-            "JOIN contacts c ON c.key = cp.key WHERE cp.phone IN (SELECT value FROM json_each(?))",
-            (arg,),
-        ):
-            best = holders.get(phone)
-            # one name per number: the named contact with the smallest id, so the choice is
-            # stable across scans
-            if best is None or (name is not None and (best[1] is None or cid < best[0])):
-                holders[phone] = (cid, name)
-        # a new row has nothing acknowledged, so it is dirty exactly when it is wanted
-        self.db.executemany(
+        # one name per number: the named contact with the smallest id, so the choice is stable
+        # across scans; a new row has nothing acknowledged, so it is dirty exactly when wanted
+        self.db.execute(
             "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
-            "VALUES (?1, ?2, ?3, 0, NULL, ?2) ON CONFLICT (phone) DO UPDATE SET "
+            "SELECT phone, held, name, 0, NULL, held FROM (SELECT w.value AS phone, "
+            "EXISTS (SELECT 1 FROM contact_phones cp WHERE cp.phone = w.value) AS held, "
+            "(SELECT c.name FROM contact_phones cp JOIN contacts c ON c.key = cp.key "
+            "WHERE cp.phone = w.value AND c.name IS NOT NULL ORDER BY c.id LIMIT 1) AS name "
+            "FROM json_each(?) w) WHERE true ON CONFLICT (phone) DO UPDATE SET "
             "want = excluded.want, want_name = excluded.want_name, "
             "dirty = (excluded.want != ack OR (excluded.want = 1 AND "
             "excluded.want_name IS NOT ack_name AND excluded.want_name IS NOT NULL))",
-            (
-                (p, 1 if p in holders else 0, holders[p][1] if p in holders else None)
-                for p in wanted
-            ),
+            (arg,),
         )
-        # only a number no contact holds any more can be left wanted by no one and unknown to
-        # the server (a first sync's chunks hold every number they refresh: nothing to delete)
-        orphans = [p for p in wanted if p not in holders]
-        if orphans:
-            self.db.execute(
-                "DELETE FROM entries WHERE want = 0 AND ack = 0 "
-                "AND phone IN (SELECT value FROM json_each(?))",
-                (json.dumps(orphans),),
-            )
+        self.db.execute(
+            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+            "AND phone IN (SELECT value FROM json_each(?))",
+            (arg,),
+        )
 
     def seed_server_book(self, book: Iterable[tuple[str, str | None]]) -> None:
         """What the server already holds (read once for a new store), as acknowledged."""
@@ -266,13 +255,13 @@ class LocalStore:
             if not phones:
                 return []
             arg = json.dumps(list(phones))
-            rows = list(
-                self.db.execute(
-                    "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0 "
-                    "AND phone IN (SELECT value FROM json_each(?))",
-                    (arg,),
-                )
-            )
+            # one row of JSON: cheaper than fetching a row per entry
+            found = self.db.execute(
+                "SELECT json_group_array(json_array(phone, want, want_name)) FROM entries "
+                "WHERE dirty = 1 AND queued = 0 AND phone IN (SELECT value FROM json_each(?))",
+                (arg,),
+            ).fetchone()[0]
+            rows = [(phone, want, name) for phone, want, name in json.loads(found)]
             if rows:
                 self.db.execute(
                     "UPDATE entries SET queued = 1 WHERE dirty = 1 AND queued = 0 "
@@ -383,6 +372,12 @@ class LocalStore:
 def _e164_list(phones: Sequence[str]) -> str:
     """JSON of a list of E.164 numbers (nothing in them needs escaping), without json.dumps."""
     return '["' + '","'.join(phones) + '"]' if phones else "[]"
+
+
+def _json(value: Any) -> str:
+    """Rows handed to SQLite as one JSON array (read back with json_each): one statement
+    instead of an executemany step per row."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _Tx:
