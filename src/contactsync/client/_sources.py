@@ -160,9 +160,13 @@ class VCardSource(_FileSource):
                 return SourceProblem(label, "unreadable_file", "the file cannot be read")
             return SourceProblem(where(), "malformed_vcard", "BEGIN:VCARD without END:VCARD")
         text = decode_card(body)
-        # without a UID the content is the identity: an edit reads as remove + add, which
-        # gives the same address book on the server
-        return parse_card(text, fallback_id=f"{label}#{content_key(text)[:16]}", where=where)
+
+        def fallback_id() -> str:
+            # without a UID the content is the identity: an edit reads as remove + add, which
+            # gives the same address book on the server (hashed only for such cards)
+            return f"{label}#{content_key(text)[:16]}"
+
+        return parse_card(text, fallback_id=fallback_id, where=where)
 
 
 class CsvSource(_FileSource):

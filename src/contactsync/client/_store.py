@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +163,11 @@ class LocalStore:
     def cache_numbers(
         self, region: str, results: Iterable[tuple[str, str | None, str | None]]
     ) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO numbers (raw, region, e164, reason) VALUES (?, ?, ?, ?)",
-            ((raw, region, e164, reason) for raw, e164, reason in results),
+        self.db.execute(
+            "INSERT OR REPLACE INTO numbers (raw, region, e164, reason) "
+            "SELECT json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]'), "
+            "json_extract(value, '$[2]') FROM json_each(?1)",
+            (_json(list(results)), region),
         )
 
     # --- contacts ----------------------------------------------------------------------
@@ -181,20 +183,20 @@ class LocalStore:
         if not keys:
             return set()
         arg = json.dumps(list(keys))
-        phones = {
-            row[0]
-            for row in self.db.execute(
-                "SELECT phone FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))",
+        # the numbers come from the records themselves: contact_phones is keyed by number
+        # first, and finding a record's rows there by key alone would read the whole table
+        pairs = list(
+            self.db.execute(
+                "SELECT j.value, c.key FROM contacts c, json_each(c.phones) j "
+                "WHERE c.key IN (SELECT value FROM json_each(?))",
                 (arg,),
             )
-        }
-        self.db.execute(
-            "DELETE FROM contact_phones WHERE key IN (SELECT value FROM json_each(?))", (arg,)
         )
+        self.db.executemany("DELETE FROM contact_phones WHERE phone = ? AND key = ?", pairs)
         self.db.execute(
             "DELETE FROM contacts WHERE key IN (SELECT value FROM json_each(?))", (arg,)
         )
-        return phones
+        return {phone for phone, _ in pairs}
 
     def add_contacts(
         self, rows: Sequence[tuple[str, str, str | None, list[str], list[Any] | None]]
@@ -204,7 +206,7 @@ class LocalStore:
             "INSERT OR REPLACE INTO contacts (key, id, name, phones, invalid) "
             "VALUES (?, ?, ?, ?, ?)",
             (
-                (key, cid, name, json.dumps(phones), json.dumps(bad) if bad else None)
+                (key, cid, name, _e164_list(phones), json.dumps(bad) if bad else None)
                 for key, cid, name, phones, bad in rows
             ),
         )
@@ -230,28 +232,19 @@ class LocalStore:
         if not wanted:
             return
         arg = json.dumps(wanted)
-        holders: dict[str, tuple[str, str | None]] = {}
-        for phone, cid, name in self.db.execute(
-            "SELECT cp.phone, c.id, c.name FROM contact_phones cp "
-            "JOIN contacts c ON c.key = cp.key WHERE cp.phone IN (SELECT value FROM json_each(?))",
-            (arg,),
-        ):
-            best = holders.get(phone)
-            # one name per number: the named contact with the smallest id, so the choice is
-            # stable across scans
-            if best is None or (name is not None and (best[1] is None or cid < best[0])):
-                holders[phone] = (cid, name)
-        # a new row has nothing acknowledged, so it is dirty exactly when it is wanted
-        self.db.executemany(
+        # one name per number: the named contact with the smallest id, so the choice is stable
+        # across scans; a new row has nothing acknowledged, so it is dirty exactly when wanted
+        self.db.execute(
             "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
-            "VALUES (?1, ?2, ?3, 0, NULL, ?2) ON CONFLICT (phone) DO UPDATE SET "
+            "SELECT phone, held, name, 0, NULL, held FROM (SELECT w.value AS phone, "
+            "EXISTS (SELECT 1 FROM contact_phones cp WHERE cp.phone = w.value) AS held, "
+            "(SELECT c.name FROM contact_phones cp JOIN contacts c ON c.key = cp.key "
+            "WHERE cp.phone = w.value AND c.name IS NOT NULL ORDER BY c.id LIMIT 1) AS name "
+            "FROM json_each(?) w) WHERE true ON CONFLICT (phone) DO UPDATE SET "
             "want = excluded.want, want_name = excluded.want_name, "
             "dirty = (excluded.want != ack OR (excluded.want = 1 AND "
             "excluded.want_name IS NOT ack_name AND excluded.want_name IS NOT NULL))",
-            (
-                (p, 1 if p in holders else 0, holders[p][1] if p in holders else None)
-                for p in wanted
-            ),
+            (arg,),
         )
         self.db.execute(
             "DELETE FROM entries WHERE want = 0 AND ack = 0 "
@@ -269,8 +262,30 @@ class LocalStore:
         )
         self.db.execute(f"UPDATE entries SET dirty = {_DIRTY}")
 
-    def take_dirty_entries(self) -> list[tuple[str, int, str | None]]:
-        """The differences not yet in the outbox, marked as queued."""
+    def take_dirty_entries(
+        self, phones: Collection[str] | None = None
+    ) -> list[tuple[str, int, str | None]]:
+        """The differences not yet in the outbox, marked as queued; with `phones`, only
+        those among these numbers (a first sync plans each chunk's numbers as it is stored,
+        without going through every entry still in flight)."""
+        if phones is not None:
+            if not phones:
+                return []
+            arg = json.dumps(list(phones))
+            # one row of JSON: cheaper than fetching a row per entry
+            found = self.db.execute(
+                "SELECT json_group_array(json_array(phone, want, want_name)) FROM entries "
+                "WHERE dirty = 1 AND queued = 0 AND phone IN (SELECT value FROM json_each(?))",
+                (arg,),
+            ).fetchone()[0]
+            rows = [(phone, want, name) for phone, want, name in json.loads(found)]
+            if rows:
+                self.db.execute(
+                    "UPDATE entries SET queued = 1 WHERE dirty = 1 AND queued = 0 "
+                    "AND phone IN (SELECT value FROM json_each(?))",
+                    (arg,),
+                )
+            return rows
         rows = list(
             self.db.execute(
                 "SELECT phone, want, want_name FROM entries WHERE dirty = 1 AND queued = 0"
@@ -294,21 +309,22 @@ class LocalStore:
 
     def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
         """The server applied these (phone, present, name): record them as its state."""
-        # one set-based statement for the whole batch
-        self.db.execute(
-            "UPDATE entries SET ack = j.present, ack_name = j.name, queued = 0, "
-            "dirty = (entries.want != j.present OR (entries.want = 1 AND "
-            "entries.want_name IS NOT j.name AND entries.want_name IS NOT NULL)) "
-            "FROM (SELECT json_extract(value, '$[0]') AS phone, "
-            "json_extract(value, '$[1]') AS present, json_extract(value, '$[2]') AS name "
-            "FROM json_each(?)) AS j WHERE entries.phone = j.phone",
-            (json.dumps(sent),),
+        # keyed updates in one executemany: primary-key hits, cheaper than decoding the batch
+        # again with json_each/json_extract in SQL
+        self.db.executemany(
+            "UPDATE entries SET ack = ?2, ack_name = ?3, queued = 0, "
+            "dirty = (want != ?2 OR (want = 1 AND want_name IS NOT ?3 "
+            "AND want_name IS NOT NULL)) WHERE phone = ?1",
+            sent,
         )
-        self.db.execute(
-            "DELETE FROM entries WHERE want = 0 AND ack = 0 "
-            "AND phone IN (SELECT value FROM json_each(?))",
-            (json.dumps([p for p, _, _ in sent]),),
-        )
+        # only a destroyed number can end up neither wanted nor held by the server
+        gone = [p for p, present, _ in sent if not present]
+        if gone:
+            self.db.execute(
+                "DELETE FROM entries WHERE want = 0 AND ack = 0 "
+                "AND phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(gone),),
+            )
 
     def acknowledge_force(self) -> None:
         """A force upload made the server's book exactly what we want."""
@@ -513,6 +529,17 @@ def stored_view(view: dict[str, Any]) -> dict[str, Any]:
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in message.items() if k != "device_id"}
+
+
+def _e164_list(phones: Sequence[str]) -> str:
+    """JSON of a list of E.164 numbers (nothing in them needs escaping), without json.dumps."""
+    return '["' + '","'.join(phones) + '"]' if phones else "[]"
+
+
+def _json(value: Any) -> str:
+    """Rows handed to SQLite as one JSON array (read back with json_each): one statement
+    instead of an executemany step per row."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _Tx:

@@ -20,9 +20,12 @@ from contactsync.client._models import Contact, SourceProblem
 __all__ = ["card_bytes", "decode_bytes", "decode_card", "split_cards", "parse_card", "line_at"]
 
 _END = re.compile(rb"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
-_END_ANY = re.compile(rb"END:VCARD", re.I)
 _BEGIN_LINE = re.compile(rb"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
 _ESCAPES = re.compile(r"\\([\\,;:nN])")
+
+
+# the properties contact sync reads (BEGIN and END inside a card send it to vobject)
+_READ = frozenset(("TEL", "FN", "N", "ORG", "UID", "BEGIN", "END"))
 
 
 class _Unsupported(Exception):
@@ -89,9 +92,14 @@ def split_cards(data: bytes) -> Iterator[tuple[int, bytes | None]]:
 def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
     """The same for the usual file (upper-case BEGIN/END lines, one card after another) with
     plain byte-string operations; None when the file is anything else."""
-    if data.count(b"END:VCARD") != len(_END_ANY.findall(data)):
+    # an END line in another case is split by the general path (bytes.upper() changes only
+    # ASCII letters, like re.I on bytes, and is several times faster than searching with it)
+    if data.count(b"END:VCARD") != data.upper().count(b"END:VCARD"):
         return None
     pieces = data.split(b"END:VCARD")
+    uniform = _split_uniform(data, pieces)
+    if uniform is not None:
+        return uniform
     starts: list[int] = []
     for piece in pieces[:-1]:
         begin = piece.find(b"BEGIN:VCARD")
@@ -124,12 +132,47 @@ def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
     return cards()
 
 
+def _split_uniform(data: bytes, pieces: list[bytes]) -> Iterator[tuple[int, bytes]] | None:
+    """The cards of a file written by a program: every card is exactly BEGIN:VCARD, its
+    lines, END:VCARD, one line ending throughout, no blank lines between cards. A few
+    whole-list checks replace the per-card searches of the general case (a resync reads the
+    whole file again, so this is most of what a resync after a few edits costs)."""
+    count = len(pieces) - 1
+    if count == 0:
+        return None
+    eol = b"\r\n" if pieces[0].startswith(b"BEGIN:VCARD\r\n") else b"\n"
+    first = b"BEGIN:VCARD" + eol
+    later = eol + first
+    middle = pieces[1:-1]
+    if (
+        data.count(b"BEGIN:VCARD") != count
+        or not pieces[0].startswith(first)
+        or not all([p.startswith(later) for p in middle])
+        or not all([p.endswith(b"\n") for p in pieces[:-1]])
+        or pieces[-1] not in (b"", eol)
+    ):
+        return None
+
+    def cards() -> Iterator[tuple[int, bytes]]:
+        yield 0, pieces[0][len(first) :]
+        offset = len(pieces[0]) + 9 + len(eol)  # where the next BEGIN:VCARD starts
+        skip = len(later)
+        for piece in middle:
+            yield offset, piece[skip:]
+            offset += len(piece) + 9
+
+    return cards()
+
+
 def line_at(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def parse_card(body: str, *, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
-    """The contact in one card body (the text between BEGIN and END)."""
+def parse_card(
+    body: str, *, fallback_id: str | Callable[[], str], where: Callable[[], str]
+) -> Contact | SourceProblem:
+    """The contact in one card body (the text between BEGIN and END). `fallback_id` (or the
+    function giving it, called only for a card without UID) identifies a card without UID."""
     try:
         return _fast(body, fallback_id)
     except _Unsupported:
@@ -238,11 +281,28 @@ def _tel(value: str) -> str:
     return value
 
 
-def _fast(body: str, fallback_id: str) -> Contact:
+def _fast(body: str, fallback_id: str | Callable[[], str]) -> Contact:
     uid = fn = org = n_raw = None
     phones: list[str] = []
     for line in _unfold(body):
-        name, params, raw = _split(line)
+        colon = line.find(":")
+        if colon <= 0:
+            raise _Unsupported(line)
+        head = line[:colon]
+        if '"' in head:
+            name, params, raw = _split(line)
+        else:
+            # the name first: a property the sync does not read (VERSION, EMAIL, ADR, …)
+            # is skipped before its parameters are parsed, and one without parameters
+            # (UID, FN) needs no parsing at all
+            semi = head.find(";")
+            name = (head if semi < 0 else head[:semi]).rsplit(".", 1)[-1].strip().upper()
+            if name not in _READ:
+                continue
+            if semi < 0:
+                params, raw = {}, line[colon + 1 :]
+            else:
+                name, params, raw = _split(line)
         if name == "TEL":
             number = _tel(_value(params, raw))
             if number:
@@ -257,7 +317,11 @@ def _fast(body: str, fallback_id: str) -> Contact:
             uid = _value(params, raw).strip() or uid
         elif name in ("BEGIN", "END"):
             raise _Unsupported(name)  # nested cards (AGENT) are vobject's business
-    return Contact(uid or fallback_id, fn or _n_name(n_raw) or org, tuple(phones))
+    return Contact(uid or _id(fallback_id), fn or _n_name(n_raw) or org, tuple(phones))
+
+
+def _id(fallback_id: str | Callable[[], str]) -> str:
+    return fallback_id if isinstance(fallback_id, str) else fallback_id()
 
 
 def _n_name(raw: str | None) -> str | None:
@@ -270,7 +334,9 @@ def _n_name(raw: str | None) -> str | None:
     return " ".join(p for p in (prefix, given, additional, family, suffix) if p) or None
 
 
-def _with_vobject(body: str, fallback_id: str, where: Callable[[], str]) -> Contact | SourceProblem:
+def _with_vobject(
+    body: str, fallback_id: str | Callable[[], str], where: Callable[[], str]
+) -> Contact | SourceProblem:
     import vobject  # only for the odd card, so an ordinary sync never pays its import
 
     text = "BEGIN:VCARD\r\n" + body.strip("\r\n") + "\r\nEND:VCARD\r\n"
@@ -283,4 +349,4 @@ def _with_vobject(body: str, fallback_id: str, where: Callable[[], str]) -> Cont
         uid = str(card.uid.value).strip() if "uid" in card.contents else None
     except Exception as exc:  # vobject raises many unrelated types on garbage
         return SourceProblem(where(), "malformed_vcard", f"unreadable vCard: {exc}"[:200])
-    return Contact(uid or fallback_id, name, tuple(_tel(p) for p in phones))
+    return Contact(uid or _id(fallback_id), name, tuple(_tel(p) for p in phones))

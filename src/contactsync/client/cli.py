@@ -113,7 +113,7 @@ def sync(
     device_id: DeviceId = None,
     state: State = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the server's book")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 1_000,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 5_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
 ) -> None:
     """Sync an address book file or folder to the server (only what changed)."""
