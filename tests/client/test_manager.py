@@ -130,6 +130,19 @@ async def test_a_new_store_removes_what_the_server_has_but_the_device_does_not(
     assert sorted(await book(api, me)) == ["+14155551000", "+14155551001"]
 
 
+async def test_a_new_store_sends_no_removal_for_a_number_later_in_the_scan(
+    api: Api, managers: Factory, tmp_path: Path
+) -> None:
+    _, me = await api.user_with_token(ME)
+    await managers(MemorySource(people(4)), me, state_dir=tmp_path / "one").sync()
+    # a reinstall whose first chunk holds none of the server's numbers: removals wait for the
+    # end of the scan, so 1002 and 1003 (read later) are neither removed nor added again
+    source = MemorySource(people(2, start=4) + people(2, start=2) + people(2, start=6))
+    metrics = await managers(source, me, state_dir=tmp_path / "two", batch_size=2).sync()
+    assert (metrics.deleted, metrics.created, metrics.batches) == (2, 4, 3)
+    assert sorted(await book(api, me)) == [f"+1415555{n}" for n in range(1002, 1008)]
+
+
 async def test_denied_access_uploads_and_deletes_nothing(api: Api, managers: Factory) -> None:
     _, me = await api.user_with_token(ME)
     source = MemorySource(people(3))

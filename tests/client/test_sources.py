@@ -14,6 +14,7 @@ from contactsync.client import (
     VCardSource,
     open_source,
 )
+from contactsync.client._vcard import line_at, split_cards
 
 V21 = (
     "BEGIN:VCARD\r\n"
@@ -129,6 +130,19 @@ def test_folder_of_vcards_and_stable_keys(tmp_path: Path) -> None:
     write(folder / "a.vcf", V30.replace("0102", "0109"))
     keys3 = [k for k, _ in source.scan()]
     assert keys3[1] == keys1[1] and keys3[0] != keys1[0]
+
+
+def test_files_written_by_programs_split_like_any_other() -> None:
+    cards = [V30, V30.replace("abc-1", "abc-2"), "BEGIN:VCARD\nEND:VCARD\n"]
+    for eol in ("\n", "\r\n"):
+        uniform = "".join(cards).replace("\n", eol).encode()
+        # the same cards with a blank line between them take the general path
+        spaced = eol.join(cards).replace("\n", eol).encode()
+        got = list(split_cards(uniform))
+        assert [body for _, body in got] == [body for _, body in split_cards(spaced)]
+        assert [body for _, body in got] == [c[12:-10].replace("\n", eol).encode() for c in cards]
+        assert [line_at(uniform, offset) for offset, _ in got] == [1, 10, 19]
+        assert all(uniform[offset:].startswith(b"BEGIN:VCARD") for offset, _ in got)
 
 
 def test_identical_cards_get_distinct_keys(tmp_path: Path) -> None:

@@ -232,14 +232,15 @@ class LocalStore:
         if not wanted:
             return
         arg = json.dumps(wanted)
-        # one name per number: the named contact with the smallest id, so the choice is stable
-        # across scans; a new row has nothing acknowledged, so it is dirty exactly when wanted
+        # one name per number: the named contact with the smallest id (then key), so the
+        # choice is stable across scans; a new row has nothing acknowledged, so it is dirty
+        # exactly when it is wanted
         self.db.execute(
             "INSERT INTO entries (phone, want, want_name, ack, ack_name, dirty) "
             "SELECT phone, held, name, 0, NULL, held FROM (SELECT w.value AS phone, "
             "EXISTS (SELECT 1 FROM contact_phones cp WHERE cp.phone = w.value) AS held, "
             "(SELECT c.name FROM contact_phones cp JOIN contacts c ON c.key = cp.key "
-            "WHERE cp.phone = w.value AND c.name IS NOT NULL ORDER BY c.id LIMIT 1) AS name "
+            "WHERE cp.phone = w.value AND c.name IS NOT NULL ORDER BY c.id, c.key LIMIT 1) AS name "
             "FROM json_each(?) w) WHERE true ON CONFLICT (phone) DO UPDATE SET "
             "want = excluded.want, want_name = excluded.want_name, "
             "dirty = (excluded.want != ack OR (excluded.want = 1 AND "
