@@ -222,7 +222,7 @@ class Conversations:
             try:
                 await self._post(store, cid, client_msg_id, body)
             except ApiError as exc:
-                if exc.status == 429 or exc.status >= 500 or exc.status == 401:
+                if not exc.refused:
                     raise
                 # refused for good (blocked, left the conversation, too large): it can never
                 # be sent, so it is dropped rather than retried forever
@@ -354,7 +354,7 @@ class Conversation:
         try:
             return await self._owner._post(store, self.id, client_msg_id, body)
         except ApiError as exc:
-            if exc.status < 500 and exc.status not in (401, 429):
+            if exc.refused:
                 with store.transaction():
                     store.drop_outgoing(client_msg_id)
             raise

@@ -23,6 +23,12 @@ class ApiError(ClientError):
         self.message = message
         self.details = details
 
+    @property
+    def refused(self) -> bool:
+        """Refused for good: the same request can never succeed (a 4xx other than 401, which a
+        new token may cure, and 429, which time cures), so it is dropped, not retried."""
+        return 400 <= self.status < 500 and self.status not in (401, 429)
+
 
 class AuthError(ApiError):
     """401: the token is missing, wrong or revoked."""

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -531,7 +530,7 @@ class ContactsManager:
         region = self.region or ""
         chunk_size = min(_CHUNK, self.batch_size)
         # a first sync on a new store has nothing cached: skip the look-ups
-        cache = store.db if store.has_numbers(region) else None
+        cached = store.has_numbers(region)
 
         # a sender task drains the outbox while this loop reads and stores the next chunk
         wake = asyncio.Event()
@@ -561,7 +560,7 @@ class ContactsManager:
             while True:
                 done = await self._read(records, seen, known, chunk, size)
                 if chunk:
-                    rows, fresh = await self._prepare_in_slices(cache, region, chunk)
+                    rows, fresh = await self._prepare_in_slices(cached, region, chunk)
                     chunk = []
                     size = min(chunk_size, size * 2)
                     with store.transaction():
@@ -617,7 +616,7 @@ class ContactsManager:
         return True
 
     async def _prepare_in_slices(
-        self, cache: sqlite3.Connection | None, region: str, chunk: list[tuple[str, Any]]
+        self, cached: bool, region: str, chunk: list[tuple[str, Any]]
     ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
         """`_prepare` a few hundred records at a time, giving the loop a turn in between:
         parsing and normalising is the client's CPU-bound part, and it runs on the event loop
@@ -626,21 +625,21 @@ class ContactsManager:
         rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
         fresh: list[Any] = []
         for i in range(0, len(chunk), _PREPARE_SLICE):
-            part_rows, part_fresh = self._prepare(cache, region, chunk[i : i + _PREPARE_SLICE])
+            part_rows, part_fresh = self._prepare(cached, region, chunk[i : i + _PREPARE_SLICE])
             rows += part_rows
             fresh += part_fresh
             await asyncio.sleep(0)
         return rows, fresh
 
     def _prepare(
-        self, reader: sqlite3.Connection | None, region: str, chunk: list[tuple[str, Any]]
+        self, cached: bool, region: str, chunk: list[tuple[str, Any]]
     ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
         """Parse records and normalise their numbers (cache first): rows for the store."""
         parsed: list[tuple[str, Contact | SourceProblem]] = [
             (key, self.source.parse(record)) for key, record in chunk
         ]
         raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
-        results = {} if reader is None else self._store().cached_numbers(list(raws), region, reader)
+        results = self._store().cached_numbers(list(raws), region) if cached else {}
         fresh = []
         for raw in raws:
             if raw not in results:
@@ -719,9 +718,9 @@ class ContactsManager:
                         self._plan(store, force)
                     await self._send_outbox(store, metrics)
                     return
-                if exc.status in (401, 429) or exc.status >= 500:
+                if not exc.refused:
                     raise
-                # refused for good (a 4xx other than the above): drop it, the entries stay
+                # refused for good (ApiError.refused): drop it, the entries stay
                 # dirty for the next run, and report them as failed
                 metrics.failed += len(body["contacts"])
                 metrics.error = str(exc)

@@ -53,7 +53,7 @@ class Preferences:
             try:
                 current = await self.api.request("PUT", _PATH, json_body=pending)
             except ApiError as exc:
-                if exc.status < 500 and exc.status not in (401, 429):
+                if exc.refused:
                     # refused (an unknown key, a wrong type): the server changed nothing,
                     # and neither does the device
                     store.put("preferences_pending", None)

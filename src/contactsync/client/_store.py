@@ -138,10 +138,6 @@ class LocalStore:
 
     # --- normalisation cache -----------------------------------------------------------
 
-    def reader(self) -> sqlite3.Connection:
-        """A second connection for another thread (WAL lets it read while this one writes)."""
-        return sqlite3.connect(self.path, check_same_thread=False)
-
     def has_numbers(self, region: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM numbers WHERE region = ? LIMIT 1", (region,)).fetchone()
@@ -149,11 +145,11 @@ class LocalStore:
         )
 
     def cached_numbers(
-        self, raws: Sequence[str], region: str, conn: sqlite3.Connection | None = None
+        self, raws: Sequence[str], region: str
     ) -> dict[str, tuple[str | None, str | None]]:
         if not raws:
             return {}
-        rows = (conn or self.db).execute(
+        rows = self.db.execute(
             "SELECT raw, e164, reason FROM numbers WHERE region = ? "
             "AND raw IN (SELECT value FROM json_each(?))",
             (region, json.dumps(list(raws))),
@@ -332,19 +328,7 @@ class LocalStore:
         self.db.execute("DELETE FROM entries WHERE want = 0")
         self.db.execute("UPDATE entries SET ack = 1, ack_name = want_name, dirty = 0, queued = 0")
 
-    def forget_server_state(self) -> None:
-        self.db.execute("DELETE FROM entries WHERE want = 0")
-        self.db.execute("UPDATE entries SET ack = 0, ack_name = NULL, dirty = 1")
-
     # --- outbox ------------------------------------------------------------------------
-
-    def outbox(self) -> list[tuple[int, str, bool, bool, dict[str, Any]]]:
-        return [
-            (seq, batch_id, bool(force), bool(final), json.loads(body))
-            for seq, batch_id, force, final, body in self.db.execute(
-                "SELECT seq, batch_id, force, final, body FROM outbox ORDER BY seq"
-            )
-        ]
 
     def next_outbox(self, after: int) -> tuple[int, str, bool, bool, dict[str, Any]] | None:
         """The oldest batch after `after` (one at a time: a big outbox stays on disk)."""
