@@ -34,7 +34,15 @@ from contactsync.errors import (
 )
 from contactsync.server import cursors
 from contactsync.server.context import Tx
-from contactsync.server.services import addressbook, app_settings, events, policy, profiles, users
+from contactsync.server.services import (
+    addressbook,
+    app_settings,
+    discovery,
+    events,
+    policy,
+    profiles,
+    users,
+)
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import relations
 from contactsync.server.store.tables import users as users_table
@@ -506,8 +514,6 @@ async def attach_late(tx: Tx, joined: Sequence[users.User]) -> None:
     blind to the other's uncommitted rows: the registration's attach misses the relation, and
     the relation's look-up misses the user. Each side therefore looks again in a follow-up
     transaction after its own commit (`Tx.then`); whichever commits last sees the other."""
-    from contactsync.server.services import discovery  # it builds on this module's table
-
     for user in joined:
         owners = await attach_pending(tx, user)
         await discovery.on_relations_attached_late(tx, user, owners)
