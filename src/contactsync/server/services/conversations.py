@@ -399,6 +399,22 @@ async def create(
             "joined_seq": 0,
         }
     )
+    admin = creator if kind == "group" else None
+    await _announce_created(tx, base, all_ids, consent, joined_seq=0, admin=admin)
+    return await view(tx, conversation_id, creator), True
+
+
+async def _announce_created(
+    tx: Tx,
+    base: dict[str, Any],
+    user_ids: Iterable[int],
+    consent: dict[int, str],
+    *,
+    joined_seq: int,
+    admin: int | None = None,
+) -> None:
+    """conversation.created to each of these new members who has not denied it, carrying the
+    conversation as that member sees it."""
     await events.append(
         tx,
         [
@@ -409,15 +425,15 @@ async def create(
                     "conversation": {
                         **base,
                         "consent": consent[uid],
-                        "role": "admin" if (uid == creator and kind == "group") else "member",
+                        "role": "admin" if uid == admin else "member",
+                        "joined_seq": joined_seq,
                     }
                 },
             )
-            for uid in all_ids
+            for uid in user_ids
             if consent[uid] != "denied"
         ],
     )
-    return await view(tx, conversation_id, creator), True
 
 
 async def _insert_conversation(tx: Tx, values: dict[str, Any]) -> int | None:
@@ -555,25 +571,7 @@ async def add_members(
     await _announce_update(tx, m.id, states, {**data, "seq": seq})
     member_list = (await members_of(tx, [m.id]))[m.id]
     base = for_event({**m.wire(member_list), "last_seq": seq, "updated_at": tx.now})
-    await events.append(
-        tx,
-        [
-            events.NewEvent(
-                uid,
-                "conversation.created",
-                {
-                    "conversation": {
-                        **base,
-                        "consent": consent[uid],
-                        "role": "member",
-                        "joined_seq": since,
-                    }
-                },
-            )
-            for uid in new_ids
-            if consent[uid] != "denied"
-        ],
-    )
+    await _announce_created(tx, base, new_ids, consent, joined_seq=since)
     return await view(tx, conversation_id, actor)
 
 
