@@ -136,6 +136,20 @@ class StoreUnavailable(ApiError):
     message = "The database is not reachable."
 
 
+class Overloaded(ApiError):
+    """The server is too busy to take the request now; it changed nothing. Retry after."""
+
+    code = "overloaded"
+    status = 503
+    message = "The server is busy; try again shortly."
+
+    def __init__(self, retry_after: int = 1, message: str | None = None, **kwargs: Any) -> None:
+        retry_after = max(1, int(retry_after))
+        kwargs.setdefault("details", {"retry_after": retry_after})
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        self.retry_after = retry_after
+
+
 class Blocked(Forbidden):
     code = "blocked"
     message = "One of you has blocked the other."
