@@ -9,6 +9,12 @@ Address books repeat the same numbers constantly (across syncs, devices and user
 libphonenumber costs tens of microseconds a number, so results are kept in a bounded LRU cache
 keyed by (raw, region). Numbers already in E.164 — what the SDK sends — take a cheaper path that
 skips the region logic but still validates.
+
+Phone books outlive numbering plans. A number libphonenumber refuses that an old-form rule of
+:mod:`contactsync.phone_variants` maps to a valid current number ("+52 1 55 1234 5678", Mexico
+before 2019) is accepted and rewritten to it (`Normalized.rewritten`); :func:`variants` gives
+the other current forms that may be the same line ("+54 11 …" and "+54 9 11 …"), which
+matching looks up too. Both cost nothing for a number without rules.
 """
 
 from __future__ import annotations
@@ -21,12 +27,17 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
+from contactsync import phone_variants
+from contactsync.phone_variants import variants
+
 __all__ = [
     "REASONS",
     "InvalidNumber",
     "Normalized",
     "normalize",
     "try_normalize",
+    "variants",
+    "canonical_and_variants",
     "region_of",
     "valid_region",
     "mask",
@@ -70,10 +81,12 @@ class InvalidNumber(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """Outcome of normalising one raw string: `e164` on success, else `reason`."""
+    """Outcome of normalising one raw string: `e164` on success, else `reason`. `rewritten`
+    says an old form was read as the current number it became (phone_variants)."""
 
     e164: str | None
     reason: str | None = None
+    rewritten: bool = False
 
 
 def valid_region(region: str | None) -> str | None:
@@ -102,7 +115,16 @@ def try_normalize(raw: str, region: str | None = None) -> Normalized:
     if not isinstance(raw, str):
         return _FAILED["not_a_number"]
     found = _cached(raw, region.upper() if region else None)
-    return _FAILED[found[1:]] if found[0] == "!" else Normalized(found)
+    if found[0] == "+":
+        return Normalized(found)
+    return _FAILED[found[1:]] if found[0] == "!" else Normalized(found[1:], None, True)
+
+
+def canonical_and_variants(raw: str, region: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The canonical E.164 of `raw` (old forms rewritten) and the other numbers that may be
+    the same line. Raises :class:`InvalidNumber` as :func:`normalize` does."""
+    e164 = normalize(raw, region)
+    return e164, variants(e164)
 
 
 # One shared result per failure reason.
@@ -111,10 +133,13 @@ _FAILED = {reason: Normalized(None, reason) for reason in REASONS}
 
 @lru_cache(maxsize=200_000)
 def _cached(raw: str, region: str | None) -> str:
-    # The cache holds plain strings ("+E164", or "!reason"): strings are invisible to the
-    # cyclic garbage collector, 200,000 result objects would add ~20 ms to every full pass.
+    # The cache holds plain strings ("+E164", "~+E164" when rewritten, or "!reason"): strings
+    # are invisible to the cyclic garbage collector, 200,000 result objects would add ~20 ms
+    # to every full pass.
     result = _uncached(raw, region)
-    return result.e164 if result.e164 is not None else "!" + (result.reason or "invalid_number")
+    if result.e164 is None:
+        return "!" + (result.reason or "invalid_number")
+    return "~" + result.e164 if result.rewritten else result.e164
 
 
 def _uncached(raw: str, region: str | None) -> Normalized:
@@ -123,17 +148,31 @@ def _uncached(raw: str, region: str | None) -> Normalized:
     text = raw.strip()
     if _E164.fullmatch(text):
         return _validate_e164(text)
-    result = _validate(text, region)
+    result, number = _validate(text, region)
     if result.e164 is None:
         # "00" is the international prefix almost everywhere, but libphonenumber only reads
         # it so when the region's own prefix is 00; an "00 44 …" number in a US phone book
         # would otherwise never match.
         digits = text.lstrip(" (")
+        retried = None
         if digits.startswith("00") and not digits.startswith("000"):
-            retry = _validate("+" + digits[2:], None)
+            retry, retried = _validate("+" + digits[2:], None)
             if retry.e164 is not None:
                 return retry
+        for parsed in (number, retried):
+            if parsed is not None and (old := _old_form(parsed)) is not None:
+                return old
     return result
+
+
+def _old_form(number: PhoneNumber) -> Normalized | None:
+    """A refused number that an old-form rule maps to a valid current one, rewritten."""
+    country_code = number.country_code or 0
+    if not phone_variants.has_old_forms(country_code):
+        return None
+    nsn = phonenumbers.national_significant_number(number)
+    current = phone_variants.rewrite(country_code, nsn)
+    return None if current is None else Normalized(current, None, True)
 
 
 def _validate_e164(text: str) -> Normalized:
@@ -150,22 +189,31 @@ def _validate_e164(text: str) -> Normalized:
                 number.number_of_leading_zeros = zeros
             if phonenumbers.is_valid_number(number):
                 return Normalized(text)
-            # Not valid as written: let the full path give the precise reason.
-            return _validate(text, None)
+            # Not valid as written: the full path gives the precise reason (or the old form).
+            return _full(text)
     return Normalized(None, "invalid_country_code")
 
 
-def _validate(text: str, region: str | None) -> Normalized:
+def _full(text: str) -> Normalized:
+    """The full path for a number with its country code: parse, validate, old forms."""
+    result, parsed = _validate(text, None)
+    if result.e164 is None and parsed is not None:
+        return _old_form(parsed) or result
+    return result
+
+
+def _validate(text: str, region: str | None) -> tuple[Normalized, PhoneNumber | None]:
+    """The outcome, and the parsed number when there was one (for the old-form rules)."""
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
-        return Normalized(None, _PARSE_REASON.get(exc.error_type, "not_a_number"))
+        return Normalized(None, _PARSE_REASON.get(exc.error_type, "not_a_number")), None
     possible = phonenumbers.is_possible_number_with_reason(number)
     if possible != ValidationResult.IS_POSSIBLE and possible in _POSSIBLE_REASON:
-        return Normalized(None, _POSSIBLE_REASON[possible])
+        return Normalized(None, _POSSIBLE_REASON[possible]), number
     if not phonenumbers.is_valid_number(number):
-        return Normalized(None, "invalid_number")
-    return Normalized(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+        return Normalized(None, "invalid_number"), number
+    return Normalized(phonenumbers.format_number(number, PhoneNumberFormat.E164)), number
 
 
 @lru_cache(maxsize=50_000)
@@ -189,3 +237,4 @@ def cache_clear() -> None:
     """Forget cached results (benchmarks measure the cold path with it)."""
     _cached.cache_clear()
     region_of.cache_clear()
+    phone_variants.cache_clear()
