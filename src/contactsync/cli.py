@@ -109,7 +109,7 @@ def db_upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> No
         settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def run() -> set[str]:
-        db = Database.from_url(settings.resolved_database_url())
+        db = Database.from_settings(settings)
         try:
             await migrate.upgrade(db)
             return await migrate.current(db)

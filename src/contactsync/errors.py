@@ -131,9 +131,18 @@ class OtpTooManyAttempts(ApiError):
 
 
 class StoreUnavailable(ApiError):
+    """The database did not answer in time or the connection to it was lost; the request
+    changed nothing (its transaction never committed). Retry after."""
+
     code = "store_unavailable"
     status = 503
     message = "The database is not reachable."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2, **kwargs: Any) -> None:
+        retry_after = max(1, int(retry_after))
+        kwargs.setdefault("details", {"retry_after": retry_after})
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        self.retry_after = retry_after
 
 
 class Overloaded(ApiError):

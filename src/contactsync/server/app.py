@@ -75,7 +75,7 @@ def create_app(
     otp_sender: OtpSender | None = None,
     migrate_on_start: bool = True,
 ) -> FastAPI:
-    database = db or Database.from_url(settings.resolved_database_url())
+    database = db or Database.from_settings(settings)
     if database.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     # A scrape-only bearer token for GET /metrics (the admin key works too).
     metrics_token: SecretStr | None = None
     max_body_bytes: int = 4 * 1024 * 1024
+    # Every wait on the database is bounded (seconds): opening a connection, one statement
+    # (a database that stops answering ends the request with 503 store_unavailable), and
+    # waiting for a free connection of the pool (503 overloaded). Pool: size + overflow.
+    db_connect_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 10.0
+    db_pool_timeout_seconds: float = 1.0
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"
     otp_webhook_url: str | None = None

@@ -5,9 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from contactsync.errors import StoreUnavailable
 from contactsync.server.http.deps import Ctx
+from contactsync.server.http.errors import error_response
 
 router = APIRouter(tags=["health"])
+
+# A load balancer's probe gives up after a few seconds: answer well within them, also when
+# the database hangs rather than refuses.
+READY_TIMEOUT_SECONDS = 1.5
 
 
 @router.get("/healthz")
@@ -17,9 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(ctx: Ctx) -> JSONResponse:
-    if await ctx.db.ping():
+    if await ctx.db.ping(READY_TIMEOUT_SECONDS):
         return JSONResponse({"status": "ok", "database": ctx.db.dialect})
-    return JSONResponse(
-        {"error": {"code": "store_unavailable", "message": "The database is not reachable."}},
-        status_code=503,
-    )
+    error = StoreUnavailable()
+    return error_response(error.status, error.code, error.message, error.details, error.headers)

@@ -1,17 +1,38 @@
-"""The database handle: an async engine plus the per-dialect details kept in one place."""
+"""The database handle: an async engine plus the per-dialect details kept in one place.
+
+Every wait on the database is bounded, and what goes wrong in the driver is translated here,
+at the store boundary, into the two errors a client may see (both 503 with Retry-After; the
+request changed nothing):
+- no free connection in the pool within `pool_timeout` -> `Overloaded`;
+- no connection within `connect_timeout` (server down or not answering), a statement not
+  answered within `command_timeout`, a connection lost mid-transaction -> `StoreUnavailable`.
+A connection that timed out or broke is thrown away without another word to the server (a
+ROLLBACK on a hung server would hang as long again), so the pool heals by itself when the
+database answers again: no restart needed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from contactsync.errors import StoreUnavailable
+from contactsync.errors import Overloaded, StoreUnavailable
+
+if TYPE_CHECKING:
+    from contactsync.server.config import Settings
+
+# What a driver raises when the server is gone or silent (asyncpg's command and connect
+# timeouts are plain TimeoutErrors, which are OSErrors too).
+_LOST = (OperationalError, OSError, ConnectionError, TimeoutError)
 
 
 class Database:
@@ -21,27 +42,76 @@ class Database:
     busy timeout instead of failing when a read lock cannot be upgraded.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 1.0,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # Checking a connection out may wait for the pool, ping a pooled connection and open
+        # a new one: bounded as a whole.
+        self.acquire_timeout = pool_timeout + connect_timeout
+        self._ping: asyncio.Task[bool] | None = None
         if self.is_sqlite:
             _configure_sqlite(engine)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Database:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        command_timeout: float | None = 10.0,
+        pool_timeout: float = 1.0,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        **kwargs: Any,
+    ) -> Database:
+        if not _in_memory(url):
+            kwargs.setdefault("pool_timeout", pool_timeout)
+            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("max_overflow", max_overflow)
         if url.startswith("sqlite"):
+            # SQLite's own wait is its busy timeout (writers queue on the file lock).
             kwargs.setdefault("connect_args", {"timeout": 30})
         else:
             # Our hot statements take whole arrays of numbers; a cached generic plan cannot
             # know the array's size and can pick a nested loop that costs seconds, so plan
             # each execution with its real parameters (well under a millisecond).
             kwargs.setdefault(
-                "connect_args", {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
+                "connect_args",
+                {
+                    "server_settings": {"plan_cache_mode": "force_custom_plan"},
+                    # asyncpg: `timeout` bounds opening a connection, `command_timeout` every
+                    # statement (BEGIN, COMMIT and the pool's ping included)
+                    "timeout": connect_timeout,
+                    "command_timeout": command_timeout,
+                    "connection_class": _asyncpg_connection_class(),
+                },
             )
-            kwargs.setdefault("pool_size", 10)
-            kwargs.setdefault("max_overflow", 20)
             kwargs.setdefault("pool_pre_ping", True)
-        return cls(create_async_engine(url, **kwargs))
+        engine = create_async_engine(url, **kwargs)
+        return cls(engine, connect_timeout=connect_timeout, pool_timeout=pool_timeout)
+
+    def without_command_timeout(self) -> Database:
+        """A one-connection sibling whose statements may run as long as they take (schema
+        migrations on a big table); the caller disposes of it."""
+        url = self.engine.url.render_as_string(hide_password=False)
+        return Database.from_url(url, command_timeout=None, pool_size=1, max_overflow=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls.from_url(
+            settings.resolved_database_url(),
+            connect_timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -57,30 +127,56 @@ class Database:
         async with self._transaction(write=False) as conn:
             yield conn
 
-    @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _connect(self) -> AsyncConnection:
         conn = self.engine.connect()
         try:
-            await conn.start()
-        except (DBAPIError, OSError, ConnectionError) as exc:
-            # Any failure to get a connection (server down, database gone, auth) is the
-            # store being unavailable, not a bug in the request.
+            async with asyncio.timeout(self.acquire_timeout):
+                await conn.start()
+        except PoolTimeout as exc:
+            # Every connection is busy: the server has more requests than it can serve.
+            raise Overloaded() from exc
+        except (DBAPIError, *_LOST) as exc:
+            # Any failure to get a connection (server down or silent, database gone, auth)
+            # is the store being unavailable, not a bug in the request.
             raise StoreUnavailable() from exc
+        return conn
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        conn = await self._connect()
         try:
             if write:
                 conn = await conn.execution_options(contactsync_write=True)
-            async with conn.begin():
+            transaction = await conn.begin()
+            try:
                 yield conn
-        except (OperationalError, OSError, ConnectionError) as exc:
+            except BaseException as exc:
+                # A broken or silent connection gets no ROLLBACK (see `_discard`).
+                if not _lost(exc) and transaction.is_active:
+                    await transaction.rollback()
+                raise
+            await transaction.commit()
+        except (DBAPIError, *_LOST) as exc:
+            if not _lost(exc):
+                raise  # a constraint and the like: the service's to handle
+            await _discard(conn)
             raise StoreUnavailable() from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable() from exc
-            raise
         finally:
             await conn.close()
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout: float = 1.5) -> bool:
+        """Whether the database answers `SELECT 1` within `timeout` seconds. A slow ping is
+        left to finish on its own (bounded by the timeouts above), and callers meanwhile
+        share it: a readiness probe every second during an outage opens no pile of them."""
+        loop = asyncio.get_running_loop()
+        if self._ping is None or self._ping.done() or self._ping.get_loop() is not loop:
+            self._ping = loop.create_task(self._select_one())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ping), timeout)
+        except TimeoutError:
+            return False
+
+    async def _select_one(self) -> bool:
         try:
             async with self.read() as conn:
                 await conn.execute(sa.text("SELECT 1"))
@@ -89,7 +185,49 @@ class Database:
             return False
 
     async def dispose(self) -> None:
+        if self._ping is not None and not self._ping.done():
+            self._ping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ping
         await self.engine.dispose()
+
+
+def _asyncpg_connection_class() -> type:
+    """asyncpg's connection, closed without a goodbye once a command of it timed out.
+
+    After a timeout asyncpg sends the server a cancel request and a graceful close waits for
+    it; SQLAlchemy closes an invalidated connection gracefully, for up to 2 s. A server that
+    let the command time out will not answer either, so the request would end seconds after
+    its command timeout instead of at it.
+    """
+    import asyncpg
+
+    class Connection(asyncpg.Connection):  # type: ignore[misc]
+        async def close(self, *, timeout: float | None = None) -> None:
+            if getattr(self, "_cancellations", None):
+                self.terminate()
+                return
+            await super().close(timeout=timeout)
+
+    return Connection
+
+
+def _in_memory(url: str) -> bool:
+    """An in-memory SQLite database: one shared connection, no pool to size."""
+    return url.startswith("sqlite") and (url.rstrip("/").endswith(":") or ":memory:" in url)
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection is unusable: the server went silent or away under it."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError)
+    return isinstance(exc, _LOST)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Throw a broken or silent connection away (see `_asyncpg_connection_class`)."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -28,8 +28,14 @@ async def upgrade(db: Database, revision: str = "heads") -> None:
     def run(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
 
-    async with db.write() as conn:
-        await conn.run_sync(run)
+    # A migration may rewrite a big table: no per-statement timeout for it.
+    target = db if db.is_sqlite else db.without_command_timeout()
+    try:
+        async with target.write() as conn:
+            await conn.run_sync(run)
+    finally:
+        if target is not db:
+            await target.dispose()
 
 
 async def current(db: Database) -> set[str]:
