@@ -129,6 +129,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         admin_key=ADMIN_KEY,
         otp_sender="memory",
+        # Tests fire bursts of concurrent requests on a shared, loaded machine: let them wait
+        # for a pooled connection (the 1 s default answers 503 overloaded: tests/faults/).
+        db_pool_timeout_seconds=30,
     )
 
 

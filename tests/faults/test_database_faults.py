@@ -102,6 +102,8 @@ async def test_a_stopped_database_is_503_at_once_and_cut_connections_heal(
     no_error_logged(caplog)
 
 
+# (PostgreSQL only: SQLite waits for a pooled connection as long as for its file lock)
+@postgresql_only
 async def test_a_full_pool_is_503_overloaded_with_retry_after(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

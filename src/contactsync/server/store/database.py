@@ -3,7 +3,8 @@
 Every wait on the database is bounded, and what goes wrong in the driver is translated here,
 at the store boundary, into the two errors a client may see (both 503 with Retry-After; the
 request changed nothing):
-- no free connection in the pool within `pool_timeout` -> `Overloaded`;
+- no free connection in the pool within `pool_timeout` -> `Overloaded` (on SQLite, whose
+  writers queue on the file lock for its busy timeout, within that);
 - no connection within `connect_timeout` (server down or not answering), a statement not
   answered within `command_timeout`, a connection lost mid-transaction -> `StoreUnavailable`.
 A connection that timed out or broke is thrown away without another word to the server (a
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 # What a driver raises when the server is gone or silent (asyncpg's command and connect
 # timeouts are plain TimeoutErrors, which are OSErrors too).
+SQLITE_BUSY_SECONDS = 30
+
 _LOST = (OperationalError, OSError, ConnectionError, TimeoutError)
 
 
@@ -71,12 +74,14 @@ class Database:
         **kwargs: Any,
     ) -> Database:
         if not _in_memory(url):
-            kwargs.setdefault("pool_timeout", pool_timeout)
             kwargs.setdefault("pool_size", pool_size)
             kwargs.setdefault("max_overflow", max_overflow)
         if url.startswith("sqlite"):
-            # SQLite's own wait is its busy timeout (writers queue on the file lock).
-            kwargs.setdefault("connect_args", {"timeout": 30})
+            # Writers queue on SQLite's file lock for up to its busy timeout anyway: a burst
+            # of them waits as long for a pooled connection instead of failing after one
+            # second (the embedded database serves one process).
+            pool_timeout = SQLITE_BUSY_SECONDS
+            kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_SECONDS})
         else:
             # Our hot statements take whole arrays of numbers; a cached generic plan cannot
             # know the array's size and can pick a nested loop that costs seconds, so plan
@@ -93,6 +98,8 @@ class Database:
                 },
             )
             kwargs.setdefault("pool_pre_ping", True)
+        if not _in_memory(url):
+            kwargs.setdefault("pool_timeout", pool_timeout)
         engine = create_async_engine(url, **kwargs)
         return cls(engine, connect_timeout=connect_timeout, pool_timeout=pool_timeout)
 
@@ -241,7 +248,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
