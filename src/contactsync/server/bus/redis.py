@@ -6,6 +6,15 @@ wake-ups travel through Redis, so a lost message costs latency, never an event: 
 (re)subscription every local socket is woken once, because messages may have been missed while
 the subscription was down.
 
+Redis failing never sits on the request path. `publish()` wakes local sockets at once and
+hands the rest to a background publisher (a bounded set of pending wake-ups, coalesced per
+user; after a failure it waits `retry_seconds` before trying again, and keeps what is pending).
+The subscription pings Redis every `health_interval`; no answer within another interval and
+the bus counts as down (so does a failed publish): while it is down every local socket re-reads
+its log every `poll_interval`, so an event written through another process arrives within
+about two seconds without Redis. When Redis answers again the subscription is renewed, every
+local socket re-reads once, and the polling stops.
+
 Presence: each process keeps the set of users it holds a socket for in a Redis set with a TTL
 (`<ns>:presence:<process>`) and lists itself in a sorted set of live processes scored by
 expiry (`<ns>:procs`). A process that dies simply stops refreshing, and its entries vanish
@@ -25,6 +34,7 @@ import uuid
 from collections.abc import Collection, Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from contactsync.server.bus.memory import MemoryBus, MemoryWatch
@@ -32,6 +42,7 @@ from contactsync.server.bus.memory import MemoryBus, MemoryWatch
 log = logging.getLogger("contactsync.bus")
 
 _ERRORS = (RedisError, OSError, ConnectionError, TimeoutError)
+_USERS_PER_MESSAGE = 1000
 
 
 class RedisBus(MemoryBus):
@@ -44,6 +55,9 @@ class RedisBus(MemoryBus):
         namespace: str = "contactsync",
         presence_ttl: float = 15.0,
         retry_seconds: float = 1.0,
+        health_interval: float = 1.0,
+        poll_interval: float = 1.0,
+        max_pending: int = 10_000,
     ) -> None:
         super().__init__()
         self.url = url
@@ -51,13 +65,20 @@ class RedisBus(MemoryBus):
         self.process_id = uuid.uuid4().hex[:12]
         self.presence_ttl = presence_ttl
         self.retry_seconds = retry_seconds
+        self.health_interval = health_interval
+        self.poll_interval = poll_interval
+        self.max_pending = max_pending
         self._redis: aioredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty: set[int] = set()
         self._dirty_event = asyncio.Event()
+        self._pending: dict[int, int] = {}  # wake-ups the publisher has not sent yet
+        self._pending_event = asyncio.Event()
         self._publish_down_until = 0.0
+        self._publish_warned_until = 0.0
         self._presence_warned_until = 0.0
         self.subscribed = asyncio.Event()
+        self.polls = 0  # log re-reads while the bus was down (tests, metrics)
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -77,12 +98,19 @@ class RedisBus(MemoryBus):
     async def start(self) -> None:
         # Short timeouts: a Redis that hangs must not hold up requests for long.
         self._redis = aioredis.Redis.from_url(
-            self.url, socket_timeout=2.0, socket_connect_timeout=1.0
+            self.url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._tasks = [
             asyncio.create_task(self._listen(), name="bus-listen"),
+            asyncio.create_task(self._publisher(), name="bus-publish"),
+            asyncio.create_task(self._poll_while_down(), name="bus-poll"),
             asyncio.create_task(self._presence_loop(), name="bus-presence"),
         ]
+
+    @property
+    def down(self) -> bool:
+        """Whether wake-ups from other processes may not be reaching this one now."""
+        return not self.subscribed.is_set() or time.monotonic() < self._publish_down_until
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -105,49 +133,112 @@ class RedisBus(MemoryBus):
     # --- publishing ----------------------------------------------------------------------
 
     async def publish(self, latest: Mapping[int, int]) -> None:
-        # Local sockets first and directly: they need no round trip through Redis.
+        # Local sockets first and directly: they need no round trip through Redis. The rest
+        # goes out in the background: a slow or silent Redis must not hold up the request.
         self.deliver_local(latest)
-        if self._redis is None or time.monotonic() < self._publish_down_until:
+        if self._redis is None:
             return
-        message = json.dumps({"p": self.process_id, "u": [[u, s] for u, s in latest.items()]})
-        try:
-            await self._redis.publish(self.channel, message)
-        except _ERRORS as exc:
-            # Skip Redis for a moment rather than make every request wait on a dead server;
-            # the events are committed and other processes' clients catch up on reconnect.
-            self._publish_down_until = time.monotonic() + self.retry_seconds
-            log.warning("bus: publish failed (%s); other processes wake later", type(exc).__name__)
+        pending = self._pending
+        for user_id, seq in latest.items():
+            if seq > pending.get(user_id, 0):
+                pending[user_id] = seq
+        if len(pending) > self.max_pending:
+            # Redis has been failing for a while: the other processes know (their own pings
+            # go unanswered) and read their sockets' logs meanwhile.
+            pending.clear()
+        self._pending_event.set()
+
+    async def _publisher(self) -> None:
+        assert self._redis is not None
+        while True:
+            await self._pending_event.wait()
+            wait = self._publish_down_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._pending_event.clear()
+            batch, self._pending = self._pending, {}
+            items = list(batch.items())
+            try:
+                for i in range(0, len(items), _USERS_PER_MESSAGE):
+                    chunk = items[i : i + _USERS_PER_MESSAGE]
+                    message = json.dumps({"p": self.process_id, "u": chunk})
+                    await self._redis.publish(self.channel, message)
+            except _ERRORS as exc:
+                # Keep what was not sent (newer seqs win) and try again after a pause.
+                for user_id, seq in batch.items():
+                    if seq > self._pending.get(user_id, 0):
+                        self._pending[user_id] = seq
+                self._publish_down_until = time.monotonic() + self.retry_seconds
+                self._pending_event.set()
+                if time.monotonic() >= self._publish_warned_until:
+                    self._publish_warned_until = time.monotonic() + 30
+                    log.warning("bus: publish failed (%s); retrying", type(exc).__name__)
+
+    async def _poll_while_down(self) -> None:
+        """While the bus is down, every local socket re-reads its log now and then (one
+        batched statement for all of them, see services/feed.py)."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if self.down and self._watches:
+                self.polls += 1
+                self.deliver_local(dict.fromkeys(self.watched_users(), 0))
 
     async def _listen(self) -> None:
         delay = self.retry_seconds
         while True:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=1.0, health_check_interval=10
-            )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)
+            pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
-                delay = self.retry_seconds
-                self.subscribed.set()
-                # Messages may have been missed while we were not subscribed: everyone here
-                # re-reads the log once.
-                self.deliver_local(dict.fromkeys(self.watched_users(), 0))
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message["data"])
+                async with asyncio.timeout(self.health_interval + 1.0):
+                    await pubsub.subscribe(self.channel)
+                await self._receive(pubsub)
             except asyncio.CancelledError:
                 raise
             except _ERRORS as exc:
-                self.subscribed.clear()
-                log.warning("bus: subscription lost (%s); retrying", type(exc).__name__)
+                if self.subscribed.is_set():
+                    self.subscribed.clear()
+                    delay = self.retry_seconds
+                    log.warning("bus: subscription lost (%s); retrying", type(exc).__name__)
+                    # the sockets here read their logs at once, then every poll_interval
+                    self.deliver_local(dict.fromkeys(self.watched_users(), 0))
+                else:
+                    delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(*_ERRORS, RuntimeError):
-                    await pubsub.aclose()
+                    async with asyncio.timeout(1.0):
+                        await pubsub.aclose()
                 with contextlib.suppress(*_ERRORS, RuntimeError):
-                    await client.aclose()
+                    async with asyncio.timeout(1.0):
+                        await client.aclose()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Messages until Redis goes silent: a ping every `health_interval`, and nothing heard
+        for two of them (not even the pong) ends the subscription."""
+        loop = asyncio.get_running_loop()
+        heard = next_ping = loop.time()
+        while True:
+            now = loop.time()
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + self.health_interval
+            if now - heard > 2 * self.health_interval:
+                raise TimeoutError("Redis did not answer the subscription's ping")
+            message = await pubsub.get_message(timeout=self.health_interval / 4)
+            if message is None:
+                continue
+            heard = loop.time()
+            kind = message.get("type")
+            if kind == "subscribe":
+                self._subscribed()
+            elif kind == "message":
+                self._on_message(message["data"])
+
+    def _subscribed(self) -> None:
+        self.subscribed.set()
+        # Messages may have been missed while we were not subscribed: everyone here re-reads
+        # the log once.
+        self.deliver_local(dict.fromkeys(self.watched_users(), 0))
 
     def _on_message(self, data: bytes | str) -> None:
         try:
@@ -225,8 +316,8 @@ class RedisBus(MemoryBus):
     async def online(self, user_ids: Collection[int]) -> set[int]:
         here = await super().online(user_ids)
         rest = [u for u in user_ids if u not in here]
-        if not rest or self._redis is None:
-            return here
+        if not rest or self._redis is None or self.down:
+            return here  # (asked inside write transactions: never wait on a Redis that is down)
         try:
             now_ms = int(time.time() * 1000)
             procs = await self._redis.zrangebyscore(self.procs_key, now_ms, "+inf")
