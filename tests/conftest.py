@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +34,17 @@ PG_ADMIN_URL = os.environ.get(
     "CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
+TESTS = Path(__file__).parent
+# Tests that run real server processes, CLI subprocesses or a browser: left out of the fast
+# loop (`scripts/test -m "not slow"`), which keeps the unit and in-process API tests.
+SLOW_FOLDERS = ("e2e", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(TESTS).parts
+        if parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
 
 
 def pg_url(name: str) -> str:
@@ -56,29 +69,86 @@ async def _migrate(url: str) -> None:
 
 
 class Templates:
-    """Migrated template databases, made on first use and dropped at the end of the session."""
+    """Migrated template databases, made on first use and dropped at the end of the session.
+
+    On PostgreSQL, copies of the template are made ahead and dropped behind by a thread of
+    their own (a copy and a drop cost about 0.2 s each, mostly waiting on the server's disk),
+    so a test gets a fresh database without waiting for either.
+    """
+
+    READY = 2
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.sqlite: Path | None = None
         self.pg: str | None = None
+        self._lock = threading.Lock()
+        self._ready: queue.Queue[str] = queue.Queue()
+        self._work: queue.Queue[str | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def sqlite_template(self) -> Path:
-        if self.sqlite is None:
-            path = self.root / "template.db"
-            asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
-            self.sqlite = path
-        return self.sqlite
+        with self._lock:
+            if self.sqlite is None:
+                path = self.root / "template.db"
+                asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+                self.sqlite = path
+            return self.sqlite
 
     def pg_template(self) -> str:
-        if self.pg is None:
-            name = f"cs_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-            asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
-            asyncio.run(_migrate(pg_url(name).replace("postgresql://", "postgresql+asyncpg://")))
-            self.pg = name
-        return self.pg
+        with self._lock:
+            if self.pg is None:
+                name = f"cs_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+                asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
+                asyncio.run(
+                    _migrate(pg_url(name).replace("postgresql://", "postgresql+asyncpg://"))
+                )
+                self.pg = name
+            return self.pg
+
+    def pg_database(self) -> str:
+        """A fresh copy of the PostgreSQL template; give it back with `pg_release`."""
+        template = self.pg_template()
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._run, args=(template,), name="pg-copies", daemon=True
+                )
+                self._worker.start()
+                for _ in range(self.READY):
+                    self._work.put("")  # "" asks for one more copy
+        self._work.put("")
+        return self._ready.get(timeout=120)
+
+    def pg_release(self, name: str) -> None:
+        self._work.put(name)
+
+    def _run(self, template: str) -> None:
+        async def main() -> None:
+            conn = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                while (item := await asyncio.to_thread(self._work.get)) is not None:
+                    if item:
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{item}" WITH (FORCE)')
+                    else:
+                        name = f"cs_t_{uuid.uuid4().hex[:12]}"
+                        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                        self._ready.put(name)
+            finally:
+                await conn.close()
+
+        asyncio.run(main())
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._work.put(None)
+            self._worker.join(60)
+            leftovers = []
+            while not self._ready.empty():
+                leftovers.append(self._ready.get())
+            asyncio.run(
+                _pg_exec(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in leftovers))
+            )
         if self.pg is not None:
             asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{self.pg}" WITH (FORCE)'))
 
@@ -103,13 +173,11 @@ async def db_url(backend: str, templates: Templates, tmp_path: Path) -> AsyncIte
         shutil.copyfile(await asyncio.to_thread(templates.sqlite_template), path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    template = await asyncio.to_thread(templates.pg_template)
-    name = f"cs_t_{uuid.uuid4().hex[:12]}"
-    await _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    name = await asyncio.to_thread(templates.pg_database)
     try:
         yield pg_url(name).replace("postgresql://", "postgresql+asyncpg://")
     finally:
-        await _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        templates.pg_release(name)
 
 
 @pytest.fixture

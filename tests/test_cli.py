@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 
@@ -19,6 +20,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     result = run("db", "upgrade", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -32,6 +34,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert again.returncode == 0 and again.stdout == result.stdout
 
 
+@pytest.mark.slow
 def test_bad_settings_are_reported_not_traced(tmp_path: Path) -> None:
     result = run("db", "upgrade", "--database-url", "mysql://nope", cwd=tmp_path)
     assert result.returncode != 0

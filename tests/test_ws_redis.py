@@ -18,8 +18,9 @@ from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.services import push
 from tests.live import Live, emit, eventually, recv, recv_events, serve
+from tests.workers import redis_url
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()
 
 
 @contextlib.asynccontextmanager

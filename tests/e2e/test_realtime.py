@@ -22,10 +22,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess, free_port
+from tests.workers import redis_url
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+SHARED_REDIS = redis_url()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,47 @@
+"""What each pytest-xdist worker owns, so no test depends on another running beside it.
+
+`scripts/test` runs the suite across the machine's cores. Every worker gets its own migrated
+template databases (named by process id in conftest), its own temp folders (pytest's basetemp
+per worker), its own Redis database number and its own range of TCP ports, below the kernel's
+ephemeral range so that no outgoing connection of another worker can take one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+PORTS_START = 20000
+PORTS_PER_WORKER = 1500
+REDIS_DATABASES = 16  # Redis's default number of logical databases
+
+
+def worker_index() -> int:
+    """0 for a serial run or xdist's gw0, N for gwN."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def redis_url() -> str:
+    """This worker's Redis database on the machine's Redis (pub/sub channels are namespaced by
+    each test database's instance id on top of that)."""
+    return f"redis://127.0.0.1:6379/{worker_index() % REDIS_DATABASES}"
+
+
+_next_port = 0
+
+
+def free_port() -> int:
+    """A loopback port no other worker hands out and nothing listens on right now."""
+    global _next_port
+    start = PORTS_START + (worker_index() * PORTS_PER_WORKER) % (32000 - PORTS_START)
+    for _ in range(PORTS_PER_WORKER):
+        port = start + _next_port
+        _next_port = (_next_port + 1) % PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's range")
