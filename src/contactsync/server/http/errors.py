@@ -54,16 +54,40 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "model_type")
+
+
+def _body_problem(request: Request, exc: RequestValidationError) -> str | None:
+    """What is wrong with the body as a whole (not JSON, or not an object), in words that say
+    what to send instead; None when the problem is in its fields."""
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if not loc or loc[0] != "body":
+            continue
+        if err.get("type") == "json_invalid":
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            reason = (err.get("ctx") or {}).get("error") or "cannot be parsed"
+            return f"The body is not valid JSON ({reason}{where})."
+        if len(loc) == 1 and err.get("type") in _NOT_AN_OBJECT:
+            declared = request.headers.get("content-type")
+            if declared and declared.split(";")[0].strip().lower() != "application/json":
+                return (
+                    "The body must be a JSON object sent with Content-Type: application/json "
+                    f"(this request declared {declared})."
+                )
+            return "The body must be a JSON object ({...})."
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(
-            422, "invalid_request", "The request is not valid.", _validation_details(exc)
-        )
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _body_problem(request, exc) or "The request is not valid."
+        return error_response(422, "invalid_request", message, _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

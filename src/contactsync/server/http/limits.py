@@ -1,10 +1,23 @@
-"""A request-body size limit enforced while the body streams in, before anything parses it."""
+"""The gate every request body passes: a size limit enforced while the body streams in, before
+anything parses it, and the API's bodies read as JSON whatever the client declared.
+
+`curl -d '{…}'` (no -H) declares `application/x-www-form-urlencoded`; the API takes only JSON,
+so on /v1/ a body declared as a form, or not declared at all, is read as JSON instead of being
+refused with a puzzling "Input should be a valid dictionary". The console's forms are not
+under /v1/ and keep their type.
+"""
 
 from __future__ import annotations
 
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_FORM = b"application/x-www-form-urlencoded"
+
+
+def _read_as_json(declared: bytes | None) -> bool:
+    return declared is None or declared.split(b";", 1)[0].strip().lower() == _FORM
 
 
 class BodySizeLimit:
@@ -17,6 +30,11 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        if scope["path"].startswith("/v1/") and _read_as_json(headers.get(b"content-type")):
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope.get("headers") or [] if k != b"content-type"
+            ] + [(b"content-type", b"application/json")]
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
