@@ -3,7 +3,9 @@
 Google writes "Name" or "First Name"/"Last Name" and pairs of "Phone N - Type|Label" and
 "Phone N - Value" columns, several numbers in one cell joined by " ::: ". Outlook writes
 "First Name", "Middle Name", "Last Name" and one column per kind of phone ("Mobile Phone",
-"Business Phone", "Home Phone 2", …). Any other column whose header names a phone is read too.
+"Business Phone", "Home Phone 2", …), in the language of the user's Outlook ("Vorname",
+"Mobiltelefon", "Téléphone domicile"…). Any other column whose header names a phone is read
+too. Excel's `sep=;` first line sets the delimiter.
 """
 
 from __future__ import annotations
@@ -16,13 +18,46 @@ from contactsync.client._models import Contact, SourceProblem
 
 __all__ = ["CsvLayout", "read_rows"]
 
-_NAME = ("name", "display name", "full name", "file as")
-_FIRST = ("first name", "given name")
-_MIDDLE = ("middle name", "additional name")
-_LAST = ("last name", "family name")
-_ORG = ("organization name", "organization 1 - name", "company")
+# English first, then the headers of localised Outlook and contacts-export apps (de, fr, es,
+# it, pt, nl)
+_NAME = ("name", "display name", "full name", "file as", "anzeigename", "nom complet")
+_FIRST = ("first name", "given name", "first", "vorname", "prénom", "nombre", "nome", "voornaam")
+_MIDDLE = ("middle name", "additional name", "weitere vornamen", "deuxième prénom")
+_LAST = (
+    "last name",
+    "family name",
+    "last",
+    "nachname",
+    "nom",
+    "apellidos",
+    "apellido",
+    "cognome",
+    "sobrenome",
+    "achternaam",
+)
+_ORG = ("organization name", "organization 1 - name", "company", "firma", "société", "empresa")
 _ID = ("uid", "id", "contact id")
-_PHONE_WORDS = ("phone", "mobile", "pager", "callback", "telephone", "fax")
+_PHONE_WORDS = (
+    "phone",
+    "mobile",
+    "pager",
+    "callback",
+    "telephone",
+    "telefon",
+    "mobil",
+    "handy",
+    "téléphone",
+    "portable",
+    "teléfono",
+    "móvil",
+    "celular",
+    "telefone",
+    "telefono",
+    "cellulare",
+    "telefoon",
+    "mobiel",
+    "fax",
+)
 
 
 class CsvLayout:
@@ -76,7 +111,13 @@ def read_rows(text: str) -> tuple[CsvLayout | None, Iterator[tuple[int, list[str
     sample = text[:4096]
     delimiter = ","
     first_line = sample.split("\n", 1)[0]
-    if first_line.count(";") > first_line.count(",") and first_line.count(";") > 0:
+    skipped = 0
+    sep = first_line.strip().lower()
+    if sep.startswith("sep=") and len(sep) == 5:  # Excel: "sep=;" names the delimiter
+        delimiter = first_line.strip()[4]
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        skipped = 1
+    elif first_line.count(";") > first_line.count(",") and first_line.count(";") > 0:
         delimiter = ";"  # European Excel and Outlook locales
     elif first_line.count("\t") > first_line.count(","):
         delimiter = "\t"
@@ -94,10 +135,10 @@ def read_rows(text: str) -> tuple[CsvLayout | None, Iterator[tuple[int, list[str
             except StopIteration:
                 return
             except csv.Error as exc:  # e.g. a NUL byte; skip the line, report it
-                yield reader.line_num, ["\x00error", str(exc)]
+                yield reader.line_num + skipped, ["\x00error", str(exc)]
                 continue
             if any(cell.strip() for cell in row):
-                yield reader.line_num, row
+                yield reader.line_num + skipped, row
 
     return layout, rows()
 

@@ -434,6 +434,7 @@ class ContactsManager:
             metrics.error = str(exc)
             # what the server has not acknowledged (it stays queued for the next run)
             metrics.failed = store.count_dirty() if store.is_open else 0
+            metrics.failed += sum(1 for entry in metrics.invalid if entry.phone is None)
         finally:
             metrics.duration = time.perf_counter() - started
             metrics.bytes = self.api.bytes_sent - bytes_before
@@ -517,6 +518,10 @@ class ContactsManager:
                 metrics.invalid.append(
                     InvalidEntry(cid, name, item.get("phone"), item["reason"], item.get("where"))
                 )
+                if item.get("phone") is None:
+                    # a record the source could not read (not a number the phone module
+                    # refused): whatever numbers it held are not synced, so it failed
+                    metrics.failed += 1
 
     async def _pipeline(
         self,
@@ -657,7 +662,7 @@ class ContactsManager:
                         "message": item.message,
                     }
                 ]
-                rows.append((key, item.where, None, [], bad))
+                rows.append((key, item.where, item.name, [], bad))
                 continue
             good: list[str] = []
             invalid: list[dict[str, Any]] = []

@@ -19,11 +19,13 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class SourceProblem:
-    """A record a source could not read (a malformed vCard or CSV row); `where` is file:line."""
+    """A record a source could not read (a malformed vCard or CSV row); `where` is file:line,
+    `name` the contact's name when it can still be made out (so the user knows whom to fix)."""
 
     where: str
     reason: str
     message: str
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

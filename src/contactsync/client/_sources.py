@@ -20,6 +20,7 @@ from contactsync.client._vcard import (
     decode_bytes,
     decode_card,
     line_at,
+    name_in,
     parse_card,
     split_cards,
 )
@@ -158,7 +159,12 @@ class VCardSource(_FileSource):
         if body is None:
             if offset < 0:
                 return SourceProblem(label, "unreadable_file", "the file cannot be read")
-            return SourceProblem(where(), "malformed_vcard", "BEGIN:VCARD without END:VCARD")
+            rest = data[offset + 11 : offset + 11 + 65536]  # a card is far shorter
+            later = rest.upper().find(b"BEGIN:VCARD")
+            text = decode_card(rest if later < 0 else rest[:later])
+            return SourceProblem(
+                where(), "malformed_vcard", "BEGIN:VCARD without END:VCARD", name_in(text)
+            )
         text = decode_card(body)
 
         def fallback_id() -> str:

@@ -4,7 +4,13 @@ Phone books are big and vobject takes about 0.2 ms a card, so a 10,000-card file
 2 s before a single number is normalised. Cards are therefore read by a small parser that
 knows exactly what contact sync needs (UID, FN, N, ORG, TEL, with folding, group prefixes,
 quoted-printable with soft line breaks, CHARSET, base64 and `tel:` URIs); a card it does not
-understand goes to vobject, and a card vobject cannot read either becomes a per-card problem.
+understand goes to vobject, and a card vobject cannot read either becomes a per-card problem
+that names the card (its line, and its name when one can be made out).
+
+Real exports vary: iOS ends lines with `\r\r\n`; photos are base64 folded with one space, four
+spaces, or (vCard 2.1 from older phones) not indented at all and ended by a blank line;
+quoted-printable values carry their own CHARSET. tests/client/fixtures/exports/ has one file
+in each of these shapes.
 """
 
 from __future__ import annotations
@@ -17,11 +23,22 @@ from collections.abc import Callable, Iterator
 
 from contactsync.client._models import Contact, SourceProblem
 
-__all__ = ["card_bytes", "decode_bytes", "decode_card", "split_cards", "parse_card", "line_at"]
+__all__ = [
+    "card_bytes",
+    "decode_bytes",
+    "decode_card",
+    "split_cards",
+    "parse_card",
+    "line_at",
+    "name_in",
+]
 
 _END = re.compile(rb"(^[ \t]*END:VCARD[ \t]*\r?$)", re.I | re.M)
 _BEGIN_LINE = re.compile(rb"^[ \t]*BEGIN:VCARD[ \t]*\r?\n?", re.I | re.M)
 _ESCAPES = re.compile(r"\\([\\,;:nN])")
+# a line of a vCard 2.1 base64 value that is not indented (nothing else is only base64 text)
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_NAME_LINE = re.compile(r"^(?:[^:\n]*\.)?(FN|N)((?:;[^:\n]*)?):(.*)$", re.I | re.M)
 
 
 # the properties contact sync reads (BEGIN and END inside a card send it to vobject)
@@ -40,7 +57,7 @@ def decode_bytes(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        return decode_8bit(data)
 
 
 def card_bytes(data: bytes) -> bytes:
@@ -49,16 +66,44 @@ def card_bytes(data: bytes) -> bytes:
     decoded on its own when parsed: a 100,000-card file with one emoji would otherwise become
     a 4-bytes-per-character string, and its copies would cost hundreds of MB."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace").encode("utf-8")
-    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        data = data.decode("utf-16", errors="replace").encode("utf-8")
+    elif data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if b"\r\r\n" in data:  # iOS: one line ending read as two
+        data = data.replace(b"\r\r\n", b"\r\n")
+    return data
 
 
 def decode_card(body: bytes) -> str:
-    """UTF-8, else Latin-1 (values with a CHARSET parameter are re-decoded per property)."""
+    """UTF-8, else Windows-1252 (what Outlook writes), else Latin-1 (values with a CHARSET
+    parameter are re-decoded per property)."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        return body.decode("latin-1")
+        return decode_8bit(body)
+
+
+def decode_8bit(data: bytes) -> str:
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def name_in(text: str) -> str | None:
+    """The name on a card that cannot be read as a whole (FN, else N), to name it in a report."""
+    found: dict[str, str] = {}
+    for match in _NAME_LINE.finditer(text):
+        prop, params, raw = match.group(1).upper(), match.group(2), match.group(3)
+        if prop in found:
+            continue
+        try:
+            _, parsed, _ = _split(f"{prop}{params}:")
+            value = _value(parsed, raw.strip())
+        except _Unsupported:
+            value = raw
+        found[prop] = (_unescape(value).strip() if prop == "FN" else _n_name(value)) or ""
+    return found.get("FN") or found.get("N") or None
 
 
 def split_cards(data: bytes) -> Iterator[tuple[int, bytes | None]]:
@@ -287,6 +332,8 @@ def _fast(body: str, fallback_id: str | Callable[[], str]) -> Contact:
     for line in _unfold(body):
         colon = line.find(":")
         if colon <= 0:
+            if _BASE64_LINE.fullmatch(line.strip()):
+                continue  # photo data of a vCard 2.1 base64 value written without indent
             raise _Unsupported(line)
         head = line[:colon]
         if '"' in head:
@@ -348,5 +395,7 @@ def _with_vobject(
             name = str(card.fn.value).strip() or None
         uid = str(card.uid.value).strip() if "uid" in card.contents else None
     except Exception as exc:  # vobject raises many unrelated types on garbage
-        return SourceProblem(where(), "malformed_vcard", f"unreadable vCard: {exc}"[:200])
+        return SourceProblem(
+            where(), "malformed_vcard", f"unreadable vCard: {exc}"[:200], name_in(body)
+        )
     return Contact(uid or _id(fallback_id), name, tuple(_tel(p) for p in phones))
