@@ -38,7 +38,10 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, list[str]] | tuple[str, str]]]] =
         "JP",
         [
             ("山田 太郎", ["+819012345678", "+81312345678"]),
-            ("Élodie François avec un nom très long qui continue", ["+33612345678", "+33123456789"]),
+            (
+                "Élodie François avec un nom très long qui continue",
+                ["+33612345678", "+33123456789"],
+            ),
             ("Dr. Kwame Mensah", ["+233241234567"]),
         ],
     ),
