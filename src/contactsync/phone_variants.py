@@ -25,14 +25,23 @@ rules; :func:`rewrite` runs only for numbers that failed validation.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException
 
-__all__ = ["RULES", "RULES_VERSION", "Rule", "rewrite", "variants", "has_old_forms"]
+__all__ = [
+    "RULES",
+    "RULES_VERSION",
+    "Rule",
+    "has_old_forms",
+    "rewrite",
+    "same_line_codes",
+    "variants",
+    "variants_of",
+]
 
 # Bump when a rule is added or changed: stored results computed under older rules (the SDK's
 # local normalisation cache) can tell they are stale.
@@ -150,6 +159,11 @@ for _rule in RULES:
 _SAME_CC_LENGTHS = tuple(sorted({len(cc) for cc in _SAME}))
 
 
+def same_line_codes() -> tuple[str, ...]:
+    """The country codes (as strings) with same-line rules: only their numbers have variants."""
+    return tuple(_SAME)
+
+
 def has_old_forms(country_code: int) -> bool:
     """Whether any old-form rule exists for this country (so a refused number may be one)."""
     return country_code in _OLD
@@ -189,6 +203,18 @@ def variants(e164: str) -> tuple[str, ...]:
         if e164[1 : 1 + length] in _SAME:
             return _variants(e164, length)
     return ()
+
+
+def variants_of(numbers: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """{number: variants} for those of `numbers` (E.164) that have any; the bulk form of
+    :func:`variants`, for uploads of thousands of numbers."""
+    found: dict[str, tuple[str, ...]] = {}
+    for length in _SAME_CC_LENGTHS:
+        end = 1 + length
+        for number in numbers:
+            if number[1:end] in _SAME and (others := _variants(number, length)):
+                found[number] = others
+    return found
 
 
 @lru_cache(maxsize=50_000)

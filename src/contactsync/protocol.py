@@ -147,6 +147,17 @@ class RegisteredContact(Output):
     name: str | None = None
 
 
+class RewrittenContact(Output):
+    """An uploaded number in an old form of a renumbered plan, stored as the current number
+    it became (`from` as written, `to` in E.164; docs/numbers.md)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    index: int
+    from_: str = Field(alias="from")
+    to: str
+
+
 class AddressBookResult(Output):
     batch_id: str
     final: bool = True
@@ -157,6 +168,7 @@ class AddressBookResult(Output):
     staged: int | None = None
     invalid: list[InvalidContact]
     registered: list[RegisteredContact]
+    rewritten: list[RewrittenContact] = []
 
 
 class BookContact(Output):

@@ -26,6 +26,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from contactsync import phone_variants
 from contactsync.client._errors import StateError
 
 SCHEMA_VERSION = "1"
@@ -86,6 +87,12 @@ class LocalStore:
         self._db.executescript(_SCHEMA)
         if self.get("schema") is None:
             self.put("schema", SCHEMA_VERSION)
+        rules = str(phone_variants.RULES_VERSION)
+        if self.get("phone_rules") != rules:
+            # New old-form rules only ever turn a refused number into a valid one: forget the
+            # refusals cached under older rules, so those numbers are read again.
+            self.db.execute("DELETE FROM numbers WHERE e164 IS NULL")
+            self.put("phone_rules", rules)
 
     @property
     def db(self) -> sqlite3.Connection:

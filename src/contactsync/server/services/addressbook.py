@@ -6,6 +6,9 @@
   `batch_id`; the parts are staged and applied together by the part with `final` true, so no
   one ever sees a half-replaced book.
 - `device_id` selects a per-installation book; without it the user's global book ("").
+- A number is stored in its canonical form; an old form of a renumbered plan is rewritten to
+  the current number and said so (`rewritten`). Registered users are found by the number and
+  its variants (services/matching) and reported under the number in the book.
 - A `batch_id` seen before returns the first answer and changes nothing more.
 - Each user may check at most `discovery_quota` distinct new numbers per rolling 24 h; an
   upload over it is refused whole.
@@ -29,7 +32,7 @@ from contactsync.errors import (
     TooManyContacts,
 )
 from contactsync.server.context import Tx
-from contactsync.server.services import app_settings, events, policy, sessions, users
+from contactsync.server.services import app_settings, events, matching, policy, sessions, users
 from contactsync.server.store.bulk import in_list, rows_source
 from contactsync.server.store.tables import (
     book_entries,
@@ -76,18 +79,22 @@ def book_of(device_id: str | None) -> str:
 
 def _normalise(
     contacts: Sequence[ContactLike], region: str | None
-) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]]]:
-    """{e164: (name, destroy)} with the last occurrence winning, and the invalid entries."""
+) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, and the
+    entries whose old form was rewritten to the current number."""
     desired: dict[str, tuple[str | None, bool]] = {}
     invalid: list[dict[str, Any]] = []
+    rewritten: list[dict[str, Any]] = []
     for index, contact in enumerate(contacts):
         result = phones.try_normalize(contact.phone, region)
         if result.e164 is None:
             invalid.append({"index": index, "phone": contact.phone, "reason": result.reason})
             continue
+        if result.rewritten:
+            rewritten.append({"index": index, "from": contact.phone, "to": result.e164})
         desired.pop(result.e164, None)  # re-insert so dict order follows the last occurrence
         desired[result.e164] = (contact.name or None, contact.destroy)
-    return desired, invalid
+    return desired, invalid, rewritten
 
 
 async def upload(
@@ -135,7 +142,7 @@ async def upload(
     else:
         batch_id = uuid.uuid4().hex
 
-    desired, invalid = _normalise(request.contacts, region)
+    desired, invalid, rewritten = _normalise(request.contacts, region)
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
     held = await _held(tx, owner.user_id, list(desired))
     await _charge_quota(
@@ -157,6 +164,7 @@ async def upload(
         **counts,
         "invalid": invalid,
         "registered": registered,
+        "rewritten": rewritten,
     }
     await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
     tx.counts["contacts_uploaded"] += len(request.contacts)
@@ -460,28 +468,29 @@ async def _apply(
 
 
 async def _registered(tx: Tx, owner_id: int, names: dict[str, str | None]) -> list[dict[str, Any]]:
-    """The registered users among `names`' numbers: never the caller, never a blocked pair."""
+    """The registered users among `names`' numbers (and their variants), each once under the
+    number in the book: never the caller, never a blocked pair."""
     if not names:
         return []
-    # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
-    # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
-    source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in names])
-    rows = await tx.conn.execute(
-        sa.text(
-            f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone "
-            "WHERE u.id <> :owner"
-        ),
-        {"owner": owner_id, **params},
-    )
-    found = [(uid, number) for uid, number in rows]
+    found = _once_per_user(await matching.registered(tx, list(names), exclude=owner_id))
     if not found:
         return []
     hidden = await policy.blocked_ids(tx, owner_id)
     return [
         {"user_id": uid, "phone": number, "name": names[number]}
-        for uid, number in sorted(found, key=lambda r: r[1])
+        for number, uid in sorted(found.items())
         if uid not in hidden
     ]
+
+
+def _once_per_user(found: dict[str, tuple[int, str]]) -> dict[str, int]:
+    """{number: user id} with each user once: under their own number when the book holds it,
+    else under the first variant of it (a book may hold a number in both forms)."""
+    best: dict[int, str] = {}
+    for number, (uid, theirs) in sorted(found.items()):
+        if uid not in best or number == theirs:
+            best[uid] = number
+    return {number: uid for uid, number in best.items()}
 
 
 async def _record_batch(
@@ -543,16 +552,39 @@ async def list_contacts(
 
 
 async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> list[dict[str, Any]]:
-    """Registered users among the numbers in the book, with the book's name for each."""
+    """Registered users among the numbers in the book (and their variants), each under the
+    number in the book with the book's name for it."""
+    base = {"owner": owner_id, "book": book_of(device_id)}
     rows = await tx.conn.execute(
         sa.text(
             "SELECT u.id, u.phone, b.name FROM book_entries b JOIN users u ON u.phone = b.phone "
             "WHERE b.owner_id = :owner AND b.book = :book AND u.id <> :owner ORDER BY u.phone"
         ),
-        {"owner": owner_id, "book": book_of(device_id)},
+        base,
     )
+    found = {r.phone: (r.id, r.name) for r in rows}
+    # Numbers that may match by a variant: only those of countries with same-line rules,
+    # found with a range scan of the book's key (nothing to read for most books).
+    for low, high in matching.variant_ranges():
+        rest = await tx.conn.execute(
+            sa.text(
+                "SELECT phone, name FROM book_entries WHERE owner_id = :owner AND book = :book "
+                "AND phone >= :low AND phone < :high"
+            ),
+            {**base, "low": low, "high": high},
+        )
+        names = {phone: name for phone, name in rest if phone not in found}
+        by_variant = await matching.registered(tx, list(names), exclude=owner_id)
+        known = {uid for uid, _ in found.values()}
+        for number, uid in _once_per_user(by_variant).items():
+            if uid not in known:
+                found[number] = (uid, names[number])
     hidden = await policy.blocked_ids(tx, owner_id)
-    return [{"user_id": r.id, "phone": r.phone, "name": r.name} for r in rows if r.id not in hidden]
+    return [
+        {"user_id": uid, "phone": number, "name": name}
+        for number, (uid, name) in sorted(found.items())
+        if uid not in hidden
+    ]
 
 
 async def clear(tx: Tx, owner_id: int, device_id: str | None) -> int:

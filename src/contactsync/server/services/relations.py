@@ -39,6 +39,7 @@ from contactsync.server.services import (
     app_settings,
     discovery,
     events,
+    matching,
     policy,
     profiles,
     users,
@@ -351,8 +352,12 @@ async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
     if e164 == caller.phone:
         raise SelfRelation()
     await addressbook.charge_discovery(tx, caller.user_id, [e164])
-    found = await users.find_by_phone(tx, e164)
-    return e164 if found is None else found.id
+    found = await matching.registered(tx, [e164])
+    if e164 not in found:
+        return e164
+    if found[e164][0] == caller.user_id:  # a variant of the caller's own number
+        raise SelfRelation()
+    return found[e164][0]
 
 
 async def get(tx: Tx, owner_id: int, key: int | str) -> Relation | None:
@@ -409,7 +414,7 @@ async def sync(
         )
     read_in = users.resolve_region(region, caller.region, default_region)
     invalid: list[dict[str, Any]] = []
-    wanted: dict[str, None] = {}
+    wanted: dict[str, int] = {}
     for index, raw in enumerate(raw_phones):
         result = phones.try_normalize(raw, read_in) if isinstance(raw, str) else None
         if result is None or result.e164 is None:
@@ -420,21 +425,23 @@ async def sync(
         elif result.e164 == caller.phone:
             invalid.append({"index": index, "phone": raw, "reason": "self"})
         else:
-            wanted[result.e164] = None
+            wanted[result.e164] = index
     numbers = list(wanted)
     # Relations by number reveal who is registered: they count against the same
     # anti-enumeration quota as address-book uploads.
     await addressbook.charge_discovery(tx, caller.user_id, numbers)
-    registered: dict[str, int] = {}
-    if numbers:
-        rows = await tx.conn.execute(
-            sa.select(users_table.c.id, users_table.c.phone).where(
-                bulk.member(users_table.c.phone, numbers, tx.dialect)
-            )
+    registered = {n: uid for n, (uid, _) in (await matching.registered(tx, numbers)).items()}
+    for number in [n for n, uid in registered.items() if uid == caller.user_id]:
+        # a variant of the caller's own number
+        invalid.append(
+            {"index": wanted[number], "phone": raw_phones[wanted[number]], "reason": "self"}
         )
-        registered = {r.phone: r.id for r in rows}
+        del registered[number]
+        numbers.remove(number)
     pending = [n for n in numbers if n not in registered]
-    outcome = await _apply(tx, caller.user_id, list(registered.values()), pending, change)
+    # two forms of one number (a same-line variant) are one relation
+    targets = list(dict.fromkeys(registered.values()))
+    outcome = await _apply(tx, caller.user_id, targets, pending, change)
     outcome.invalid = invalid
     return outcome
 
@@ -470,23 +477,31 @@ async def attach_pending(tx: Tx, user: users.User) -> set[int]:
     The new user gets `relation.changed` for each attached relation (setting permitting), as
     for any relation that comes into effect.
     """
-    rows = await tx.conn.execute(
-        sa.update(relations)
-        .where(relations.c.phone == user.phone, relations.c.target_id.is_(None))
-        .values(target_id=user.id, phone=None, updated_at=tx.now)
-        .returning(
-            relations.c.id,
-            relations.c.owner_id,
-            relations.c.target_id,
-            relations.c.phone,
-            relations.c.contact,
-            relations.c.subscribe,
-            relations.c.levels,
-            relations.c.created_at,
-            relations.c.updated_at,
+    attached: list[Relation] = []
+    for i, form in enumerate(await matching.forms_held(tx, user.id, user.phone)):
+        query = sa.update(relations).where(
+            relations.c.phone == form, relations.c.target_id.is_(None)
         )
-    )
-    attached = [_relation(r) for r in rows]
+        if i:  # a variant: not for an owner whose relation by another form attached already
+            query = query.where(
+                relations.c.owner_id.not_in(
+                    sa.select(relations.c.owner_id).where(relations.c.target_id == user.id)
+                )
+            )
+        rows = await tx.conn.execute(
+            query.values(target_id=user.id, phone=None, updated_at=tx.now).returning(
+                relations.c.id,
+                relations.c.owner_id,
+                relations.c.target_id,
+                relations.c.phone,
+                relations.c.contact,
+                relations.c.subscribe,
+                relations.c.levels,
+                relations.c.created_at,
+                relations.c.updated_at,
+            )
+        )
+        attached += [_relation(r) for r in rows]
     if attached and (await app_settings.load(tx)).relation_changed_events:
         await events.append(
             tx,
@@ -527,7 +542,11 @@ def _recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
     numbers, since = set(pending), tx.now - RACE_WINDOW_MS
 
     async def recheck(later: Tx) -> None:
-        joined = [u for u in await users.joined_since(later, since) if u.phone in numbers]
+        joined = [
+            u
+            for u in await users.joined_since(later, since)
+            if u.phone in numbers or not numbers.isdisjoint(phones.variants(u.phone))
+        ]
         await attach_late(later, joined)
 
     tx.then.append(recheck)
