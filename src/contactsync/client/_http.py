@@ -1,5 +1,6 @@
 """HTTP to the contactsync server with retries: network errors, 5xx and 429 are retried with
-exponential backoff (honouring `Retry-After`); other errors raise at once.
+exponential backoff (honouring `Retry-After`) for up to a minute, longer than a server takes
+to restart; other errors raise at once.
 
 The transport is injectable: tests pass `httpx.ASGITransport(app=...)` to drive the real app
 in process, or nothing to talk to a real server over a socket.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +25,16 @@ __all__ = ["RetryPolicy", "ApiClient"]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempts per request and the backoff between them (seconds)."""
+    """How long a request is retried, and the backoff between attempts (seconds).
 
-    attempts: int = 6
+    A request is retried until `window` seconds have passed since its first attempt (the
+    next wait would end later), or after `attempts` attempts when that is set.
+    """
+
+    attempts: int | None = None
+    window: float = 60.0
     base: float = 0.25
-    cap: float = 10.0
+    cap: float = 5.0
     max_retry_after: float = 60.0  # a longer Retry-After (e.g. a daily quota) is an error
 
     def delay(self, attempt: int) -> float:
@@ -47,11 +54,13 @@ class ApiClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        self.clock = clock
         self.bytes_sent = 0
         self.http = httpx.AsyncClient(base_url=self.server, transport=transport, timeout=timeout)
 
@@ -77,9 +86,10 @@ class ApiClient:
         """Every attempt sends the same body and headers (an `Idempotency-Key` included), so a
         retried request the server already applied is answered without applying it twice."""
         content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
-        attempts = self.retry.attempts if retry else 1
-        last: Exception | None = None
-        for attempt in range(attempts):
+        policy = self.retry
+        started = self.clock()
+        attempt = 0
+        while True:
             try:
                 response = await self.http.request(
                     method,
@@ -89,34 +99,36 @@ class ApiClient:
                     headers=self._headers(headers),
                 )
             except httpx.TransportError as exc:
-                last = NetworkError(f"{method} {path}: {type(exc).__name__}: {exc}")
-                if attempt + 1 < attempts:
-                    await self.sleep(self.retry.delay(attempt))
-                continue
-            self.bytes_sent += len(content or b"")
-            if response.status_code < 400:
-                return response.json() if response.content else None
-            error = _error(response)
-            if response.status_code == 429:
-                wait = _retry_after(response)
-                if wait is None:
-                    wait = self.retry.delay(attempt)
-                if wait > self.retry.max_retry_after:
-                    raise RateLimited(
-                        error.status, error.code, error.message, error.details, wait
-                    ) from None
-                last = error
-                if attempt + 1 < attempts:
-                    await self.sleep(wait)
-                continue
-            if response.status_code >= 500:
-                last = error
-                if attempt + 1 < attempts:
-                    await self.sleep(self.retry.delay(attempt))
-                continue
-            raise error
-        assert last is not None
-        if isinstance(last, ApiError) and last.status == 429:
+                last: ApiError | NetworkError = NetworkError(
+                    f"{method} {path}: {type(exc).__name__}: {exc}"
+                )
+                wait = policy.delay(attempt)
+            else:
+                self.bytes_sent += len(content or b"")
+                if response.status_code < 400:
+                    return response.json() if response.content else None
+                last = _error(response)
+                if response.status_code != 429 and response.status_code < 500:
+                    raise last
+                asked = _retry_after(response)
+                wait = policy.delay(attempt) if asked is None else asked
+                if asked is not None and asked > policy.max_retry_after:
+                    if response.status_code == 429:
+                        raise RateLimited(
+                            last.status, last.code, last.message, last.details, asked
+                        ) from None
+                    wait = policy.delay(attempt)
+            attempt += 1
+            out_of_attempts = policy.attempts is not None and attempt >= policy.attempts
+            if not retry or out_of_attempts or self.clock() + wait - started > policy.window:
+                break
+            await self.sleep(wait)
+        if isinstance(last, NetworkError):
+            raise NetworkError(
+                f"The server at {self.server} did not answer for "
+                f"{self.clock() - started:.0f} s ({attempt} attempts; last: {last})"
+            )
+        if last.status == 429:
             raise RateLimited(last.status, last.code, last.message, last.details, 0.0)
         raise last
 

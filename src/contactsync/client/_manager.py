@@ -423,8 +423,14 @@ class ContactsManager:
             if not self.source.has_access():
                 metrics.error = "no_access"
                 return metrics
+            interrupted_force = store.has_force_outbox()
             await self._send_outbox(store, metrics)  # what a crash left behind
             store.unqueue_all()
+            if force and interrupted_force:
+                # The force upload a crash interrupted is complete now: the server's book is
+                # the whole book as planned then. Uploading it all again would send it twice;
+                # what changed since goes out as a normal diff.
+                force = False
             if store.get("seeded") is None:
                 await self._seed(store)
             await self._scan_and_send(store, metrics, force)
@@ -432,10 +438,14 @@ class ContactsManager:
             raise
         except ClientError as exc:
             metrics.error = str(exc)
-            # what the server has not acknowledged (it stays queued for the next run)
-            metrics.failed = store.count_dirty() if store.is_open else 0
-            metrics.failed += sum(1 for entry in metrics.invalid if entry.phone is None)
         finally:
+            if metrics.error and metrics.error != "no_access" and store.is_open:
+                # Contacts of the book the server has not acknowledged (they stay queued for
+                # the next run): counted like `total`, in contacts, so never more than it.
+                # (records the source could not read count as failed too)
+                unreadable = sum(1 for entry in metrics.invalid if entry.phone is None)
+                metrics.total = metrics.total or store.count_contacts()
+                metrics.failed = store.count_unsynced_contacts() + unreadable
             metrics.duration = time.perf_counter() - started
             metrics.bytes = self.api.bytes_sent - bytes_before
             self.last_metrics = metrics
@@ -726,8 +736,7 @@ class ContactsManager:
                 if not exc.refused:
                     raise
                 # refused for good (ApiError.refused): drop it, the entries stay
-                # dirty for the next run, and report them as failed
-                metrics.failed += len(body["contacts"])
+                # dirty for the next run, and their contacts are reported as failed
                 metrics.error = str(exc)
                 with store.transaction():
                     store.dequeue(seq)

@@ -46,7 +46,9 @@ class InvalidEntry:
 @dataclass
 class SyncMetrics:
     """What one sync run did. `uploaded` counts address-book entries (numbers) sent: additions,
-    renames and removals; `unchanged` counts contacts already synced and left alone."""
+    renames and removals; `unchanged` counts contacts already synced and left alone; when the
+    run stopped on an `error`, `failed` counts the contacts of the book (of `total`) the server
+    has not acknowledged yet: the next run sends them."""
 
     total: int = 0
     uploaded: int = 0

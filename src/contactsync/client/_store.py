@@ -311,6 +311,15 @@ class LocalStore:
     def count_dirty(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM entries WHERE dirty = 1").fetchone()[0])
 
+    def count_unsynced_contacts(self) -> int:
+        """Contacts with a number the server has not acknowledged yet (as added or renamed)."""
+        return int(
+            self.db.execute(
+                "SELECT count(DISTINCT cp.key) FROM contact_phones cp "
+                "JOIN entries e ON e.phone = cp.phone WHERE e.dirty = 1 AND e.want = 1"
+            ).fetchone()[0]
+        )
+
     def acknowledge(self, sent: Sequence[tuple[str, int, str | None]]) -> None:
         """The server applied these (phone, present, name): record them as its state."""
         # keyed updates in one executemany: primary-key hits, cheaper than decoding the batch
@@ -361,6 +370,11 @@ class LocalStore:
 
     def has_outbox(self) -> bool:
         return self.db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
+
+    def has_force_outbox(self) -> bool:
+        """A force upload was planned and not finished (a crash or failure interrupted it)."""
+        row = self.db.execute("SELECT 1 FROM outbox WHERE force = 1 LIMIT 1").fetchone()
+        return row is not None
 
     def enqueue(self, batches: Sequence[tuple[str, bool, bool, dict[str, Any]]]) -> None:
         self.db.executemany(

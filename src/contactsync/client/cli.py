@@ -16,6 +16,7 @@ import typer
 from contactsync.client._auth import mint_token, request_otp, verify_otp
 from contactsync.client._conversations import consent_states
 from contactsync.client._errors import ClientError
+from contactsync.client._http import RetryPolicy
 from contactsync.client._manager import ContactsManager, default_state_dir
 from contactsync.client._models import (
     ConversationView,
@@ -115,6 +116,13 @@ def sync(
     force: Annotated[bool, typer.Option("--force", help="Replace the server's book")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 5_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    retry_window: Annotated[
+        float,
+        typer.Option(
+            "--retry-window",
+            help="Seconds to keep retrying a request the server does not answer (a restart)",
+        ),
+    ] = RetryPolicy.window,
 ) -> None:
     """Sync an address book file or folder to the server (only what changed)."""
     if not path.exists():
@@ -122,7 +130,18 @@ def sync(
         raise typer.Exit(2)
     bearer = _token(token, state, server)
     metrics = asyncio.run(
-        _sync(path, server, bearer, region, device_id, state, force, batch_size, as_json)
+        _sync(
+            path,
+            server,
+            bearer,
+            region,
+            device_id,
+            state,
+            force,
+            batch_size,
+            as_json,
+            RetryPolicy(window=retry_window),
+        )
     )
     if as_json:
         typer.echo(json.dumps(metrics.as_dict(), ensure_ascii=False))
@@ -142,6 +161,7 @@ async def _sync(
     force: bool,
     batch_size: int,
     quiet: bool,
+    retry: RetryPolicy,
 ) -> SyncMetrics:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -168,15 +188,23 @@ async def _sync(
         batch_size=batch_size,
         on_progress=on_progress,
         events=False,
+        retry=retry,
     )
     try:
         with progress:
-            return await (manager.force_sync() if force else manager.sync())
+            metrics = await (manager.force_sync() if force else manager.sync())
     except ClientError as exc:
         typer.echo(f"sync failed: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         await manager.close()
+    if metrics.error:
+        typer.echo(
+            f"sync failed: {metrics.error}\nNothing is lost: run the same command again and "
+            "it resumes where it stopped.",
+            err=True,
+        )
+    return metrics
 
 
 def _console(stderr: bool = False) -> Any:
