@@ -42,6 +42,22 @@ class InvalidRequest(ApiError):
     message = "The request is not valid."
 
 
+class InvalidText(InvalidRequest):
+    """A text holds a character no store can keep (NUL); `details` name the fields."""
+
+    code = "invalid_text"
+    message = "A text in the request holds a character that cannot be stored (U+0000)."
+
+
+def invalid_input(message: str, details: list[dict[str, Any]]) -> InvalidRequest:
+    """The error for failed validation: `invalid_text` when a failure is text no store can hold
+    (so a client knows to clean the text, not fix the request's shape), else `invalid_request`.
+    `details` are `{"field", "type", "message"}` items."""
+    if any(item.get("type") == InvalidText.code for item in details):
+        return InvalidText(details=details)
+    return InvalidRequest(message, details=details)
+
+
 class InvalidPhone(ApiError):
     code = "invalid_phone"
     status = 422

@@ -1,20 +1,56 @@
-"""Wire models shared by the server and the SDK. Inputs refuse unknown fields; outputs are
-built from service results explicitly, so internal columns (token hashes) cannot leak."""
+"""Wire models shared by the server and the SDK. Inputs refuse unknown fields and are strict
+(a JSON client sends `true`, not `"yes"` or `1`); outputs are built from service results
+explicitly, so internal columns (token hashes) cannot leak.
+
+Every text a request carries is one of the `Text`-based types below, so a character no store
+can hold is refused in one place, and every integer is bounded to what a BIGINT column holds.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-RawPhone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Region = Annotated[str, StringConstraints(min_length=2, max_length=2)]
-DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+from contactsync.errors import InvalidText
+
+# --- text and numbers every request shares -----------------------------------------------
+
+# PostgreSQL cannot hold NUL in text or JSON (SQLite can, so both refuse it for the same
+# answer everywhere). Lone surrogates never get this far: pydantic refuses them as invalid
+# JSON or `string_unicode`. The error type is the stable code `invalid_text` (InvalidText).
+
+
+def storable(value: str) -> str:
+    """`value` unchanged, or the `invalid_text` validation error if a store cannot hold it."""
+    if "\x00" in value:
+        raise PydanticCustomError(
+            InvalidText.code, "Text may not contain the NUL character (U+0000)."
+        )
+    return value
+
+
+STORABLE = AfterValidator(storable)
+Text = Annotated[str, STORABLE]
+
+MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
+# Any integer that is stored or compared in SQL: a BIGINT's range, else 422 before the driver
+# (which would fail on it) sees it.
+Int64 = Annotated[int, Field(ge=MIN_INT64, le=MAX_INT64)]
+# Sequence numbers, cursors, `after` positions.
+Seq = Annotated[int, Field(ge=0, le=MAX_INT64)]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), STORABLE]
+RawPhone = Annotated[str, StringConstraints(min_length=1, max_length=64), STORABLE]
+Region = Annotated[str, StringConstraints(min_length=2, max_length=2), STORABLE]
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=128), STORABLE]
+ShortKey = Annotated[str, StringConstraints(min_length=1, max_length=64), STORABLE]
 
 
 class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class Output(BaseModel):
@@ -76,7 +112,7 @@ class OtpRequested(Output):
 class OtpVerify(Input):
     phone: RawPhone
     region: Region | None = None
-    code: Annotated[str, StringConstraints(min_length=1, max_length=12)]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=12), STORABLE]
     device_id: DeviceId
 
 
@@ -117,11 +153,11 @@ class Health(Output):
 
 # --- address book ------------------------------------------------------------------------
 
-ContactName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+ContactName = Name
 
 
 class ContactIn(Input):
-    phone: Annotated[str, StringConstraints(max_length=64)]
+    phone: Annotated[str, StringConstraints(max_length=64), STORABLE]
     name: ContactName | None = None
     destroy: bool = False
 
@@ -131,7 +167,7 @@ class AddressBookUpload(Input):
     region: Region | None = None
     device_id: DeviceId | None = None
     force: bool = False
-    batch_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    batch_id: ShortKey | None = None
     final: bool = True
 
 
@@ -189,14 +225,14 @@ class RegisteredUsers(Output):
 
 # Ids are BIGINTs: a larger number in a path or body is refused (422) before it reaches the
 # database driver, which would fail on it.
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_INT64
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Levels arrive as anything and are checked by the service, so a bad one gets the stable
 # `invalid_level` code (with the offending value) rather than a generic validation error.
 FieldValue = (
-    Annotated[str, StringConstraints(strict=True, max_length=4096)]
-    | Annotated[int, Field(strict=True)]
+    Annotated[str, StringConstraints(strict=True, max_length=4096), STORABLE]
+    | Annotated[int, Field(strict=True, ge=MIN_INT64, le=MAX_INT64)]
     | Annotated[float, Field(strict=True, allow_inf_nan=False)]
     | Annotated[bool, Field(strict=True)]
 )
@@ -208,7 +244,9 @@ class ProfileFieldIn(Input):
 
 
 class PatchProfile(Input):
-    fields: dict[Annotated[str, StringConstraints(max_length=64)], ProfileFieldIn | None] = Field(
+    fields: dict[
+        Annotated[str, StringConstraints(max_length=64), STORABLE], ProfileFieldIn | None
+    ] = Field(
         max_length=64
     )
 
@@ -294,8 +332,10 @@ class PairOut(Output):
 
 BigId = UserId
 ConsentState = Literal["allowed", "unknown", "denied"]
-GroupName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+GroupName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), STORABLE
+]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), STORABLE]
 MAX_GROUP_MEMBERS = 1000
 
 
@@ -320,21 +360,21 @@ class SetConsent(Input):
 
 
 class SendMessage(Input):
-    body: str
-    client_msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    body: Text
+    client_msg_id: ShortKey
 
 
 class SyncRequest(Input):
     consent: Annotated[list[ConsentState], Field(min_length=1, max_length=3)] = ["allowed"]
     # {conversation_id: the last seq the client holds}; JSON object keys are strings.
-    cursors: dict[str, int] = Field(default_factory=dict)
-    cursor: Annotated[str | None, Field(max_length=200)] = None
+    cursors: dict[Text, Seq] = Field(default_factory=dict)
+    cursor: Annotated[Text | None, Field(max_length=200)] = None
     limit: Annotated[int, Field(ge=1, le=500)] = 100
     message_limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
 class DeviceSyncRequest(Input):
-    reason: Annotated[str | None, Field(max_length=200)] = None
+    reason: Annotated[Text | None, Field(max_length=200)] = None
 
 
 class MemberOut(Output):

@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from contactsync import phone as phones
 from contactsync.errors import ApiError, RateLimited
+from contactsync.protocol import Text
 from contactsync.server.console import forms, queries
 from contactsync.server.console import sessions as console_sessions
 from contactsync.server.console.sessions import ConsoleSession
@@ -290,7 +291,7 @@ async def overview(request: Request) -> Response:
 
 
 @router.get("/users")
-async def users_list(request: Request, q: str = "") -> Response:
+async def users_list(request: Request, q: Text = "") -> Response:
     ctx = _ctx(request)
     session = await console_sessions.current(ctx, request)
     if session is None:

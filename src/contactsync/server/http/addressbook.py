@@ -13,7 +13,9 @@ from contactsync.protocol import (
     AddressBookResult,
     AddressBookUpload,
     BookContact,
+    DeviceId,
     RegisteredUsers,
+    Text,
 )
 from contactsync.server import cursors
 from contactsync.server.http.deps import Caller, Ctx, parse_body
@@ -22,7 +24,7 @@ from contactsync.server.services import addressbook, profiles
 router = APIRouter(prefix="/v1/addressbook", tags=["address book"])
 
 CURSOR = re.compile(r"\+[0-9]{1,15}")
-DeviceQuery = Annotated[str | None, Query(max_length=128)]
+DeviceQuery = Annotated[DeviceId | None, Query()]
 
 
 def decode_cursor(cursor: str | None) -> str | None:
@@ -67,7 +69,7 @@ async def list_book(
     caller: Caller,
     ctx: Ctx,
     device_id: DeviceQuery = None,
-    cursor: str | None = None,
+    cursor: Annotated[Text | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> AddressBookPage:
     async with ctx.read() as tx:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contactsync.errors import ApiError
+from contactsync.errors import ApiError, invalid_input
 
 log = logging.getLogger("contactsync.http")
 
@@ -87,7 +87,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = _body_problem(request, exc) or "The request is not valid."
-        return error_response(422, "invalid_request", message, _validation_details(exc))
+        error = invalid_input(message, _validation_details(exc))
+        return error_response(error.status, error.code, error.message, error.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from contactsync.protocol import EventOut, EventsPage
+from contactsync.protocol import EventOut, EventsPage, Seq
 from contactsync.server.http.deps import Caller, Ctx
 from contactsync.server.services import events
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 async def read_events(
     caller: Caller,
     ctx: Ctx,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
 ) -> EventsPage:
     async with ctx.read() as tx:

@@ -5,24 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from contactsync.protocol import Input, Seq
 from contactsync.server.http.deps import Admin, Ctx
 from contactsync.server.services import push
 
 router = APIRouter(prefix="/v1/admin/push", tags=["admin"], dependencies=[Admin])
 
 
-class RetryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[int] | None = Field(None, max_length=10_000)
+class RetryIn(Input):
+    ids: list[Seq] | None = Field(None, max_length=10_000)
 
 
 @router.get("/outbox")
 async def outbox(
     ctx: Ctx,
     state: Literal["pending", "failed"] = "failed",
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     async with ctx.read() as tx:

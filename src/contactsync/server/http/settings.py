@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError, create_model
 
-from contactsync.errors import InvalidRequest
+from contactsync.errors import InvalidRequest, invalid_input
 from contactsync.server.http.deps import Admin, Ctx
 from contactsync.server.services import app_settings
 from contactsync.server.services.app_settings import AppSettings
@@ -92,5 +92,5 @@ async def put_settings(request: Request, ctx: Ctx) -> dict[str, Any]:
         async with ctx.tx() as tx:
             current = await app_settings.update(tx, changes)
     except ValidationError as exc:
-        raise InvalidRequest("The settings are not valid.", details=_details(exc)) from None
+        raise invalid_input("The settings are not valid.", _details(exc)) from None
     return settings_out(current)

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from contactsync.protocol import Text
 from contactsync.server.context import Tx
 from contactsync.server.store.tables import app_settings
 
@@ -30,16 +31,17 @@ EVENT_TYPES = (
 
 
 class AppSettings(BaseModel):
-    """Every run-time setting with its default. Unknown keys are refused."""
+    """Every run-time setting with its default. Unknown keys are refused; the types are strict
+    (a number is a JSON number, a flag `true`/`false`)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     notify_contact_joined: bool = True
     max_contacts_per_request: int = Field(5000, ge=1, le=100_000)
     discovery_quota: int = Field(10_000, ge=0, le=10_000_000)
     push_webhook_url: HttpUrl | None = None
-    push_webhook_secret: str | None = Field(None, min_length=16, max_length=200)
-    push_event_types: list[str] = Field(default_factory=lambda: list(EVENT_TYPES))
+    push_webhook_secret: Text | None = Field(None, min_length=16, max_length=200)
+    push_event_types: list[Text] = Field(default_factory=lambda: list(EVENT_TYPES))
     push_max_attempts: int = Field(8, ge=1, le=50)
     relation_changed_events: bool = True
     auto_subscribe_on_message: bool = True

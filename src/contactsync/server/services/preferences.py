@@ -13,7 +13,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from contactsync.errors import InvalidRequest
+from contactsync.errors import invalid_input
 from contactsync.server.context import Tx
 from contactsync.server.services import events
 from contactsync.server.store import bulk
@@ -23,9 +23,10 @@ Consent = Literal["allowed", "unknown", "denied"]
 
 
 class Preferences(BaseModel):
-    """Every preference with its default. Unknown keys are refused."""
+    """Every preference with its default. Unknown keys are refused; the types are strict (a
+    boolean is `true`/`false`, not `"yes"` or `1`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     # The consent a new conversation starts with for this user, when it was started by someone
     # whose number is in one of the user's address books, and when it was not.
@@ -88,11 +89,11 @@ async def update(
     try:
         merged = Preferences.model_validate({**current, **changes}).model_dump()
     except ValidationError as exc:
-        raise InvalidRequest(
+        raise invalid_input(
             "The preferences are not valid.",
-            details=[
-                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                for e in exc.errors()
+            [
+                {"field": ".".join(map(str, e["loc"])), "type": e["type"], "message": e["msg"]}
+                for e in exc.errors(include_url=False)
             ],
         ) from None
     if merged == current:

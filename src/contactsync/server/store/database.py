@@ -76,6 +76,9 @@ class Database:
         if not _in_memory(url):
             kwargs.setdefault("pool_size", pool_size)
             kwargs.setdefault("max_overflow", max_overflow)
+        # A failed statement's message (and the trace logged for a 500) must not carry its
+        # values: they are names, numbers and message bodies.
+        kwargs.setdefault("hide_parameters", True)
         if url.startswith("sqlite"):
             # Writers queue on SQLite's file lock for up to its busy timeout anyway: a burst
             # of them waits as long for a pooled connection instead of failing after one
