@@ -137,7 +137,7 @@ async def test_forms_without_the_csrf_token_change_nothing(api: Api) -> None:
     user = (await api.client.get(f"/v1/admin/users/{ann['user_id']}", headers=api.admin)).json()
     assert user["restricted"] is False
     async with api.ctx.read() as tx:
-        assert (await app_settings.load(tx)).discovery_quota == 10_000
+        assert (await app_settings.load(tx)).discovery_quota == 50_000
     # The same post with the token and from the console itself works.
     host = {"origin": "http://testserver"}
     r = await api.client.post(path, data={"restricted": "1", "csrf": csrf}, headers=host)
@@ -265,7 +265,7 @@ async def test_settings_form_changes_what_the_api_does(api: Api) -> None:
     async with api.ctx.read() as tx:
         saved = await app_settings.load(tx)
     assert saved.notify_contact_joined is False and saved.max_contacts_per_request == 2
-    assert saved.discovery_quota == 10_000  # untouched fields keep their values
+    assert saved.discovery_quota == 50_000  # untouched fields keep their values
 
     await api.create_user(BOB, "Bob")  # joins: with notices off, Ann hears nothing
     assert [e["type"] for e in await api.events(ann)] == []
@@ -316,7 +316,7 @@ async def test_bad_settings_are_refused_whole(
     assert r.status_code == 400, r.text
     assert "were not saved" in r.text and message in r.text
     async with api.ctx.read() as tx:
-        assert (await app_settings.load(tx)).discovery_quota == 10_000
+        assert (await app_settings.load(tx)).discovery_quota == 50_000
 
 
 async def test_webhook_secret_is_write_only_and_kept_when_left_empty(api: Api) -> None:

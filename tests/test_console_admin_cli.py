@@ -137,7 +137,7 @@ def test_settings_get_and_set(server: ServerProcess) -> None:
     assert code == 2 and "NAME=VALUE" in err
     code, _, err = run(server, "settings", "get", "nope")
     assert code == 1 and "unknown settings: nope" in err
-    run(server, "settings", "set", "notify_contact_joined=true", "discovery_quota=10000")
+    run(server, "settings", "set", "notify_contact_joined=true", "discovery_quota=50000")
 
 
 @pytest.mark.skipif(not HAS_PAIRS_API, reason="/v1/admin/pairs comes with the relations branch")

@@ -187,7 +187,17 @@ class Restricted(Forbidden):
 
 class DiscoveryQuotaExceeded(RateLimited):
     code = "discovery_quota_exceeded"
-    message = "Too many new numbers checked in the last 24 hours."
+    message = "The discovery quota (new numbers checked) is used up for now."
+
+
+class SendRateLimited(RateLimited):
+    code = "send_rate_limited"
+    message = "Too many messages sent in the last minute."
+
+
+class ProfileReadsExceeded(RateLimited):
+    code = "profile_read_quota_exceeded"
+    message = "Too many profiles of strangers read in the last hour."
 
 
 class InvalidLevel(ApiError):
@@ -269,6 +279,15 @@ class AfterBeyondEnd(ApiError):
     code = "after_beyond_end"
     status = 409
     message = "`after` is beyond the last event of this user; resume from `last_seq` or 0."
+
+
+class EventsTrimmed(ApiError):
+    code = "events_trimmed"
+    status = 410
+    message = (
+        "Events after `after` were removed by the retention period; resync everything, then "
+        "follow from `last_seq`."
+    )
 
 
 class SlowConsumer(ApiError):

@@ -220,7 +220,7 @@ def test_toggling_a_setting_takes_effect_on_the_api(
     page.click("#save")
     assert "greater than or equal to 0" in page.inner_text("#error-discovery_quota")
     page.goto(server.url + "/console/settings")
-    assert page.input_value("#f-discovery_quota") == "10000"
+    assert page.input_value("#f-discovery_quota") == "50000"
 
 
 def test_a_form_posted_without_the_csrf_token_is_refused(

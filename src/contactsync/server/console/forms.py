@@ -29,7 +29,27 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "discovery_quota": (
         "Discovery quota",
-        "New numbers one user may check in 24 hours (anti-enumeration).",
+        "New numbers one user may check at first (a token bucket; anti-enumeration).",
+    ),
+    "discovery_quota_refill_per_day": (
+        "Discovery quota refill",
+        "New numbers added back to each user's discovery quota per day.",
+    ),
+    "send_messages_per_minute": (
+        "Messages per minute",
+        "Messages one user may send per minute (send_rate_limited, 429).",
+    ),
+    "send_bytes_per_minute": (
+        "Message bytes per minute",
+        "Message bytes one user may send per minute (send_rate_limited, 429).",
+    ),
+    "profile_reads_per_hour": (
+        "Stranger profile reads",
+        "Profiles of users without a relation one user may read per hour.",
+    ),
+    "event_retention_days": (
+        "Event retention",
+        "Days events stay in the log before they are trimmed.",
     ),
     "push_webhook_url": ("Push webhook URL", "Events for offline users are POSTed here."),
     "push_webhook_secret": (
@@ -48,7 +68,19 @@ LABELS: dict[str, tuple[str, str]] = {
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Notifications", ("notify_contact_joined", "relation_changed_events")),
-    ("Request limits", ("max_contacts_per_request", "discovery_quota", "max_message_bytes")),
+    (
+        "Request limits",
+        (
+            "max_contacts_per_request",
+            "discovery_quota",
+            "discovery_quota_refill_per_day",
+            "max_message_bytes",
+            "send_messages_per_minute",
+            "send_bytes_per_minute",
+            "profile_reads_per_hour",
+        ),
+    ),
+    ("Event log", ("event_retention_days",)),
     (
         "Push webhook",
         ("push_webhook_url", "push_webhook_secret", "push_event_types", "push_max_attempts"),

@@ -10,8 +10,7 @@
   the current number and said so (`rewritten`). Registered users are found by the number and
   its variants (services/matching) and reported under the number in the book.
 - A `batch_id` seen before returns the first answer and changes nothing more.
-- Each user may check at most `discovery_quota` distinct new numbers per rolling 24 h; an
-  upload over it is refused whole.
+- New numbers count against the discovery quota (`quota`); an upload over it is refused whole.
 """
 
 from __future__ import annotations
@@ -25,18 +24,20 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from contactsync import phone as phones
-from contactsync.errors import (
-    Conflict,
-    DiscoveryQuotaExceeded,
-    InvalidRequest,
-    TooManyContacts,
-)
+from contactsync.errors import Conflict, InvalidRequest, TooManyContacts
 from contactsync.server.context import Tx
-from contactsync.server.services import app_settings, events, matching, policy, sessions, users
+from contactsync.server.services import (
+    app_settings,
+    events,
+    matching,
+    policy,
+    quota,
+    sessions,
+    users,
+)
 from contactsync.server.store.bulk import in_list, rows_source
 from contactsync.server.store.tables import (
     book_entries,
-    discovery_checks,
     staged_contacts,
     upload_batches,
 )
@@ -145,9 +146,7 @@ async def upload(
     desired, invalid, rewritten = _normalise(request.contacts, region)
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
     held = await _held(tx, owner.user_id, list(desired))
-    await _charge_quota(
-        tx, owner.user_id, adds, settings.discovery_quota, remember=staging, held=held
-    )
+    await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
 
     if staging:
         counts = await _stage(tx, owner.user_id, batch_id, desired)
@@ -201,94 +200,12 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
 async def charge_discovery(tx: Tx, owner_id: int, numbers: Sequence[str]) -> None:
     """The discovery quota for numbers checked outside an upload (relations by number).
 
-    Same rule, same count as uploads: numbers already in one of the user's books or checked
-    within the day are free; the rest count and are remembered for the day.
+    Same rule, same count as uploads (see `quota`); the numbers are remembered for the day.
     """
     if not numbers:
         return
-    settings = await app_settings.load(tx)
     held = await _held(tx, owner_id, list(numbers))
-    await _charge_quota(
-        tx, owner_id, list(numbers), settings.discovery_quota, remember=True, held=held
-    )
-
-
-async def _charge_quota(
-    tx: Tx,
-    owner_id: int,
-    adds: list[str],
-    quota: int,
-    *,
-    remember: bool,
-    held: dict[str, dict[str, str | None]],
-) -> None:
-    """Count the numbers this user has not checked before against the rolling 24 h quota.
-
-    A number counts once from the moment it was first checked. Numbers that stay in a book are
-    counted from the book itself (`created_at`), so a first upload writes no extra rows; only
-    numbers that leave a book within the day, and staged ones (`remember`), are kept in
-    `discovery_checks`. Clearing or replacing a book therefore never gives quota back.
-    """
-    if not adds:
-        return
-    since = tx.now - DAY_MS
-    base = {"owner": owner_id, "since": since}
-    unheld = [p for p in adds if p not in held]
-    if not unheld:
-        return
-    in_unheld, params = in_list(tx.dialect, "phone", unheld, "unheld")
-    known = {
-        number
-        for (number,) in (
-            await tx.conn.execute(
-                sa.text(
-                    "SELECT phone FROM discovery_checks "
-                    f"WHERE owner_id = :owner AND at > :since AND {in_unheld}"
-                ),
-                {**base, **params},
-            )
-        )
-    }
-    new = [p for p in unheld if p not in known]
-    if not new:
-        return
-    await tx.conn.execute(
-        sa.delete(discovery_checks).where(
-            discovery_checks.c.owner_id == owner_id, discovery_checks.c.at <= since
-        )
-    )
-    recent = await tx.conn.execute(
-        sa.text(
-            "SELECT count(*) AS used, min(first) AS oldest FROM ("
-            "SELECT phone, min(created_at) AS first FROM book_entries "
-            "WHERE owner_id = :owner AND created_at > :since GROUP BY phone "
-            "UNION ALL SELECT phone, at FROM discovery_checks WHERE owner_id = :owner "
-            "AND phone NOT IN (SELECT phone FROM book_entries "
-            "WHERE owner_id = :owner AND created_at > :since)) AS checked"
-        ),
-        base,
-    )
-    used, oldest = recent.one()
-    if used + len(new) > quota:
-        retry_after = max(1, ((oldest or tx.now) + DAY_MS - tx.now + 999) // 1000)
-        raise DiscoveryQuotaExceeded(
-            retry_after,
-            details={
-                "quota": quota,
-                "used": used,
-                "new_in_request": len(new),
-                "retry_after": retry_after,
-            },
-        )
-    if remember:
-        source, rows = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in new])
-        await tx.conn.execute(
-            sa.text(
-                "INSERT INTO discovery_checks (owner_id, phone, at) "
-                f"SELECT :owner, t.phone, :now FROM {source}"
-            ),
-            {"owner": owner_id, "now": tx.now, **rows},
-        )
+    await quota.check_numbers(tx, owner_id, numbers, set(held), remember=True)
 
 
 async def _remember_leaving(

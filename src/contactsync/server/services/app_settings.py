@@ -38,7 +38,10 @@ class AppSettings(BaseModel):
 
     notify_contact_joined: bool = True
     max_contacts_per_request: int = Field(5000, ge=1, le=100_000)
-    discovery_quota: int = Field(10_000, ge=0, le=10_000_000)
+    # The discovery quota is a token bucket (services/quota.py): this many new numbers at
+    # first, refilling by the second setting a day.
+    discovery_quota: int = Field(50_000, ge=0, le=10_000_000)
+    discovery_quota_refill_per_day: int = Field(5_000, ge=1, le=10_000_000)
     push_webhook_url: HttpUrl | None = None
     push_webhook_secret: Text | None = Field(None, min_length=16, max_length=200)
     push_event_types: list[Text] = Field(default_factory=lambda: list(EVENT_TYPES))
@@ -46,6 +49,13 @@ class AppSettings(BaseModel):
     relation_changed_events: bool = True
     auto_subscribe_on_message: bool = True
     max_message_bytes: int = Field(16_384, ge=1, le=1_048_576)
+    # Per sender, over all conversations (429 send_rate_limited beyond them).
+    send_messages_per_minute: int = Field(120, ge=1, le=1_000_000)
+    send_bytes_per_minute: int = Field(1_048_576, ge=1, le=1_073_741_824)
+    # Reads of profiles of users the reader has no relation with, per reader.
+    profile_reads_per_hour: int = Field(600, ge=1, le=10_000_000)
+    # How long events stay in the log; older ones are trimmed in the background.
+    event_retention_days: int = Field(30, ge=1, le=3650)
 
     @field_validator("push_event_types")
     @classmethod

@@ -74,23 +74,34 @@ async def verify(
     async with ctx.tx() as tx:
         region = users.resolve_region(region, settings.default_region)
         e164 = users.normalize_phone(raw_phone, region)
-        row = (await tx.conn.execute(sa.select(otp_codes).where(otp_codes.c.phone == e164))).first()
-        if row is None or row.expires_at <= tx.now:
-            outcome = "invalid"
-        elif row.attempts >= settings.otp_max_attempts:
-            outcome = "exhausted"
-        else:
-            pepper = await _pepper(tx)
-            expected = secrets.keyed_hash(pepper, f"{e164}:{code}")
-            outcome = "ok" if secrets.same(expected, row.code_hash) else "wrong"
-        if outcome == "wrong":
-            # Committed on purpose: a wrong try must count even though the request fails.
+        # Claim one try before comparing: one conditional UPDATE, so concurrent guesses each
+        # spend a try of their own and at most `otp_max_attempts` are ever compared (a read
+        # then a write let 30 concurrent guesses through against a limit of 5 on PostgreSQL).
+        # A wrong try stays counted: this transaction commits even though the request fails.
+        claimed = (
             await tx.conn.execute(
                 sa.update(otp_codes)
-                .where(otp_codes.c.phone == e164)
+                .where(
+                    otp_codes.c.phone == e164,
+                    otp_codes.c.expires_at > tx.now,
+                    otp_codes.c.attempts < settings.otp_max_attempts,
+                )
                 .values(attempts=otp_codes.c.attempts + 1)
+                .returning(otp_codes.c.code_hash)
             )
-        elif outcome == "ok":
+        ).first()
+        if claimed is not None:
+            pepper = await _pepper(tx)
+            expected = secrets.keyed_hash(pepper, f"{e164}:{code}")
+            outcome = "ok" if secrets.same(expected, claimed.code_hash) else "wrong"
+        else:
+            live = await tx.conn.scalar(
+                sa.select(otp_codes.c.attempts).where(
+                    otp_codes.c.phone == e164, otp_codes.c.expires_at > tx.now
+                )
+            )
+            outcome = "invalid" if live is None else "exhausted"
+        if outcome == "ok":
             await tx.conn.execute(sa.delete(otp_codes).where(otp_codes.c.phone == e164))
             user, created = await users.register(
                 tx, e164, name=None, region=None, default_region=None

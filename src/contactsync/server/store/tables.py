@@ -67,14 +67,14 @@ otp_codes = sa.Table(
     sa.Column("created_at", MS, nullable=False),
 )
 
-rate_hits = sa.Table(
-    "rate_hits",
+# Token buckets (services/ratelimit.py): one row per limited key, e.g. "otp:phone:+1…",
+# "send:msgs:42", "discovery:42".
+rate_buckets = sa.Table(
+    "rate_buckets",
     metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
     sa.Column("at", MS, nullable=False),
-    sa.Index("ix_rate_hits_key_at", "key", "at"),
-    sqlite_autoincrement=True,
 )
 
 app_settings = sa.Table(
@@ -89,6 +89,8 @@ event_counters = sa.Table(
     metadata,
     sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # The highest seq removed by retention: replaying from before it cannot be complete.
+    sa.Column("trimmed_seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 events = sa.Table(
@@ -99,6 +101,7 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("at", MS, nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_events_at", "at"),
 )
 
 # Address books: one row per (owner, book, number). book is "" for the user's global book, or
