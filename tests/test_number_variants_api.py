@@ -27,6 +27,8 @@ FORMS = [
     ("+2250707123456", "+225 07 12 34 56", None),  # Côte d'Ivoire, 8 digits
     ("+2290197123456", "97 12 34 56", "BJ"),  # Benin, before the 01
     ("+576012345678", "+57 1 234 5678", None),  # Colombia, fixed line before 60
+    ("+201001234567", "010 123 4567", "EG"),  # Egypt, 10-digit mobile
+    ("+237677123456", "+237 77 12 34 56", None),  # Cameroon, 8 digits
     ("+5491123456789", "+54 11 2345 6789", None),  # Argentina, mobile without the 9
     ("+541123456789", "+54 9 11 2345 6789", None),  # and the other way round
     ("+5491123456789", "011 15 2345 6789", "AR"),  # national 15 form (libphonenumber's)

@@ -45,6 +45,17 @@ OLD_FORMS = [
     ("04 3825 1234", "VN", "+842438251234"),
     ("+84 4 3825 1234", None, "+842438251234"),
     ("00 84 4 3825 1234", "FR", "+842438251234"),
+    # Egypt 2011: mobiles to 11 digits.
+    ("010 123 4567", "EG", "+201001234567"),
+    ("+20 12 345 6789", None, "+201223456789"),
+    ("0020 11 234 5678", "DE", "+201112345678"),
+    ("00 20 19 123 4567", "US", "+201091234567"),
+    # Cameroon 2014: 6 before mobiles, 2 before fixed lines.
+    ("77 12 34 56", "CM", "+237677123456"),
+    ("+237 99 12 34 56", None, "+237699123456"),
+    ("00237 50 12 34 56", "FR", "+237650123456"),
+    ("+237 22 21 23 45", None, "+237222212345"),
+    ("33 42 12 34", "CM", "+237233421234"),
     # Côte d'Ivoire 2021: mobiles to 10 digits with the operator's prefix.
     ("07 12 34 56", "CI", "+2250707123456"),
     ("+225 07 12 34 56", None, "+2250707123456"),
@@ -142,7 +153,7 @@ def test_every_rule_has_a_test() -> None:
 
 # --- properties: a variant never joins two different people --------------------------------
 
-RULE_REGIONS = ["AR", "MX", "BR", "VN", "CI", "BJ", "CO"]
+RULE_REGIONS = ["AR", "MX", "BR", "VN", "CI", "BJ", "CO", "EG", "CM"]
 
 
 @st.composite

@@ -45,7 +45,7 @@ __all__ = [
 
 # Bump when a rule is added or changed: stored results computed under older rules (the SDK's
 # local normalisation cache) can tell they are stale.
-RULES_VERSION = 1
+RULES_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,15 @@ _VN_MOBILE = {
     # Gmobile
     "199": "59",
 }  # fmt: skip
+
+
+# Egypt, mobile numbers from 10 to 11 digits, 6 October 2011 (NTRA press release "increase
+# the length of the current mobile numbers from 10 to 11 digits", tra.gov.eg): a digit after
+# the 01 by operator, the rest unchanged. Mobinil 012/017/018 -> 0122/0127/0128, Vodafone
+# 010/016/019 -> 0100/0106/0109, Etisalat 011/014 -> 0111/0114. (The 015x numbers renamed at
+# the same time, 0150 -> 0120 etc., are valid WE numbers today: not rewritten.)
+_EG_MOBILE = {"12": "122", "17": "127", "18": "128", "10": "100", "16": "106", "19": "109",
+              "11": "111", "14": "114"}  # fmt: skip
 
 
 def _ci_mobile(match: re.Match[str]) -> str:
@@ -136,6 +145,18 @@ RULES: tuple[Rule, ...] = (
     # (4 -> 24) and no current number has the old form; Ho Chi Minh City's old 8 + 8 digits
     # mostly reads as a valid 8x mobile today, and the other provinces were renumbered.
     Rule(84, "VN Hanoi area code 4 -> 24", re.compile(r"4(\d{8})"), r"24\1"),
+    # Egypt 2011 mobiles (see _EG_MOBILE).
+    Rule(
+        20,
+        "EG mobiles to 11 digits",
+        re.compile(r"(1[0-246-9])(\d{7})"),
+        lambda m: _EG_MOBILE[m.group(1)] + m.group(2) if m.group(1) in _EG_MOBILE else "",
+    ),
+    # Cameroon, 8 to 9 digits, 21 November 2014 (ART and the Minister of Posts and
+    # Telecommunications, press conference of 24 September 2014): 6 before every mobile
+    # number (Orange, MTN, Nexttel), 2 before Camtel's fixed numbers.
+    Rule(237, "CM mobiles: 6 before", re.compile(r"[5-9]\d{7}"), r"6\g<0>"),
+    Rule(237, "CM fixed lines: 2 before", re.compile(r"[23]\d{7}"), r"2\g<0>"),
     # Côte d'Ivoire 2021 mobiles (see _ci_mobile). Old fixed lines took 21/25/27 by the
     # operator, which the old number does not tell; they are not rewritten.
     Rule(225, "CI mobiles to 10 digits", re.compile(r"0\d{7}|[4-9]\d{7}"), _ci_mobile),
