@@ -31,7 +31,8 @@ class BodySizeLimit:
             return
         headers = dict(scope.get("headers") or [])
         if scope["path"].startswith("/v1/") and _read_as_json(headers.get(b"content-type")):
-            scope = dict(scope)
+            # In place, not on a copy: the layers outside read what routing writes into the
+            # scope (the route template for metrics and logs).
             scope["headers"] = [
                 (k, v) for k, v in scope.get("headers") or [] if k != b"content-type"
             ] + [(b"content-type", b"application/json")]
