@@ -24,10 +24,12 @@ from contactsync.server.http import (
     blocks,
     conversations,
     devices,
+    docs,
     errors,
     events,
     health,
     me,
+    openapi,
     preferences,
     profiles,
     relations,
@@ -115,6 +117,8 @@ def create_app(
         version=__version__,
         summary="Address-book sync, contact discovery and durable real-time events",
         lifespan=lifespan,
+        docs_url=None,  # served from the installed package instead (http/docs.py)
+        redoc_url=None,
     )
     app.state.ctx = ctx
     errors.install(app)
@@ -122,6 +126,8 @@ def create_app(
         app.include_router(router)
     app.include_router(metrics_http.router)
     console.install(app)
+    docs.install(app)
+    openapi.install(app)
     # The last added runs first: request id around everything (even a 413), then metrics.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

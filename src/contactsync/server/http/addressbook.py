@@ -48,6 +48,10 @@ _UPLOAD_BODY = {
 
 @router.post("", response_model=AddressBookResult, openapi_extra=_UPLOAD_BODY)
 async def upload(request: Request, caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    """Add, rename or remove contacts in the caller's book (per device). Each number is normalised
+    with `region`; the answer says what was created, updated, deleted, invalid, and which
+    contacts use the app. `force` replaces the whole book (in batches with one `batch_id`, the
+    last `final`); a retried `batch_id` is answered again without applying twice."""
     body = parse_body(AddressBookUpload, await request.body())
     upload_request = addressbook.Upload(
         contacts=body.contacts,
@@ -72,6 +76,7 @@ async def list_book(
     cursor: Annotated[Text | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> AddressBookPage:
+    """The caller's book for one device, by page (`next_cursor`)."""
     async with ctx.read() as tx:
         page, last = await addressbook.list_contacts(
             tx, caller.user_id, device_id, decode_cursor(cursor), limit
@@ -86,6 +91,7 @@ async def list_book(
 async def registered(
     caller: Caller, ctx: Ctx, device_id: DeviceQuery = None, compact: bool = False
 ) -> RegisteredUsers:
+    """Contacts in the caller's book who use the app (`compact` gives only their ids)."""
     async with ctx.read() as tx:
         found = await addressbook.registered_in_book(tx, caller.user_id, device_id)
         if compact:
@@ -101,6 +107,7 @@ async def registered(
 
 @router.delete("")
 async def clear(caller: Caller, ctx: Ctx, device_id: DeviceQuery = None) -> dict[str, int]:
+    """Empty the caller's book for one device."""
     async with ctx.tx() as tx:
         deleted = await addressbook.clear(tx, caller.user_id, device_id)
     return {"deleted": deleted}

@@ -13,6 +13,7 @@ router = APIRouter(prefix="/v1/admin/pairs", tags=["admin"], dependencies=[Admin
 
 @router.put("", response_model=PairOut)
 async def put_pair(body: PairIn, ctx: Ctx) -> PairOut:
+    """Pair two users, so a restricted one may talk to the other (idempotent)."""
     async with ctx.tx() as tx:
         await pairs.pair(tx, body.a, body.b)
     return PairOut(a=body.a, b=body.b, paired=True)
@@ -20,6 +21,7 @@ async def put_pair(body: PairIn, ctx: Ctx) -> PairOut:
 
 @router.delete("", response_model=PairOut)
 async def delete_pair(body: PairIn, ctx: Ctx) -> PairOut:
+    """Unpair two users (idempotent)."""
     async with ctx.tx() as tx:
         await pairs.unpair(tx, body.a, body.b)
     return PairOut(a=body.a, b=body.b, paired=False)
@@ -27,5 +29,6 @@ async def delete_pair(body: PairIn, ctx: Ctx) -> PairOut:
 
 @router.get("/{user_id}")
 async def list_pairs(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
+    """Everyone paired with a user."""
     async with ctx.read() as tx:
         return {"user_id": user_id, "paired_with": await pairs.partners(tx, user_id)}

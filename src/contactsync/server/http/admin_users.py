@@ -22,8 +22,15 @@ def user_out(user: users.User) -> UserOut:
     )
 
 
-@router.post("", status_code=201, response_model=UserOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UserOut,
+    responses={200: {"model": UserOut, "description": "The number was already registered"}},
+)
 async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut:
+    """Register a user by phone number: 201 for a new one, 200 with the existing user for a known
+    number."""
     async with ctx.tx() as tx:
         user, created = await users.register(
             tx,
@@ -39,12 +46,14 @@ async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut
 
 @router.get("/{user_id}", response_model=UserOut)
 async def get_user(user_id: UserIdPath, ctx: Ctx) -> UserOut:
+    """One user."""
     async with ctx.read() as tx:
         return user_out(await users.get(tx, user_id))
 
 
 @router.patch("/{user_id}", response_model=UserOut)
 async def patch_user(user_id: UserIdPath, body: PatchUser, ctx: Ctx) -> UserOut:
+    """Change a user's name, region or restriction."""
     async with ctx.tx() as tx:
         user = await users.update(
             tx,
@@ -59,6 +68,7 @@ async def patch_user(user_id: UserIdPath, body: PatchUser, ctx: Ctx) -> UserOut:
 
 @router.delete("/{user_id}", status_code=204)
 async def delete_user(user_id: UserIdPath, ctx: Ctx) -> Response:
+    """Delete a user and everything that belongs to them."""
     async with ctx.tx() as tx:
         await users.delete(tx, user_id)
     return Response(status_code=204)
@@ -66,6 +76,7 @@ async def delete_user(user_id: UserIdPath, ctx: Ctx) -> Response:
 
 @router.post("/{user_id}/tokens", response_model=TokenOut)
 async def mint_token(user_id: UserIdPath, body: MintToken, ctx: Ctx) -> TokenOut:
+    """A bearer token for one device of the user; the device's earlier token stops working."""
     async with ctx.tx() as tx:
         await users.get(tx, user_id)
         token = await sessions.mint(tx, user_id, body.device_id)
@@ -74,6 +85,7 @@ async def mint_token(user_id: UserIdPath, body: MintToken, ctx: Ctx) -> TokenOut
 
 @router.delete("/{user_id}/tokens", status_code=200)
 async def revoke_tokens(user_id: UserIdPath, ctx: Ctx) -> dict[str, int]:
+    """Revoke every token of the user: all their devices are signed out."""
     async with ctx.tx() as tx:
         await users.get(tx, user_id)
         revoked = await sessions.revoke_all(tx, user_id)
@@ -82,6 +94,7 @@ async def revoke_tokens(user_id: UserIdPath, ctx: Ctx) -> dict[str, int]:
 
 @router.get("/{user_id}/devices")
 async def list_devices(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
+    """The user's devices and whether each is signed in."""
     async with ctx.read() as tx:
         await users.get(tx, user_id)
         return {"devices": await sessions.list_devices(tx, user_id)}

@@ -21,6 +21,7 @@ async def list_blocks(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=blocks.MAX_PAGE)] = 100,
 ) -> BlocksPage:
+    """The users the caller has blocked, by page."""
     after = cursors.decode(cursor, id=int)["id"] if cursor else 0
     async with ctx.read() as tx:
         found = await blocks.blocked_by(tx, caller.user_id, after, limit)
@@ -30,6 +31,7 @@ async def list_blocks(
 
 @router.put("/{user_id}", status_code=204)
 async def block(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> Response:
+    """Block a user (idempotent): they can no longer reach the caller."""
     async with ctx.tx() as tx:
         await blocks.block(tx, caller.user_id, user_id)
     return Response(status_code=204)
@@ -37,6 +39,7 @@ async def block(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> Response:
 
 @router.delete("/{user_id}", status_code=204)
 async def unblock(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> Response:
+    """Unblock a user."""
     async with ctx.tx() as tx:
         await blocks.unblock(tx, caller.user_id, user_id)
     return Response(status_code=204)

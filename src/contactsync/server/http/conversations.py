@@ -59,6 +59,7 @@ async def list_conversations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=conversations.MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
+    """The caller's conversations, filtered by consent and updated since a time, by page."""
     states = conversations.parse_consent(consent.split(","))
     async with ctx.read() as tx:
         page, next_cursor = await conversations.list_for_user(
@@ -76,6 +77,7 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: ConversationId, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
+    """One conversation the caller is a member of."""
     async with ctx.read() as tx:
         return await conversations.view(tx, conversation_id, caller.user_id)
 
@@ -84,6 +86,7 @@ async def get_conversation(
 async def patch_conversation(
     conversation_id: ConversationId, body: PatchConversation, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
+    """Rename a group or change its description."""
     changes: dict[str, str | None] = {
         field: getattr(body, field) for field in body.model_fields_set
     }
@@ -95,6 +98,7 @@ async def patch_conversation(
 async def add_members(
     conversation_id: ConversationId, body: AddMembers, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
+    """Add members to a group (group admins only)."""
     async with ctx.tx() as tx:
         return await conversations.add_members(tx, conversation_id, caller.user_id, body.user_ids)
 
@@ -106,6 +110,7 @@ async def remove_member(
     caller: Caller,
     ctx: Ctx,
 ) -> Response:
+    """Remove a member from a group (group admins), or leave it (any member, for oneself)."""
     async with ctx.tx() as tx:
         await conversations.remove_member(tx, conversation_id, caller.user_id, user_id)
     return Response(status_code=204)
@@ -115,6 +120,7 @@ async def remove_member(
 async def set_consent(
     conversation_id: ConversationId, body: SetConsent, caller: Caller, ctx: Ctx
 ) -> dict[str, Any]:
+    """The caller's consent for a conversation: allowed, unknown or denied."""
     async with ctx.tx() as tx:
         return await conversations.set_consent(
             tx, conversation_id, caller.user_id, body.state, device_id=caller.device_id
@@ -129,6 +135,7 @@ async def send_message(
     ctx: Ctx,
     response: Response,
 ) -> dict[str, Any]:
+    """Send a message; a retry with the same `client_msg_id` is stored once."""
     async with ctx.tx() as tx:
         message, created = await messages.send(
             tx,
@@ -151,6 +158,7 @@ async def list_messages(
     after: Annotated[int, Query(ge=0, le=BIGINT)] = 0,
     limit: Annotated[int, Query(ge=1, le=messages.MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
+    """A conversation's messages after a sequence number, by page."""
     async with ctx.read() as tx:
         page, next_after = await messages.list_page(
             tx, conversation_id, caller.user_id, after=after, limit=limit

@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 @router.get("", response_model=DevicesOut)
 async def list_devices(caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    """The caller's devices and whether each is signed in."""
     async with ctx.read() as tx:
         return {"devices": await sessions.list_devices(tx, caller.user_id)}
 

@@ -20,6 +20,9 @@ async def read_events(
     after: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
 ) -> EventsPage:
+    """The caller's durable event log after a sequence number (`after`), oldest first; 409
+    `after_beyond_end` when `after` is past the end. The same events are pushed over the
+    WebSocket at /v1/events/ws."""
     async with ctx.read() as tx:
         page = await events.read(tx, caller.user_id, after, limit)
     if page and "metrics" in ctx.services:

@@ -18,11 +18,13 @@ READY_TIMEOUT_SECONDS = 1.5
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(ctx: Ctx) -> JSONResponse:
+    """The process can reach its database (503 while it cannot)."""
     if await ctx.db.ping(READY_TIMEOUT_SECONDS):
         return JSONResponse({"status": "ok", "database": ctx.db.dialect})
     error = StoreUnavailable()

@@ -14,6 +14,7 @@ router = APIRouter(prefix="/v1/me/preferences", tags=["me"])
 
 @router.get("", response_model=preferences.Preferences)
 async def get_preferences(caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    """The caller's preferences (such as notify_contact_joined)."""
     async with ctx.read() as tx:
         return await preferences.get_preferences(tx, caller.user_id)
 

@@ -25,6 +25,8 @@ async def outbox(
     cursor: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    """Push webhook deliveries in one state (failed by default, or pending), with each one's
+    last error, and the counts of every state."""
     async with ctx.read() as tx:
         items = await push.listing(tx, state, cursor, limit)
         counts = await push.counts(tx)
@@ -37,6 +39,7 @@ async def outbox(
 
 @router.post("/outbox/retry")
 async def retry(body: RetryIn, ctx: Ctx) -> dict[str, int]:
+    """Send failed push deliveries again now."""
     async with ctx.tx() as tx:
         count = await push.retry_failed(tx, body.ids)
     worker = ctx.services.get("push")

@@ -51,6 +51,7 @@ async def list_relations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=relations.MAX_PAGE)] = 100,
 ) -> RelationsPage:
+    """The caller's relations, by page."""
     async with ctx.read() as tx:
         found, next_cursor = await relations.page(tx, caller.user_id, cursor, limit)
     return RelationsPage(
@@ -60,6 +61,7 @@ async def list_relations(
 
 @router.post("/sync", response_model=SyncRelationsOut)
 async def sync_relations(body: SyncRelations, caller: Caller, ctx: Ctx) -> SyncRelationsOut:
+    """Set relations for many phone numbers in one call."""
     change = _change(body)
     async with ctx.tx() as tx:
         outcome = await relations.sync(
@@ -70,6 +72,7 @@ async def sync_relations(body: SyncRelations, caller: Caller, ctx: Ctx) -> SyncR
 
 @router.get("/{target}", response_model=RelationOut)
 async def get_relation(target: str, caller: Caller, ctx: Ctx) -> RelationOut:
+    """The caller's relation to a user (by id or +E.164 number)."""
     async with ctx.read() as tx:
         key, relation = await relations.lookup(tx, _caller(caller), target)
     return _out(key, relation)
@@ -77,6 +80,7 @@ async def get_relation(target: str, caller: Caller, ctx: Ctx) -> RelationOut:
 
 @router.put("/{target}", response_model=RelationOut)
 async def put_relation(target: str, body: PutRelation, caller: Caller, ctx: Ctx) -> RelationOut:
+    """Create or change the caller's relation to a user: contact, subscribe, access levels."""
     change = _change(body)
     async with ctx.tx() as tx:
         key, relation = await relations.put(tx, _caller(caller), target, change)
@@ -85,6 +89,7 @@ async def put_relation(target: str, body: PutRelation, caller: Caller, ctx: Ctx)
 
 @router.delete("/{target}", status_code=204)
 async def delete_relation(target: str, caller: Caller, ctx: Ctx) -> Response:
+    """Remove the caller's relation to a user."""
     async with ctx.tx() as tx:
         await relations.remove(tx, _caller(caller), target)
     return Response(status_code=204)

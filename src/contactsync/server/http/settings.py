@@ -52,6 +52,7 @@ def _details(exc: ValidationError) -> list[dict[str, Any]]:
 
 @router.get("", response_model=SettingsOut)
 async def get_settings(ctx: Ctx) -> dict[str, Any]:
+    """The run-time settings (docs/api.md lists them)."""
     async with ctx.read() as tx:
         return settings_out(await app_settings.load(tx))
 
@@ -76,6 +77,7 @@ _PUT_BODY = {
 
 @router.put("", response_model=SettingsOut, openapi_extra=_PUT_BODY)
 async def put_settings(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Change some settings in one call: all are applied, or none."""
     try:
         changes = json.loads(await request.body() or b"null")
     except ValueError:

@@ -15,6 +15,8 @@ router = APIRouter(prefix="/v1/sync", tags=["conversations"])
 
 @router.post("", response_model=SyncOut)
 async def sync_all(body: SyncRequest, caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    """Sync every eligible conversation in one round trip: the changed conversations and their new
+    messages after the given cursors."""
     cursors = sync.parse_cursors(body.cursors)
     async with ctx.read() as tx:
         return await sync.sync(
