@@ -32,6 +32,7 @@ _MEANING = {
     403: "The caller may not do this (not the admin, blocked, restricted, not a group admin).",
     404: "No such resource (or one the caller may not see).",
     409: "The request conflicts with the current state.",
+    410: "What was asked for is gone (events removed by the retention period): resync.",
     413: "The body, or a part of it, is too large.",
     422: "The request is not valid: `details` lists the fields and why.",
     429: "Too many requests or over a quota: wait `Retry-After` seconds.",
@@ -184,6 +185,8 @@ def _complete(
         wanted.append(401)  # invalid_code
     if method in ("post", "put", "patch", "delete") or path == "/v1/events":
         wanted.append(409)
+    if path == "/v1/events":
+        wanted.append(410)  # events_trimmed
     body = op.get("requestBody")
     if body is not None:
         wanted.append(413)
