@@ -19,12 +19,14 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from contactsync.server.app import create_app
-from contactsync.server.clock import Clock
+from contactsync.server.bus.redis import RedisBus
+from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
 from contactsync.server.services import events
 from contactsync.server.services.otp_senders import MemorySender
 from tests.conftest import Api
+from tests.workers import redis_url
 
 
 class Live:
@@ -74,6 +76,20 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
+
+
+REDIS = redis_url()
+
+
+@contextlib.asynccontextmanager
+async def pair(settings: Settings) -> AsyncIterator[tuple[Live, Live]]:
+    """Two servers (two processes' worth of apps) sharing the database and a real Redis."""
+    settings.redis_url = REDIS
+    async with serve(settings, SystemClock()) as a, serve(settings, SystemClock()) as b:
+        for live in (a, b):
+            assert isinstance(live.ctx.bus, RedisBus)
+            await asyncio.wait_for(live.ctx.bus.subscribed.wait(), 10)
+        yield a, b
 
 
 async def emit(

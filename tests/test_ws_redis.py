@@ -6,31 +6,15 @@ instance id, hence its own Redis namespace.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from contactsync.server.bus.redis import RedisBus
 from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.services import push
-from tests.live import Live, emit, eventually, recv, recv_events, serve
-from tests.workers import redis_url
-
-REDIS = redis_url()
-
-
-@contextlib.asynccontextmanager
-async def pair(settings: Settings) -> AsyncIterator[tuple[Live, Live]]:
-    settings.redis_url = REDIS
-    async with serve(settings, SystemClock()) as a, serve(settings, SystemClock()) as b:
-        for live in (a, b):
-            assert isinstance(live.ctx.bus, RedisBus)
-            await asyncio.wait_for(live.ctx.bus.subscribed.wait(), 10)
-        yield a, b
+from tests.live import Live, emit, eventually, pair, recv, recv_events, serve
 
 
 async def test_an_event_caused_through_b_reaches_a_socket_on_a(settings: Settings) -> None:

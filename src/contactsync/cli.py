@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,31 +58,57 @@ def serve(
         LogFormat | None,
         typer.Option("--log-format", help="json (default): one object a line; text: for people"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes on this port (more than 1 needs PostgreSQL and Redis)",
+        ),
+    ] = 1,
 ) -> None:
     """Run the server (embedded SQLite unless a database URL is given)."""
     import uvicorn
 
+    from contactsync.server import app as server_app
     from contactsync.server import logging as server_logging
-    from contactsync.server.app import create_app
 
-    settings = _settings(
-        host=host,
-        port=port,
-        database_url=database_url,
-        data_dir=data_dir,
-        redis_url=redis_url,
-        default_region=default_region,
-        log_level=log_level,
-        log_format=log_format.value if log_format else None,
-    )
+    options = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "redis_url": redis_url,
+        "default_region": default_region,
+        "log_level": log_level,
+        "log_format": log_format.value if log_format else None,
+    }
+    settings = _settings(**options)
     server_logging.configure(settings.log_level, settings.log_format)
-    application = create_app(settings)
+    refused = server_app.workers_refused(settings, workers)
+    if refused:
+        typer.echo(f"contactsync: --workers {workers} refused: {refused}", err=True)
+        raise typer.Exit(2)
+    application: Any
+    if workers == 1:
+        application = server_app.create_app(settings)
+    else:
+        # Each worker process builds its own app from the environment: pass the options on,
+        # and migrate and make the admin key once here rather than racing in every worker.
+        for name, value in options.items():
+            if value is not None:
+                os.environ[f"CONTACTSYNC_{name.upper()}"] = str(value)
+        asyncio.run(server_app.prepare(settings))
+        application = "contactsync.server.app:worker_app"
     typer.echo(
         f"contactsync on http://{settings.host}:{settings.port} "
-        f"({'sqlite' if not settings.database_url else 'postgresql'})"
+        f"({'sqlite' if not settings.database_url else 'postgresql'}"
+        f"{f', {workers} workers' if workers > 1 else ''})"
     )
     uvicorn.run(
         application,
+        factory=workers > 1,
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

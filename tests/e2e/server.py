@@ -26,6 +26,7 @@ class ServerProcess:
         admin_key: str | None = ADMIN_KEY,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -36,13 +37,22 @@ class ServerProcess:
             self.env["CONTACTSYNC_DATABASE_URL"] = database_url
         if admin_key:
             self.env["CONTACTSYNC_ADMIN_KEY"] = admin_key
+        self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "contactsync.cli", "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "contactsync.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

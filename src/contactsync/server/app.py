@@ -11,8 +11,11 @@ from fastapi import FastAPI
 
 from contactsync import __version__
 from contactsync.server import console, realtime, ws
+from contactsync.server import logging as server_logging
 from contactsync.server import metrics as metrics_http
 from contactsync.server.bus.base import Bus
+from contactsync.server.bus.memory import MemoryBus
+from contactsync.server.cache import Caches
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
@@ -68,6 +71,50 @@ ROUTERS = [
 ]
 
 
+def workers_refused(settings: Settings, workers: int) -> str | None:
+    """Why `workers` server processes cannot run with these settings, or None when they can."""
+    if workers <= 1:
+        return None
+    if not settings.database_url or Database.is_sqlite_url(settings.resolved_database_url()):
+        return (
+            "several workers need PostgreSQL (--database-url postgresql://…): the embedded "
+            "SQLite database takes one writer at a time and lives in one process's data folder"
+        )
+    if not settings.redis_url:
+        return (
+            "several workers need Redis (--redis-url redis://…): without it an event written "
+            "through one worker would not reach the sockets held by the others, and a revoked "
+            "token or a settings change would not reach their caches"
+        )
+    return None
+
+
+async def prepare(settings: Settings) -> None:
+    """What the parent of several workers does once before starting them: apply the
+    migrations and make sure there is an admin key (each worker only reads it then)."""
+    ctx = Context(
+        settings=settings,
+        db=Database.from_url(settings.resolved_database_url()),
+        bus=MemoryBus(),
+        clock=SystemClock(),
+    )
+    try:
+        await migrate.upgrade(ctx.db)
+        key = await admin.ensure_admin_key(ctx)
+        if key.source == "generated":
+            log.warning("created an admin key; it is in %s", key.path)
+    finally:
+        await ctx.db.dispose()
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several `contactsync serve --workers N` processes (uvicorn's factory):
+    settings from the CONTACTSYNC_* environment the parent set; the parent has migrated."""
+    settings = Settings()
+    server_logging.configure(settings.log_level, settings.log_format)
+    return create_app(settings, migrate_on_start=False)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -80,11 +127,17 @@ def create_app(
     database = db or Database.from_settings(settings)
     if database.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    the_bus = bus or realtime.make_bus(settings)
+    caches = Caches(settings.cache_ttl_seconds, usable=lambda: the_bus.coherent)
+    # Caches first: a socket re-checking its token after sessions.changed must not find it
+    # in this process's cache.
+    the_bus.on_control(caches.on_control)
     ctx = Context(
         settings=settings,
         db=database,
-        bus=bus or realtime.make_bus(settings),
+        bus=the_bus,
         clock=clock or SystemClock(),
+        caches=caches,
     )
     ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
     metrics = Metrics()

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = 1.0
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # How long a process may keep app settings and token sessions it read (changes reach
+    # every process over the bus at once; this bounds a lost bus message). 0: no caching.
+    cache_ttl_seconds: float = 5.0
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"
     otp_webhook_url: str | None = None

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contactsync.server.bus.base import Bus
+from contactsync.server.cache import Caches
 from contactsync.server.clock import Clock
 from contactsync.server.config import Settings
 from contactsync.server.store.database import Database
@@ -35,6 +36,19 @@ class Tx:
     # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
     # reported only once it has committed.
     counts: Counter[str] = field(default_factory=Counter)
+    # The app's process-local caches (None: read everything from the database), and the bus
+    # control messages to send once this transaction has committed (see `control`).
+    caches: Caches | None = None
+    controls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def control(self, kind: str, **data: Any) -> None:
+        """After the commit, tell every process that something it may cache changed."""
+        if (kind, data) not in self.controls:
+            self.controls.append((kind, data))
+
+    def changed(self, kind: str) -> bool:
+        """Whether this transaction changed something of `kind` (so its cache is stale here)."""
+        return any(k == kind for k, _ in self.controls)
 
     def notify(self, user_id: int, seq: int) -> None:
         if seq > self.latest.get(user_id, 0):
@@ -53,15 +67,18 @@ class Context:
     # Run inside every write transaction that appended events, just before it commits (the
     # push outbox is filled here, so it commits or rolls back with the events themselves).
     before_commit: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
+    caches: Caches | None = None
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
         async with self.db.write() as conn:
-            tx = Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())
+            tx = self._tx(conn)
             yield tx
             if tx.latest:
                 for hook in self.before_commit:
                     await hook(tx)
+        for kind, data in tx.controls:
+            await self.bus.control(kind, data)
         if tx.counts and "metrics" in self.services:
             self.services["metrics"].record(tx.counts)
         if tx.latest:
@@ -76,4 +93,7 @@ class Context:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         async with self.db.read() as conn:
-            yield Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms())
+            yield self._tx(conn)
+
+    def _tx(self, conn: AsyncConnection) -> Tx:
+        return Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms(), caches=self.caches)

@@ -27,7 +27,9 @@ def make_bus(settings: Settings) -> Bus:
 
 
 def install(ctx: Context) -> None:
-    ctx.services["ws"] = Hub(ctx)
+    hub = Hub(ctx)
+    ctx.services["ws"] = hub
+    ctx.bus.on_control(hub.on_control)
     worker = PushWorker(ctx)
     ctx.services["push"] = worker
     ctx.before_commit.append(worker.enqueue)

@@ -43,7 +43,8 @@ from contactsync.errors import (
     TooManySockets,
     Unauthorized,
 )
-from contactsync.server.bus.base import Watch
+from contactsync.server.bus.base import BUS_RESUBSCRIBED, Watch
+from contactsync.server.cache import SESSIONS_CHANGED
 from contactsync.server.context import Context
 from contactsync.server.services import events, sessions
 from contactsync.server.services.feed import Feed
@@ -91,9 +92,27 @@ class Hub:
         self.feed = Feed(ctx)
         self.connections: set[Connection] = set()
         self.per_user: Counter[int] = Counter()
+        # Moves on with every sessions.changed message: a socket that authenticated across
+        # one re-checks its token once it is registered under its user.
+        self.session_changes = 0
 
     def __len__(self) -> int:
         return len(self.connections)
+
+    def on_control(self, kind: str, data: Mapping[str, Any]) -> None:
+        """A bus control message: when a user's sessions changed (a token revoked, the user
+        changed or deleted), every socket of that user here re-checks its token before it
+        sends anything more; after a bus outage, every socket does."""
+        if kind == SESSIONS_CHANGED:
+            self.session_changes += 1
+            user_id = data.get("user_id")
+            for connection in self.connections:
+                if connection.user_id == user_id:
+                    connection.revalidate()
+        elif kind == BUS_RESUBSCRIBED:
+            self.session_changes += 1
+            for connection in self.connections:
+                connection.revalidate()
 
 
 def close_code(error: ApiError) -> int:
@@ -155,12 +174,19 @@ class Connection:
         self.reauth = settings.ws_reauth_seconds
         self.token = ""
         self.checked_at = 0.0
+        self.revalidate_due = False
         self.metrics = self.ctx.services.get("metrics")
 
     def move(self, to: ConnState) -> None:
         if to not in _NEXT[self.state]:
             raise IllegalTransition(f"{self.state.value} -> {to.value}")
         self.state = to
+
+    def revalidate(self) -> None:
+        """Re-check the token before sending anything more (see `Hub.on_control`)."""
+        self.revalidate_due = True
+        if self.watch is not None:
+            self.watch.wake()
 
     async def send(self, payload: dict[str, Any]) -> None:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
@@ -215,11 +241,14 @@ class Connection:
 
     async def _serve(self) -> None:
         after = parse_after(self.ws.query_params.get("after"))
+        changes = self.hub.session_changes
         session = await self._authenticate()
         # A cap per user and process: one account cannot hold unbounded server memory.
         if self.hub.per_user[session.user_id] >= self.ctx.settings.ws_max_sockets_per_user:
             raise TooManySockets(details={"max": self.ctx.settings.ws_max_sockets_per_user})
         self.user_id = session.user_id
+        if self.hub.session_changes != changes:
+            self.revalidate_due = True  # a revocation may have crossed our authentication
         self.hub.per_user[session.user_id] += 1
         if self.metrics is not None:
             self.metrics.live_sockets.inc()
@@ -281,13 +310,17 @@ class Connection:
         if now - self.checked_at < self.reauth:
             return
         self.checked_at = now
-        async with self.ctx.read() as tx:
-            await sessions.authenticate(tx, self.token)
+        self.revalidate_due = True
         await self._drain()
 
     async def _drain(self) -> None:
-        """Send everything after `last_sent`, page by page, in order."""
+        """Send everything after `last_sent`, page by page, in order (after re-checking the
+        token when that is due: a revoked one closes the socket with 4401 first)."""
         assert self.user_id is not None
+        if self.revalidate_due:
+            self.revalidate_due = False
+            async with self.ctx.read() as tx:
+                await sessions.authenticate(tx, self.token, cached=False)
         while True:
             page = await self.hub.feed.read(self.user_id, self.last_sent)
             for event in page.events:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol
+
+# Sent by a bus to its own process when it (re)subscribes: messages may have been missed.
+BUS_RESUBSCRIBED = "bus.resubscribed"
+
+# Called with (kind, data) for every control message, this process's own included.
+ControlHandler = Callable[[str, Mapping[str, Any]], None]
 
 
 class Watch(Protocol):
@@ -12,6 +18,10 @@ class Watch(Protocol):
     user_id: int
 
     async def wait(self, timeout: float | None = None) -> bool: ...
+
+    def wake(self) -> None:
+        """Make the current or next `wait` return True at once."""
+        ...
 
     def close(self) -> None: ...
 
@@ -23,6 +33,21 @@ class Bus(Protocol):
 
     async def publish(self, latest: Mapping[int, int]) -> None:
         """Announce that each user in `latest` has events up to that seq."""
+        ...
+
+    async def control(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Tell every process, this one first, that something they may cache changed
+        (`settings.changed`, `sessions.changed` with a `user_id`): a small JSON object."""
+        ...
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """Call `handler(kind, data)` for every control message that reaches this process."""
+        ...
+
+    @property
+    def coherent(self) -> bool:
+        """Whether control messages from every process reach this one now: only then may a
+        process serve what it cached."""
         ...
 
     def watch(self, user_id: int) -> Watch: ...

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Collection, Mapping
+from typing import Any
+
+from contactsync.server.bus.base import ControlHandler
+
+log = logging.getLogger("contactsync.bus")
 
 
 class MemoryWatch:
@@ -34,6 +40,7 @@ class MemoryWatch:
 class MemoryBus:
     def __init__(self) -> None:
         self._watches: dict[int, set[MemoryWatch]] = defaultdict(set)
+        self._control_handlers: list[ControlHandler] = []
 
     async def start(self) -> None:
         return None
@@ -50,6 +57,23 @@ class MemoryBus:
         for user_id in latest:
             for watch in self._watches.get(user_id, ()):
                 watch.wake()
+
+    async def control(self, kind: str, data: Mapping[str, Any]) -> None:
+        self.deliver_control(kind, data)
+
+    def on_control(self, handler: ControlHandler) -> None:
+        self._control_handlers.append(handler)
+
+    def deliver_control(self, kind: str, data: Mapping[str, Any]) -> None:
+        for handler in list(self._control_handlers):
+            try:
+                handler(kind, data)
+            except Exception:  # one broken handler must not keep the others from hearing
+                log.exception("bus: control handler failed on %s", kind)
+
+    @property
+    def coherent(self) -> bool:
+        return True
 
     def watch(self, user_id: int) -> MemoryWatch:
         watch = MemoryWatch(self, user_id)

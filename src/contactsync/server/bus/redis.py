@@ -2,9 +2,10 @@
 
 Every process publishes "user U has events up to seq S" on one channel and wakes the sockets it
 holds when a message arrives; the sockets then read the events from the database. Nothing but
-wake-ups travel through Redis, so a lost message costs latency, never an event: after any
-(re)subscription every local socket is woken once, because messages may have been missed while
-the subscription was down.
+wake-ups and small control messages (a cached value changed) travel through Redis, so a lost
+message costs latency, never an event: after any (re)subscription every local socket is woken
+once and every cache dropped, because messages may have been missed while the subscription was
+down; while it is down, `coherent` is false and nothing is served from a cache.
 
 Redis failing never sits on the request path. `publish()` wakes local sockets at once and
 hands the rest to a background publisher (a bounded set of pending wake-ups, coalesced per
@@ -32,11 +33,13 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from contactsync.server.bus.base import BUS_RESUBSCRIBED
 from contactsync.server.bus.memory import MemoryBus, MemoryWatch
 
 log = logging.getLogger("contactsync.bus")
@@ -74,6 +77,7 @@ class RedisBus(MemoryBus):
         self._dirty_event = asyncio.Event()
         self._pending: dict[int, int] = {}  # wake-ups the publisher has not sent yet
         self._pending_event = asyncio.Event()
+        self._controls: list[str] = []  # control messages the publisher has not sent yet
         self._publish_down_until = 0.0
         self._publish_warned_until = 0.0
         self._presence_warned_until = 0.0
@@ -159,6 +163,9 @@ class RedisBus(MemoryBus):
             batch, self._pending = self._pending, {}
             items = list(batch.items())
             try:
+                while self._controls:
+                    await self._redis.publish(self.channel, self._controls[0])
+                    self._controls.pop(0)
                 for i in range(0, len(items), _USERS_PER_MESSAGE):
                     chunk = items[i : i + _USERS_PER_MESSAGE]
                     message = json.dumps({"p": self.process_id, "u": chunk})
@@ -182,6 +189,20 @@ class RedisBus(MemoryBus):
             if self.down and self._watches:
                 self.polls += 1
                 self.deliver_local(dict.fromkeys(self.watched_users(), 0))
+
+    async def control(self, kind: str, data: Mapping[str, Any]) -> None:
+        # Here at once; to the others through the background publisher, ahead of wake-ups.
+        self.deliver_control(kind, data)
+        if self._redis is None:
+            return
+        self._controls.append(json.dumps({"p": self.process_id, "c": kind, "d": dict(data)}))
+        if len(self._controls) > self.max_pending:
+            del self._controls[: -self.max_pending]
+        self._pending_event.set()
+
+    @property
+    def coherent(self) -> bool:
+        return not self.down
 
     async def _listen(self) -> None:
         delay = self.retry_seconds
@@ -237,7 +258,8 @@ class RedisBus(MemoryBus):
     def _subscribed(self) -> None:
         self.subscribed.set()
         # Messages may have been missed while we were not subscribed: everyone here re-reads
-        # the log once.
+        # the log once, and whatever was cached is dropped.
+        self.deliver_control(BUS_RESUBSCRIBED, {})
         self.deliver_local(dict.fromkeys(self.watched_users(), 0))
 
     def _on_message(self, data: bytes | str) -> None:
@@ -245,8 +267,14 @@ class RedisBus(MemoryBus):
             message = json.loads(data)
             if message.get("p") == self.process_id:
                 return
+            if "c" in message:
+                kind, data = str(message["c"]), message.get("d") or {}
+                if not isinstance(data, dict):
+                    raise TypeError("control data must be an object")
+                self.deliver_control(kind, data)
+                return
             latest = {int(u): int(s) for u, s in message["u"]}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("bus: ignoring a malformed message")
             return
         self.deliver_local(latest)

@@ -3,6 +3,11 @@
 Stored as one row a key in `app_settings`; defaults live in the model, so a fresh install and
 an upgraded one read the same. Internal values (the admin key hash, the OTP pepper) share the
 table under a `secret.` prefix and never appear in `AppSettings`.
+
+`load` is served from the process-local cache (`server/cache.py`) when it can be: nearly every
+request reads the settings. `update` sends `settings.changed` after its commit, which drops
+the cached copy on every process; within the updating transaction `load` reads the table.
+The `AppSettings` that `load` returns is shared: read it, never assign to it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from contactsync.protocol import Text
+from contactsync.server.cache import SETTINGS_CHANGED
 from contactsync.server.context import Tx
 from contactsync.server.store.tables import app_settings
 
@@ -76,13 +82,25 @@ class AppSettings(BaseModel):
 PUBLIC_FIELDS = frozenset(AppSettings.model_fields)
 
 
+_LOAD = sa.select(app_settings.c.key, app_settings.c.value).where(
+    app_settings.c.key.in_(sorted(PUBLIC_FIELDS))
+)
+
+
 async def load(tx: Tx) -> AppSettings:
-    rows = await tx.conn.execute(
-        sa.select(app_settings.c.key, app_settings.c.value).where(
-            app_settings.c.key.in_(PUBLIC_FIELDS)
-        )
-    )
-    return AppSettings.model_validate({key: value for key, value in rows})
+    cache = tx.caches.settings if tx.caches is not None else None
+    if cache is not None and not tx.changed(SETTINGS_CHANGED):
+        found: AppSettings | None = cache.get("")
+        if found is not None:
+            return found
+        stamp = cache.stamp()
+    else:
+        cache = None
+    rows = await tx.conn.execute(_LOAD)
+    loaded = AppSettings.model_validate({key: value for key, value in rows})
+    if cache is not None:
+        cache.put("", loaded, stamp)
+    return loaded
 
 
 async def update(tx: Tx, changes: dict[str, Any]) -> AppSettings:
@@ -92,6 +110,7 @@ async def update(tx: Tx, changes: dict[str, Any]) -> AppSettings:
     stored = merged.model_dump(mode="json")
     for key in changes:
         await _put(tx, key, stored[key])
+    tx.control(SETTINGS_CHANGED)
     return merged
 
 

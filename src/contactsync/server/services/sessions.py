@@ -1,4 +1,10 @@
-"""Devices and bearer tokens: one token per device, stored only as a SHA-256 hash."""
+"""Devices and bearer tokens: one token per device, stored only as a SHA-256 hash.
+
+`authenticate` is served from the process-local cache (`server/cache.py`) when it can be.
+Everything that ends or changes a session (revoke, a new token for the device, the user
+changed or deleted) sends `sessions.changed` with the user id after its commit: every process
+drops that user's cached sessions and re-checks that user's sockets (`ws.Hub`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from contactsync.errors import InvalidRequest, Unauthorized
+from contactsync.server.cache import SESSIONS_CHANGED
 from contactsync.server.context import Tx
 from contactsync.server.services import secrets
 from contactsync.server.store.tables import devices, tokens, users
@@ -56,7 +63,9 @@ async def ensure_device(tx: Tx, user_id: int, device_id: str) -> int:
 async def mint(tx: Tx, user_id: int, device_id: str) -> str:
     """A new token for the device; any earlier token of that device stops working."""
     device_pk = await ensure_device(tx, user_id, device_id)
-    await tx.conn.execute(sa.delete(tokens).where(tokens.c.device_pk == device_pk))
+    replaced = await tx.conn.execute(sa.delete(tokens).where(tokens.c.device_pk == device_pk))
+    if replaced.rowcount:
+        changed(tx, user_id)
     token = secrets.new_token()
     await tx.conn.execute(
         sa.insert(tokens).values(
@@ -69,29 +78,37 @@ async def mint(tx: Tx, user_id: int, device_id: str) -> str:
     return token
 
 
-async def authenticate(tx: Tx, token: str) -> Session:
+_AUTHENTICATE = (
+    sa.select(
+        users.c.id,
+        users.c.phone,
+        users.c.name,
+        users.c.region,
+        users.c.restricted,
+        devices.c.device_id,
+        devices.c.id.label("device_pk"),
+    )
+    .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+    .join(devices, devices.c.id == tokens.c.device_pk)
+    .where(tokens.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
+async def authenticate(tx: Tx, token: str, *, cached: bool = True) -> Session:
+    """The session behind a bearer token; `cached=False` always asks the database."""
     if not token.startswith(secrets.TOKEN_PREFIX) or len(token) > 100:
         raise Unauthorized("The token is not valid.", details={"reason": "invalid_token"})
     token_hash = secrets.sha256(token)
-    row = (
-        await tx.conn.execute(
-            sa.select(
-                users.c.id,
-                users.c.phone,
-                users.c.name,
-                users.c.region,
-                users.c.restricted,
-                devices.c.device_id,
-                devices.c.id.label("device_pk"),
-            )
-            .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
-            .join(devices, devices.c.id == tokens.c.device_pk)
-            .where(tokens.c.token_hash == token_hash)
-        )
-    ).first()
+    cache = tx.caches.sessions if cached and tx.caches is not None else None
+    if cache is not None:
+        found: Session | None = cache.get(token_hash)
+        if found is not None:
+            return found
+        stamp = cache.stamp()
+    row = (await tx.conn.execute(_AUTHENTICATE, {"token_hash": token_hash})).first()
     if row is None:
         raise Unauthorized("The token is not valid.", details={"reason": "invalid_token"})
-    return Session(
+    session = Session(
         user_id=row.id,
         phone=row.phone,
         name=row.name,
@@ -101,14 +118,29 @@ async def authenticate(tx: Tx, token: str) -> Session:
         device_pk=row.device_pk,
         token_hash=token_hash,
     )
+    if cache is not None:
+        cache.put(token_hash, session, stamp)
+    return session
+
+
+def changed(tx: Tx, user_id: int) -> None:
+    """After this transaction commits, every process forgets the user's cached sessions and
+    re-checks the user's sockets (those whose token no longer works close)."""
+    tx.control(SESSIONS_CHANGED, user_id=user_id)
 
 
 async def revoke(tx: Tx, token_hash: str) -> None:
-    await tx.conn.execute(sa.delete(tokens).where(tokens.c.token_hash == token_hash))
+    rows = await tx.conn.execute(
+        sa.delete(tokens).where(tokens.c.token_hash == token_hash).returning(tokens.c.user_id)
+    )
+    for (user_id,) in rows:
+        changed(tx, user_id)
 
 
 async def revoke_all(tx: Tx, user_id: int) -> int:
     result = await tx.conn.execute(sa.delete(tokens).where(tokens.c.user_id == user_id))
+    if result.rowcount:
+        changed(tx, user_id)
     return int(result.rowcount or 0)
 
 

@@ -79,7 +79,7 @@ class Database:
         # A failed statement's message (and the trace logged for a 500) must not carry its
         # values: they are names, numbers and message bodies.
         kwargs.setdefault("hide_parameters", True)
-        if url.startswith("sqlite"):
+        if cls.is_sqlite_url(url):
             # Writers queue on SQLite's file lock for up to its busy timeout anyway: a burst
             # of them waits as long for a pooled connection instead of failing after one
             # second (the embedded database serves one process).
@@ -122,6 +122,10 @@ class Database:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
         )
+
+    @staticmethod
+    def is_sqlite_url(url: str) -> bool:
+        return url.startswith("sqlite")
 
     @property
     def is_sqlite(self) -> bool:
