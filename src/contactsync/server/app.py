@@ -94,7 +94,7 @@ async def prepare(settings: Settings) -> None:
     migrations and make sure there is an admin key (each worker only reads it then)."""
     ctx = Context(
         settings=settings,
-        db=Database.from_url(settings.resolved_database_url()),
+        db=Database.from_settings(settings),
         bus=MemoryBus(),
         clock=SystemClock(),
     )
