@@ -200,6 +200,10 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         # Tests fire bursts of concurrent requests on a shared, loaded machine: let them wait
         # for a pooled connection (the 1 s default answers 503 overloaded: tests/faults/).
         db_pool_timeout_seconds=30,
+        # Likewise a connection or a statement can take seconds when eight processes share two
+        # cores; tests/faults sets the real, short timeouts where they are the point.
+        db_connect_timeout_seconds=30,
+        db_command_timeout_seconds=60,
     )
 
 

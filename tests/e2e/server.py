@@ -14,6 +14,11 @@ import httpx
 from tests.conftest import ADMIN_KEY
 from tests.workers import free_port
 
+SLOW_MACHINE = {
+    "CONTACTSYNC_DB_CONNECT_TIMEOUT_SECONDS": "30",
+    "CONTACTSYNC_DB_COMMAND_TIMEOUT_SECONDS": "60",
+}
+
 
 class ServerProcess:
     """One server process; `url` is its base URL. Logs go to `<data_dir>/server.log`."""
@@ -31,7 +36,9 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        # Generous database timeouts on a loaded test machine (see tests/conftest.py settings);
+        # a test that is about timeouts passes its own in `env`.
+        self.env = {**os.environ, **SLOW_MACHINE, **(env or {})}
         self.env["CONTACTSYNC_DATA_DIR"] = str(data_dir)
         if database_url:
             self.env["CONTACTSYNC_DATABASE_URL"] = database_url
