@@ -370,3 +370,16 @@ async def test_a_changed_file_and_granted_access_trigger_a_sync(
     assert (await waiting.start()).error == "no_access"
     denied.access = True
     assert len(await wait_for_book(api, other, 2)) == 2
+
+
+async def test_an_old_form_in_the_book_syncs_as_the_current_number(
+    api: Api, managers: Factory
+) -> None:
+    friend = await api.create_user("+525512345678", "Amigo")
+    _, me = await api.user_with_token(ME)
+    source = MemorySource([Contact("mx", "Amigo", ("+52 1 55 1234 5678",))])
+    metrics = await managers(source, me).sync()
+    assert metrics.invalid == []
+    assert metrics.rewritten == [{"phone": "+52 1 55 1234 5678", "e164": "+525512345678"}]
+    assert [r["user_id"] for r in metrics.registered] == [friend["user_id"]]
+    assert await book(api, me) == {"+525512345678": "Amigo"}

@@ -120,6 +120,7 @@ class ContactsManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._planned = 0  # entries planned in the current run, for progress reports
+        self._rewritten: list[dict[str, Any]] = []  # the current run's metrics.rewritten
         self._known: set[str] | None = None  # content keys in the store after the last scan
         self.conversations = Conversations(self.api, self._ready_store)
         self.preferences = Preferences(self.api, self._ready_store)
@@ -416,6 +417,7 @@ class ContactsManager:
     async def _run(self, *, force: bool) -> SyncMetrics:
         store = self._store()
         metrics = SyncMetrics(forced=force)
+        self._rewritten = metrics.rewritten
         self._planned = store.outbox_contacts()
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
@@ -661,6 +663,8 @@ class ContactsManager:
                 outcome = phones.try_normalize(raw, region or None)
                 results[raw] = (outcome.e164, outcome.reason)
                 fresh.append((raw, outcome.e164, outcome.reason))
+                if outcome.rewritten:
+                    self._rewritten.append({"phone": raw, "e164": outcome.e164})
         rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
         for key, item in parsed:
             if isinstance(item, SourceProblem):

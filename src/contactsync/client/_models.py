@@ -59,6 +59,9 @@ class SyncMetrics:
     bytes: int = 0
     duration: float = 0.0
     registered: list[dict[str, Any]] = field(default_factory=list)
+    # numbers read in an old form of a renumbered plan and synced as the current number
+    # ({"phone": as written, "e164": the current number}; docs/numbers.md), the first time read
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
     created: int = 0
     updated: int = 0
     deleted: int = 0
