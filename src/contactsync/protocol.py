@@ -246,9 +246,7 @@ class ProfileFieldIn(Input):
 class PatchProfile(Input):
     fields: dict[
         Annotated[str, StringConstraints(max_length=64), STORABLE], ProfileFieldIn | None
-    ] = Field(
-        max_length=64
-    )
+    ] = Field(max_length=64)
 
 
 class ProfileFieldOut(Output):

@@ -389,14 +389,12 @@ async def _registered(tx: Tx, owner_id: int, names: dict[str, str | None]) -> li
     number in the book: never the caller, never a blocked pair."""
     if not names:
         return []
-    found = _once_per_user(await matching.registered(tx, list(names), exclude=owner_id))
-    if not found:
-        return []
-    hidden = await policy.blocked_ids(tx, owner_id)
+    found = _once_per_user(
+        await matching.registered_for(tx, owner_id, list(names), exclude=owner_id)
+    )
     return [
         {"user_id": uid, "phone": number, "name": names[number]}
         for number, uid in sorted(found.items())
-        if uid not in hidden
     ]
 
 
@@ -491,16 +489,16 @@ async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> li
             {**base, "low": low, "high": high},
         )
         names = {phone: name for phone, name in rest if phone not in found}
-        by_variant = await matching.registered(tx, list(names), exclude=owner_id)
+        by_variant = await matching.registered_for(tx, owner_id, list(names), exclude=owner_id)
         known = {uid for uid, _ in found.values()}
         for number, uid in _once_per_user(by_variant).items():
             if uid not in known:
                 found[number] = (uid, names[number])
-    hidden = await policy.blocked_ids(tx, owner_id)
+    allowed = await policy.learnable(tx, owner_id, {uid for uid, _ in found.values()})
     return [
         {"user_id": uid, "phone": number, "name": name}
         for number, (uid, name) in sorted(found.items())
-        if uid not in hidden
+        if uid in allowed
     ]
 
 

@@ -30,7 +30,6 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from contactsync.errors import (
-    Blocked,
     ConversationNotFound,
     InvalidRequest,
     NotAGroup,
@@ -206,6 +205,15 @@ async def _existing_users(tx: Tx, user_ids: Iterable[int]) -> dict[int, tuple[st
     return {row.id: (row.phone, bool(row.restricted)) for row in rows}
 
 
+async def _unknown_to(
+    tx: Tx, actor: int, ids: Sequence[int], known: dict[int, tuple[str, bool]]
+) -> list[int]:
+    """The ids `actor` may not learn are users: never registered, or in a block with the actor
+    (`policy.learnable`), so a blocked user cannot tell a blocker from an unused id."""
+    allowed = await policy.learnable(tx, actor, [uid for uid in ids if uid in known])
+    return [uid for uid in ids if uid not in allowed]
+
+
 async def _paired_with(tx: Tx, user_id: int, others: Sequence[int]) -> set[int]:
     """Which of `others` are paired with `user_id` (one query for many)."""
     if not others:
@@ -245,9 +253,7 @@ async def _check_group_adds(
     all_ids: Sequence[int],
     restricted: set[int],
 ) -> None:
-    blocked = await policy.blocked_ids(tx, actor)
-    if any(uid in blocked for uid in new_ids):
-        raise Blocked()
+    # Members in a block with the actor were refused as unknown users (`_unknown_to`).
     if restricted:
         for uid in new_ids:
             await check_restricted(tx, uid, all_ids, restricted)
@@ -325,7 +331,7 @@ async def create(
     if len(others) + 1 > MAX_MEMBERS:
         raise TooManyMembers(details={"max_members": MAX_MEMBERS})
     known = await _existing_users(tx, [creator, *others])
-    missing = [uid for uid in others if uid not in known]
+    missing = await _unknown_to(tx, creator, others, known)
     if missing:
         raise UnknownUsers(details={"user_ids": missing})
     creator_phone = known[creator][0]
@@ -543,7 +549,7 @@ async def add_members(
         raise TooManyMembers(details={"max_members": MAX_MEMBERS})
     all_ids = [*states, *new_ids]
     known = await _existing_users(tx, all_ids)
-    missing = [uid for uid in new_ids if uid not in known]
+    missing = await _unknown_to(tx, actor, new_ids, known)
     if missing:
         raise UnknownUsers(details={"user_ids": missing})
     restricted = {uid for uid, (_, r) in known.items() if r}

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from contactsync import phone as phones
 from contactsync import phone_variants
 from contactsync.server.context import Tx
+from contactsync.server.services import policy
 from contactsync.server.store.bulk import in_list, rows_source
 
 
@@ -55,6 +56,18 @@ async def registered(
             for number in holders:
                 found.setdefault(number, (users[variant], variant))
     return found
+
+
+async def registered_for(
+    tx: Tx, viewer_id: int, numbers: Sequence[str], *, exclude: int | None = None
+) -> dict[str, tuple[int, str]]:
+    """`registered`, as `viewer_id` may learn it (`policy.learnable`): a number whose user the
+    viewer may not learn about is left out, exactly like a number nobody registered."""
+    found = await registered(tx, numbers, exclude=exclude)
+    if not found:
+        return found
+    allowed = await policy.learnable(tx, viewer_id, {uid for uid, _ in found.values()})
+    return {number: hit for number, hit in found.items() if hit[0] in allowed}
 
 
 def variant_ranges() -> list[tuple[str, str]]:

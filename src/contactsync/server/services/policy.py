@@ -1,9 +1,14 @@
-"""Who may communicate with whom: blocks (either side) and restricted users (pairs only).
+"""Who may communicate with whom, and who may learn that whom is registered: blocks (either
+side) and restricted users (pairs only).
 
-The one place these rules live; conversations, messages and discovery ask here.
+The one place these rules live; conversations, messages, discovery, relations and profiles
+ask here. `learnable` is the one answer to "which of these users may this caller learn are
+registered (and their ids)": every path that could tell goes through it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 
@@ -46,6 +51,29 @@ async def blocked_ids(tx: Tx, user_id: int) -> set[int]:
         .union(sa.select(blocks.c.blocker_id).where(blocks.c.blocked_id == user_id))
     )
     return {row.other for row in rows}
+
+
+async def learnable(tx: Tx, viewer_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Which of these registered users `viewer_id` may learn are registered, and their ids.
+
+    Not anyone in a block with the viewer, either way: to a blocked user the blocker answers
+    exactly as a number (or id) nobody registered, everywhere (uploads' `registered`, the
+    registered listing, relations by number or id and their `pending`, conversation members,
+    profiles, error texts and counts). The viewer may always learn themself.
+    """
+    wanted = set(user_ids)
+    if not wanted or wanted == {viewer_id}:
+        return wanted
+    return wanted - await blocked_ids(tx, viewer_id)
+
+
+async def learners(tx: Tx, user_id: int, viewer_ids: Iterable[int]) -> set[int]:
+    """Which of these viewers may learn that `user_id` is registered: `learnable` seen from
+    the other side (one viewer's relation by number attaching to the user, "X joined")."""
+    wanted = set(viewer_ids)
+    if not wanted:
+        return wanted
+    return wanted - await blocked_ids(tx, user_id)
 
 
 async def check_can_communicate(tx: Tx, sender: int, recipient: int) -> None:

@@ -134,9 +134,7 @@ async def visible_profile(tx: Tx, viewer_id: int, owner_id: int) -> dict[str, Va
     message and details, so the answer does not tell a blocked user they were blocked.
     """
     exists = await tx.conn.scalar(sa.select(users.c.id).where(users.c.id == owner_id))
-    if exists is None or (
-        viewer_id != owner_id and await policy.blocked_either(tx, viewer_id, owner_id)
-    ):
+    if exists is None or not await policy.learnable(tx, viewer_id, [owner_id]):
         raise NotFound("No such user.", details={"user_id": owner_id})
     fields = await fields_of(tx, owner_id)
     if viewer_id == owner_id:
@@ -153,8 +151,8 @@ async def visible_profiles(
     """
     if not owner_ids:
         return {}
-    hidden = await policy.blocked_ids(tx, viewer_id)
-    wanted = [o for o in dict.fromkeys(owner_ids) if o not in hidden]
+    allowed = await policy.learnable(tx, viewer_id, owner_ids)
+    wanted = [o for o in dict.fromkeys(owner_ids) if o in allowed]
     if not wanted:
         return {}
     # Everyone who granted the viewer levels (usually few), filtered here.

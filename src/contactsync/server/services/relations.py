@@ -342,6 +342,8 @@ async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
         if user_id == caller.user_id:
             raise SelfRelation()
         await users.get(tx, user_id)
+        if not await policy.learnable(tx, caller.user_id, [user_id]):
+            raise NotFound("No such user.", details={"user_id": user_id})  # as users.get
         return user_id
     if not target.startswith("+"):
         raise InvalidRequest(
@@ -352,7 +354,7 @@ async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
     if e164 == caller.phone:
         raise SelfRelation()
     await addressbook.charge_discovery(tx, caller.user_id, [e164])
-    found = await matching.registered(tx, [e164])
+    found = await matching.registered_for(tx, caller.user_id, [e164])
     if e164 not in found:
         return e164
     if found[e164][0] == caller.user_id:  # a variant of the caller's own number
@@ -430,7 +432,8 @@ async def sync(
     # Relations by number reveal who is registered: they count against the same
     # anti-enumeration quota as address-book uploads.
     await addressbook.charge_discovery(tx, caller.user_id, numbers)
-    registered = {n: uid for n, (uid, _) in (await matching.registered(tx, numbers)).items()}
+    found = await matching.registered_for(tx, caller.user_id, numbers)
+    registered = {n: uid for n, (uid, _) in found.items()}
     for number in [n for n, uid in registered.items() if uid == caller.user_id]:
         # a variant of the caller's own number
         invalid.append(
@@ -478,10 +481,24 @@ async def attach_pending(tx: Tx, user: users.User) -> set[int]:
     for any relation that comes into effect.
     """
     attached: list[Relation] = []
-    for i, form in enumerate(await matching.forms_held(tx, user.id, user.phone)):
+    forms = await matching.forms_held(tx, user.id, user.phone)
+    waiting = {
+        owner
+        for (owner,) in await tx.conn.execute(
+            sa.select(relations.c.owner_id).where(
+                bulk.member(relations.c.phone, forms, tx.dialect), relations.c.target_id.is_(None)
+            )
+        )
+    }
+    # An owner who may not learn the user is registered keeps a pending relation, exactly as
+    # on a number nobody registered.
+    hidden = sorted(waiting - await policy.learners(tx, user.id, waiting))
+    for i, form in enumerate(forms):
         query = sa.update(relations).where(
             relations.c.phone == form, relations.c.target_id.is_(None)
         )
+        if hidden:
+            query = query.where(relations.c.owner_id.not_in(hidden))
         if i:  # a variant: not for an owner whose relation by another form attached already
             query = query.where(
                 relations.c.owner_id.not_in(
