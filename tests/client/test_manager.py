@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from contactsync.client import (
     SyncProgress,
     VCardSource,
 )
+from contactsync.server.clock import ManualClock
 from contactsync.server.services import app_settings
 from tests.client.conftest import Factory, book
 from tests.conftest import Api
@@ -215,16 +217,30 @@ async def test_server_down_leaves_the_outbox_for_next_time(api: Api, managers: F
     assert (await up.sync()).uploaded == 0
 
 
-async def test_429_is_waited_out_and_a_long_quota_is_reported(api: Api, managers: Factory) -> None:
+async def test_the_discovery_quota_keeps_the_rest_queued_until_it_refills(
+    api: Api, managers: Factory, clock: ManualClock
+) -> None:
     _, me = await api.user_with_token(ME)
     async with api.ctx.tx() as tx:
-        await app_settings.update(tx, {"discovery_quota": 3})
+        await app_settings.update(
+            tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24}
+        )
     manager = managers(MemorySource(people(5)), me, batch_size=2)
+    before = time.time()
     metrics = await manager.sync()
-    # the quota's Retry-After is hours: no waiting, a clear error, the rest kept for later
-    assert metrics.error is not None and "discovery_quota_exceeded" in metrics.error
-    assert metrics.uploaded == 2 and metrics.failed == 3
+    # the quota's Retry-After is hours: not waited out, not an error, the rest kept queued
+    assert metrics.error is None and metrics.failed == 0
+    assert metrics.uploaded == 2 and metrics.waiting == 3 and metrics.total == 5
+    assert metrics.quota is not None and metrics.quota["setting"] == "discovery_quota"
+    assert metrics.retry_after is not None and 60 < metrics.retry_after <= 3600
+    assert metrics.resume_at is not None
+    assert before + metrics.retry_after <= metrics.resume_at <= time.time() + metrics.retry_after
     assert len(await book(api, me)) == 2
+    # once the bucket has refilled, the next sync sends what waited, and only that
+    clock.advance(metrics.retry_after * 3)
+    again = await manager.sync()
+    assert again.error is None and again.waiting == 0
+    assert again.uploaded == 3 and len(await book(api, me)) == 5
 
 
 async def test_server_limit_below_batch_size_replans(api: Api, managers: Factory) -> None:

@@ -31,7 +31,13 @@ import httpx
 
 from contactsync import phone as phones
 from contactsync.client._conversations import Conversation, Conversations
-from contactsync.client._errors import ApiError, AuthError, ClientError, StateError
+from contactsync.client._errors import (
+    ApiError,
+    AuthError,
+    ClientError,
+    RateLimited,
+    StateError,
+)
 from contactsync.client._events import Callback, EventListener, call
 from contactsync.client._http import ApiClient, RetryPolicy
 from contactsync.client._models import (
@@ -57,6 +63,9 @@ _BIG_SCAN = 20_000
 _FIRST_CHUNK = 1_000  # a first sync's first chunk (the next ones double, up to _CHUNK)
 _PREPARE_SLICE = 250  # records parsed and normalised between two turns of the event loop
 _SLICE = 2_000  # records scanned between two turns of the event loop
+
+
+QUOTA = "discovery_quota_exceeded"
 
 
 def default_state_dir() -> Path:
@@ -270,6 +279,9 @@ class ContactsManager:
                 and time.monotonic() - last_sync >= self.sync_interval
             ):
                 due = True
+            waited = self.last_metrics
+            if waited is not None and waited.waiting and time.time() >= (waited.resume_at or 0):
+                due = True  # the discovery quota has refilled: send what waited
             if due and self.state is ManagerState.READY:
                 last_sync = time.monotonic()
                 try:
@@ -438,6 +450,11 @@ class ContactsManager:
             await self._scan_and_send(store, metrics, force)
         except AuthError:
             raise
+        except RateLimited as exc:
+            if exc.code == QUOTA and store.is_open:
+                self._wait_for_quota(store, metrics, exc)
+            else:
+                metrics.error = str(exc)
         except ClientError as exc:
             metrics.error = str(exc)
         finally:
@@ -454,6 +471,19 @@ class ContactsManager:
             if store.is_open:
                 store.put_json("last_metrics", metrics.as_dict())
         return metrics
+
+    @staticmethod
+    def _wait_for_quota(store: LocalStore, metrics: SyncMetrics, exc: RateLimited) -> None:
+        """Not a failure: the server checks no more new numbers for now. What it has not
+        taken stays queued and goes on the first sync after `resume_at` (a started manager's
+        background watcher runs that sync by itself)."""
+        details = exc.details if isinstance(exc.details, dict) else {}
+        wait = float(details.get("retry_after") or exc.retry_after or 0)
+        metrics.total = metrics.total or store.count_contacts()
+        metrics.waiting = store.count_unsynced_contacts()
+        metrics.retry_after = wait
+        metrics.resume_at = time.time() + wait
+        metrics.quota = details or None
 
     async def _seed(self, store: LocalStore) -> None:
         """A new store: learn the server's current book, so the diff can remove stale entries."""

@@ -67,6 +67,13 @@ class SyncMetrics:
     deleted: int = 0
     forced: bool = False
     error: str | None = None
+    # the discovery quota stopped the upload for now (not an error): `waiting` contacts stay
+    # queued and go on the first sync after `resume_at` (epoch seconds); `quota` is the
+    # server's account of it (setting, limit, remaining, refill_per_day, retry_after)
+    waiting: int = 0
+    retry_after: float | None = None
+    resume_at: float | None = None
+    quota: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the CLI's `--json` output)."""
