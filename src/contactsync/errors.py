@@ -110,6 +110,11 @@ class Conflict(ApiError):
     message = "The request conflicts with the current state."
 
 
+class BookChanged(Conflict):
+    code = "book_changed"
+    message = "The address book changed since this listing began; list it again from the start."
+
+
 class BodyTooLarge(ApiError):
     code = "body_too_large"
     status = 413

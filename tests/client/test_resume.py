@@ -5,6 +5,7 @@ contacts and never more than `total`)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -159,3 +160,44 @@ async def test_metrics_after_a_resume_count_each_answer_once(api: Api, managers:
     assert resumed.error is None and resumed.failed == 0
     # the lost answer is counted once, by the run that got it
     assert first.created + resumed.created == 12 == len(await book(api, me))
+
+
+class ChangeAfterFirstPage(httpx.AsyncBaseTransport):
+    """After the first page of the book is read, another device changes the book."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, change: Any) -> None:
+        self.inner, self.change = inner, change
+        self.pages = 0
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "GET" and request.url.path == "/v1/addressbook":
+            self.pages += 1
+            self.statuses.append(response.status_code)
+            if self.pages == 1:
+                await self.change()
+        return response
+
+
+async def test_a_new_store_reads_the_book_again_when_it_changes_meanwhile(
+    api: Api, managers: Factory
+) -> None:
+    _, me = await api.user_with_token(ME)
+    held = [f"+1628{2000000 + i:07d}" for i in range(5001)]  # two pages of 5,000
+    for i in range(0, len(held), 5000):
+        body = {"contacts": [{"phone": p} for p in held[i : i + 5000]]}
+        assert (await api.client.post("/v1/addressbook", json=body, headers=me)).status_code == 200
+
+    async def other_device() -> None:
+        body = {"contacts": [{"phone": held[-1], "destroy": True}]}
+        assert (await api.client.post("/v1/addressbook", json=body, headers=me)).status_code == 200
+
+    watched = ChangeAfterFirstPage(httpx.ASGITransport(app=api.app), other_device)
+    source = MemorySource(pairs(3))
+    metrics = await managers(source, me, transport=watched).sync()
+    assert metrics.error is None
+    assert 409 in watched.statuses and watched.statuses[-1] == 200
+    # the book the store learnt was the current one: everything stale was removed
+    expected = {f"+1{area}555{1000 + i:04d}" for i in range(3) for area in (415, 628)}
+    assert set(await book(api, me)) == expected

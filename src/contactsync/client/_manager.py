@@ -63,6 +63,7 @@ _BIG_SCAN = 20_000
 _FIRST_CHUNK = 1_000  # a first sync's first chunk (the next ones double, up to _CHUNK)
 _PREPARE_SLICE = 250  # records parsed and normalised between two turns of the event loop
 _SLICE = 2_000  # records scanned between two turns of the event loop
+_LISTING_ATTEMPTS = 5  # readings of the server's book that another device's upload may spoil
 
 
 QUOTA = "discovery_quota_exceeded"
@@ -487,6 +488,22 @@ class ContactsManager:
 
     async def _seed(self, store: LocalStore) -> None:
         """A new store: learn the server's current book, so the diff can remove stale entries."""
+        for attempt in range(_LISTING_ATTEMPTS):
+            try:
+                book = await self._server_book()
+                break
+            except ApiError as exc:
+                # the book changed while we paged through it (another device's upload):
+                # a listing mixing both versions would be wrong, so read it again
+                if exc.code != "book_changed" or attempt + 1 == _LISTING_ATTEMPTS:
+                    raise
+        with store.transaction():
+            store.seed_server_book(book)
+            store.put("seeded", "1")
+
+    async def _server_book(self) -> list[tuple[str, str | None]]:
+        """The server's book, page by page, all of one version of it (409 book_changed if it
+        changed meanwhile)."""
         cursor: str | None = None
         book: list[tuple[str, str | None]] = []
         while True:
@@ -498,10 +515,7 @@ class ContactsManager:
             book.extend((c["phone"], c.get("name")) for c in page["contacts"])
             cursor = page.get("next_cursor")
             if not cursor or not page["contacts"]:
-                break
-        with store.transaction():
-            store.seed_server_book(book)
-            store.put("seeded", "1")
+                return book
 
     async def _scan_and_send(self, store: LocalStore, metrics: SyncMetrics, force: bool) -> None:
         """Scan the source and upload the differences, overlapping the two.

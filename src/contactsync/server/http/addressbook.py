@@ -27,13 +27,15 @@ CURSOR = re.compile(r"\+[0-9]{1,15}")
 DeviceQuery = Annotated[DeviceId | None, Query()]
 
 
-def decode_cursor(cursor: str | None) -> str | None:
+def decode_cursor(cursor: str | None) -> tuple[str | None, int | None]:
+    """(the last number sent, the book's version when the listing began)."""
     if not cursor:
-        return None
-    phone = str(cursors.decode(cursor, p=str)["p"])
+        return None, None
+    values = cursors.decode(cursor, p=str, v=int)
+    phone = str(values["p"])
     if not CURSOR.fullmatch(phone):
         raise InvalidCursor(details={"cursor": cursor[:100]})
-    return phone
+    return phone, int(values["v"])
 
 
 # The body is parsed by pydantic straight from the bytes: for a 5,000-contact request that is
@@ -76,14 +78,16 @@ async def list_book(
     cursor: Annotated[Text | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> AddressBookPage:
-    """The caller's book for one device, by page (`next_cursor`)."""
+    """The caller's book for one device, by page (`next_cursor`): all pages of one version
+    of the book, else 409 `book_changed`."""
+    after, version = decode_cursor(cursor)
     async with ctx.read() as tx:
-        page, last = await addressbook.list_contacts(
-            tx, caller.user_id, device_id, decode_cursor(cursor), limit
+        page = await addressbook.list_contacts(
+            tx, caller.user_id, device_id, after, limit, version=version
         )
     return AddressBookPage(
-        contacts=[BookContact(**c) for c in page],
-        next_cursor=None if last is None else cursors.encode(p=last),
+        contacts=[BookContact(**c) for c in page.contacts],
+        next_cursor=None if page.last is None else cursors.encode(p=page.last, v=page.version),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from contactsync import phone as phones
-from contactsync.errors import Conflict, InvalidRequest, TooManyContacts
+from contactsync.errors import BookChanged, Conflict, InvalidRequest, TooManyContacts
 from contactsync.server.context import Tx
 from contactsync.server.services import (
     app_settings,
@@ -38,6 +38,7 @@ from contactsync.server.services import (
 from contactsync.server.store.bulk import in_list, rows_source
 from contactsync.server.store.tables import (
     book_entries,
+    book_versions,
     staged_contacts,
     upload_batches,
 )
@@ -344,6 +345,9 @@ async def _apply(
     delete: Sequence[str],
 ) -> None:
     base = {"owner": owner_id, "book": book, "now": tx.now}
+    if create or rename or delete:
+        # First: the version row also orders concurrent writers of one book.
+        await _changed(tx, owner_id, book)
     if delete:
         where, params = in_list(tx.dialect, "phone", delete, "gone")
         await _remember_leaving(tx, owner_id, book, where, params)
@@ -449,21 +453,58 @@ async def _record_batch(
     )
 
 
+async def _changed(tx: Tx, owner_id: int, book: str) -> None:
+    """Raise the book's version (see `list_contacts`)."""
+    await tx.conn.execute(
+        sa.text(
+            "INSERT INTO book_versions (owner_id, book, version) VALUES (:owner, :book, 1) "
+            "ON CONFLICT (owner_id, book) DO UPDATE SET version = book_versions.version + 1"
+        ),
+        {"owner": owner_id, "book": book},
+    )
+
+
+@dataclass(frozen=True)
+class BookPage:
+    contacts: list[dict[str, Any]]
+    version: int  # of the book this page was read from
+    last: str | None  # the last number of the page, when more follow
+
+
 async def list_contacts(
-    tx: Tx, owner_id: int, device_id: str | None, after: str | None, limit: int
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the book in number order, and the last number of the page if more follow."""
+    tx: Tx,
+    owner_id: int,
+    device_id: str | None,
+    after: str | None,
+    limit: int,
+    *,
+    version: int | None = None,
+) -> BookPage:
+    """One page of the book in number order. A listing is of one version of the book: a page
+    asked for with the `version` the listing began at, after the book changed, is refused
+    (`BookChanged`), so pages of before and after a change are never mixed. Each page's rows
+    and version come from one statement, hence one snapshot."""
+    book = book_of(device_id)
+    current = sa.func.coalesce(
+        sa.select(book_versions.c.version)
+        .where(book_versions.c.owner_id == owner_id, book_versions.c.book == book)
+        .scalar_subquery(),
+        0,
+    )
     query = (
-        sa.select(book_entries.c.phone, book_entries.c.name)
-        .where(book_entries.c.owner_id == owner_id, book_entries.c.book == book_of(device_id))
+        sa.select(book_entries.c.phone, book_entries.c.name, current.label("version"))
+        .where(book_entries.c.owner_id == owner_id, book_entries.c.book == book)
         .order_by(book_entries.c.phone)
         .limit(limit + 1)
     )
     if after:
         query = query.where(book_entries.c.phone > after)
     rows = (await tx.conn.execute(query)).all()
+    now = int(rows[0].version) if rows else int(await tx.conn.scalar(sa.select(current)) or 0)
+    if version is not None and now != version:
+        raise BookChanged(details={"version": version, "current": now})
     page = [{"phone": r.phone, "name": r.name} for r in rows[:limit]]
-    return page, (rows[limit - 1].phone if len(rows) > limit else None)
+    return BookPage(page, now, rows[limit - 1].phone if len(rows) > limit else None)
 
 
 async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> list[dict[str, Any]]:
@@ -503,6 +544,7 @@ async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> li
 
 
 async def clear(tx: Tx, owner_id: int, device_id: str | None) -> int:
+    await _changed(tx, owner_id, book_of(device_id))
     await _remember_leaving(tx, owner_id, book_of(device_id), "", {})
     result = await tx.conn.execute(
         sa.delete(book_entries).where(

@@ -120,6 +120,15 @@ book_entries = sa.Table(
     sa.Index("ix_book_entries_phone", "phone"),
 )
 
+# Raised by every change to a book (see services/addressbook.py): a page cursor carries it.
+book_versions = sa.Table(
+    "book_versions",
+    metadata,
+    sa.Column("owner_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("book", sa.String(128), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
 blocks = sa.Table(
     "blocks",
     metadata,
