@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic_core import PydanticCustomError
 
 from contactsync.errors import InvalidText
@@ -230,12 +237,26 @@ UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Levels arrive as anything and are checked by the service, so a bad one gets the stable
 # `invalid_level` code (with the offending value) rather than a generic validation error.
-FieldValue = (
+
+
+def _int64_when_int(value: object) -> object:
+    # Checked before the union: a strict float also takes an integer, so 10**30 would
+    # otherwise come back as a float (and -10**30 did on SQLite).
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not MIN_INT64 <= value <= MAX_INT64:
+            raise PydanticCustomError(
+                "int64_range", "An integer value must be within -2**63 and 2**63-1."
+            )
+    return value
+
+
+FieldValue = Annotated[
     Annotated[str, StringConstraints(strict=True, max_length=4096), STORABLE]
     | Annotated[int, Field(strict=True, ge=MIN_INT64, le=MAX_INT64)]
     | Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    | Annotated[bool, Field(strict=True)]
-)
+    | Annotated[bool, Field(strict=True)],
+    BeforeValidator(_int64_when_int),
+]
 
 
 class ProfileFieldIn(Input):
