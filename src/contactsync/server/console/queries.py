@@ -19,7 +19,11 @@ from contactsync.server.metrics import outbox_counts, table_exists
 from contactsync.server.services import sessions, users
 from contactsync.server.store.tables import (
     book_entries,
+    conversation_members,
+    conversations,
     event_counters,
+    events,
+    messages,
     pairs,
     upload_batches,
 )
@@ -35,6 +39,15 @@ PAGE = 50
 _relations = sa.table(
     "relations", sa.column("owner_id"), sa.column("target_id"), sa.column("phone")
 )
+_relations_table = sa.table(
+    "relations",
+    sa.column("id"),
+    sa.column("owner_id"),
+    sa.column("target_id"),
+    sa.column("phone"),
+    sa.column("contact"),
+    sa.column("subscribe"),
+)
 
 
 @dataclass
@@ -47,6 +60,8 @@ class Overview:
     joins: list[int]
     uploads: list[int]
     outbox: dict[str, int] | None
+    conversations: int = 0
+    messages: int = 0
 
 
 async def _per_hour(tx: Tx, column: sa.ColumnElement[Any], since: int) -> dict[int, int]:
@@ -75,6 +90,15 @@ async def overview(tx: Tx) -> Overview:
         joins=[joins.get(h, 0) for h in hours],
         uploads=[uploads.get(h, 0) for h in hours],
         outbox=await outbox_counts(tx.conn),
+        conversations=int(
+            await tx.conn.scalar(sa.select(sa.func.count()).select_from(conversations)) or 0
+        ),
+        messages=int(
+            await tx.conn.scalar(
+                sa.select(sa.func.count()).select_from(messages).where(messages.c.kind != "system")
+            )
+            or 0
+        ),
     )
 
 
@@ -144,6 +168,91 @@ class UserPage:
     events: int
     partners: list[UserRow]
     relations: dict[str, int] | None = field(default=None)
+    book: list[dict[str, Any]] = field(default_factory=list)
+    recent_events: list[dict[str, Any]] = field(default_factory=list)
+    relation_rows: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[dict[str, Any]] = field(default_factory=list)
+
+
+SHOWN = 50  # rows of each list on a user's page (the counts above them say how many in all)
+
+
+async def _book(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+    """The first entries of the user's books, with whether each number is registered."""
+    b = book_entries.c
+    rows = await tx.conn.execute(
+        sa.select(b.book, b.phone, b.name, users_table.c.id.label("user_id"))
+        .select_from(book_entries.outerjoin(users_table, users_table.c.phone == b.phone))
+        .where(b.owner_id == user_id)
+        .order_by(b.book, b.name, b.phone)
+        .limit(SHOWN)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def _recent_events(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+    rows = await tx.conn.execute(
+        sa.select(events.c.seq, events.c.type, events.c.at)
+        .where(events.c.user_id == user_id)
+        .order_by(events.c.seq.desc())
+        .limit(20)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def _relation_rows(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+    r = _relations_table.c
+    rows = await tx.conn.execute(
+        sa.select(r.target_id, r.phone, r.contact, r.subscribe, users_table.c.name)
+        .select_from(_relations_table.outerjoin(users_table, users_table.c.id == r.target_id))
+        .where(r.owner_id == user_id)
+        .order_by(r.id)
+        .limit(SHOWN)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def _conversations(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+    """The user's conversations, most recently active first, each with its size, message
+    count and (for a DM) the other member."""
+    c, m = conversations.c, conversation_members.c
+    others = conversation_members.alias("others")
+    member_count = (
+        sa.select(sa.func.count()).where(others.c.conversation_id == c.id).scalar_subquery()
+    )
+    message_count = (
+        sa.select(sa.func.count())
+        .where(messages.c.conversation_id == c.id, messages.c.kind != "system")
+        .scalar_subquery()
+    )
+    rows = await tx.conn.execute(
+        sa.select(
+            c.id,
+            c.kind,
+            c.name,
+            c.updated_at,
+            m.consent,
+            member_count.label("members"),
+            message_count.label("messages"),
+        )
+        .select_from(conversations.join(conversation_members, m.conversation_id == c.id))
+        .where(m.user_id == user_id)
+        .order_by(c.updated_at.desc(), c.id.desc())
+        .limit(SHOWN)
+    )
+    found = [dict(r._mapping) for r in rows]
+    dms = [row["id"] for row in found if row["kind"] == "dm"]
+    if dms:
+        partner_rows = await tx.conn.execute(
+            sa.select(m.conversation_id, users_table.c.id, users_table.c.name)
+            .select_from(conversation_members.join(users_table, users_table.c.id == m.user_id))
+            .where(m.conversation_id.in_(dms), m.user_id != user_id)
+        )
+        partners = {r.conversation_id: (r.id, r.name) for r in partner_rows}
+        for row in found:
+            if row["id"] in partners:
+                row["with_id"], row["with_name"] = partners[row["id"]]
+    return found
 
 
 async def user_page(tx: Tx, user_id: int) -> UserPage:
@@ -198,6 +307,10 @@ async def user_page(tx: Tx, user_id: int) -> UserPage:
             for r in partner_rows
         ],
         relations=relations,
+        book=await _book(tx, user_id),
+        recent_events=await _recent_events(tx, user_id),
+        relation_rows=await _relation_rows(tx, user_id) if relations is not None else [],
+        conversations=await _conversations(tx, user_id),
     )
 
 

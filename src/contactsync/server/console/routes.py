@@ -29,7 +29,16 @@ from contactsync.server.console import forms, queries
 from contactsync.server.console import sessions as console_sessions
 from contactsync.server.console.sessions import ConsoleSession
 from contactsync.server.context import Context
-from contactsync.server.services import app_settings, pairs, ratelimit, secrets, sessions, users
+from contactsync.server.metrics import table_exists
+from contactsync.server.services import (
+    app_settings,
+    pairs,
+    push,
+    ratelimit,
+    secrets,
+    sessions,
+    users,
+)
 
 log = logging.getLogger("contactsync.console")
 
@@ -66,6 +75,8 @@ DONE = {
     "unpaired": "Unpaired.",
     "not_paired": "They were not paired.",
     "deleted": "The user and everything that belonged to them were deleted.",
+    "retried": "The failed deliveries are due again now.",
+    "nothing_to_retry": "There was nothing to retry.",
 }
 
 
@@ -76,8 +87,14 @@ def _when(ms: int | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _number(value: int | float | None) -> str:
+    """40046 -> "40,046" (figures an operator reads at a glance)."""
+    return "—" if value is None else f"{int(value):,}"
+
+
 templates.env.filters["masked"] = phones.mask
 templates.env.filters["when"] = _when
+templates.env.filters["num"] = _number
 
 
 def install(app: FastAPI) -> None:
@@ -240,13 +257,18 @@ def chart(hours: list[int], series: dict[str, list[int]]) -> dict[str, Any]:
                     "title": f"{_when(start)[11:16]} UTC: {value} {name}",
                 }
             )
+    # every third hour counted back from the current one, which is labelled "now"
+    last = len(hours) - 1
     labels = [
-        {"x": round(left + i * slot + slot / 2, 1), "text": _when(start)[11:13] + "h"}
+        {
+            "x": round(left + i * slot + slot / 2, 1),
+            "text": "now" if i == last else _when(start)[11:13] + "h",
+        }
         for i, start in enumerate(hours)
-        if i % 3 == 0
+        if (last - i) % 3 == 0
     ]
     ticks = [
-        {"y": round(top + plot_h - plot_h * f, 1), "text": str(round(peak * f))}
+        {"y": round(top + plot_h - plot_h * f, 1), "text": _number(round(peak * f))}
         for f in (0, 0.5, 1)
     ]
     return {
@@ -523,3 +545,56 @@ async def send_test(current: app_settings.AppSettings, now: int) -> dict[str, An
         "message": f"The webhook answered {answer.status_code}"
         + (" — it works." if ok else " — pushes would be retried and then fail."),
     }
+
+
+# ----------------------------------------------------------------------------- push outbox
+
+
+@router.get("/outbox")
+async def outbox(request: Request, state: str = "failed", after: int = 0) -> Response:
+    """Push webhook deliveries by state, each with its attempts and last error."""
+    ctx = _ctx(request)
+    session = await console_sessions.current(ctx, request)
+    if session is None:
+        return _redirect("/console/login")
+    if state not in push.STATES:
+        state = "failed"
+    after = min(max(after, 0), 2**63 - 1)
+    async with ctx.read() as tx:
+        if not await table_exists(tx.conn, "push_outbox"):
+            rows: list[dict[str, Any]] = []
+            counts = None
+        else:
+            rows = await push.listing(tx, state, after, queries.PAGE)
+            counts = await push.counts(tx)
+    return page(
+        request,
+        "outbox.html",
+        {
+            "state": state,
+            "states": push.STATES,
+            "rows": rows,
+            "counts": counts,
+            "next_after": rows[-1]["id"] if len(rows) == queries.PAGE else None,
+        },
+        session=session,
+    )
+
+
+@router.post("/outbox/retry")
+async def outbox_retry(request: Request) -> Response:
+    """Retry one failed delivery (`id`) or all of them (no id)."""
+    guarded = await _guard(request)
+    if isinstance(guarded, Response):
+        return guarded
+    _session, form = guarded
+    raw = form.get("id")
+    ids = [int(raw)] if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18 else None
+    ctx = _ctx(request)
+    async with ctx.tx() as tx:
+        count = await push.retry_failed(tx, ids)
+    worker = ctx.services.get("push")
+    if count and worker is not None:
+        await worker.wake()
+    log.info("console: push deliveries retried", extra={"count": count})
+    return _redirect("/console/outbox?done=" + ("retried" if count else "nothing_to_retry"))
