@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from contactsync.server.services import app_settings
+from contactsync.server.store.tables import relations
 from tests.conftest import Api
-from tests.test_conversations import block, dm, group, person, send
+from tests.test_conversations import add_book_entry, block, dm, group, person, send
 
 H = dict[str, str]
 
@@ -30,6 +33,8 @@ async def test_a_group_message_subscribes_every_recipient_once(api: Api) -> None
     ann, ann_h = await person(api, 101)
     bob, bob_h = await person(api, 102)
     cy, cy_h = await person(api, 103)
+    for member in (bob, cy):  # they know ann, so her group's messages reach them
+        await add_book_entry(api, member, "+14155550101")
     g = await group(api, ann_h, [bob, cy])
     await send(api, ann_h, g["id"], "hello", "m1")
     for headers in (bob_h, cy_h):
@@ -64,12 +69,16 @@ async def test_not_across_a_block_and_not_when_turned_off(api: Api) -> None:
     ann, ann_h = await person(api, 101)
     bob, bob_h = await person(api, 102)
     cy, cy_h = await person(api, 103)
+    for member in (bob, cy):
+        await add_book_entry(api, member, "+14155550101")
     g = await group(api, ann_h, [bob, cy])
     await block(api, bob, ann)
     async with api.ctx.tx() as tx:
         await app_settings.update(tx, {"auto_subscribe_on_message": True})
     await send(api, ann_h, g["id"], "hello", "m1")
-    assert not subscribed(await relation(api, bob_h, ann))
+    async with api.ctx.read() as tx:  # bob cannot even look ann up now (policy.learnable)
+        found = await tx.conn.scalar(sa.select(sa.func.count()).where(relations.c.owner_id == bob))
+    assert found == 0
     assert subscribed(await relation(api, cy_h, ann))
     dan, dan_h = await person(api, 104)
     async with api.ctx.tx() as tx:

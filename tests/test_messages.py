@@ -10,6 +10,7 @@ from contactsync.server.services import app_settings
 from contactsync.server.store.tables import events, messages
 from tests.conftest import Api
 from tests.test_conversations import (
+    add_book_entry,
     block,
     count,
     dm,
@@ -208,6 +209,7 @@ async def test_denied_members_get_no_live_events_but_can_read(api: Api) -> None:
     a, ha = await person(api, 1)
     b, hb = await person(api, 2)
     c, hc = await person(api, 3)
+    await add_book_entry(api, b, "+14155550001")  # b knows a: a's group messages reach b
     g = await group(api, ha, [b, c])
     await api.client.put(
         f"/v1/conversations/{g['id']}/consent", json={"state": "denied"}, headers=hc

@@ -168,7 +168,14 @@ async def test_conversations_sync_lists_changes_without_messages(
 
 
 async def test_live_events_keep_the_store_current(api: Api, managers: Factory) -> None:
-    (_, a), (b_id, b) = await people(api, managers, A, B)
+    (a_id, a), (b_id, b) = await people(api, managers, A, B)
+    # b holds a as a contact, so a's group messages come to b live (a stranger's would not)
+    r = await api.client.put(
+        f"/v1/relations/{a_id}",
+        json={"contact": True},
+        headers={"Authorization": f"Bearer {b.api.token}"},
+    )
+    assert r.status_code == 200, r.text
     group = await a.conversations.new_group([b_id], name="Live")
     await group.send("first")
     await group.send("second")

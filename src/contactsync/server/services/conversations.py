@@ -11,7 +11,9 @@ Rules kept here:
   member silence anyone; instead neither of them receives the other's messages (see
   `messages`).
 - Consent is each member's own: a new conversation starts `allowed` for its creator and for a
-  member whose address book (any of their books) holds the creator's number, else `unknown`;
+  member whose address book (any of their books) holds the creator's number or who holds the
+  creator as a contact, else `unknown` (a group member still `unknown` gets no message
+  bodies in their log: `messages.delivers`);
   the member's preferences can change these two defaults. A `denied` member gets no live events
   for the conversation, but still finds it through `/v1/sync` and the list when asking for it.
 - A non-member cannot tell a conversation exists: every access by a non-member is the same
@@ -49,6 +51,7 @@ from contactsync.server.store.tables import (
     conversations,
     messages,
     pairs,
+    relations,
     users,
 )
 
@@ -276,6 +279,16 @@ async def _initial_consent(
         .distinct()
     )
     knows = {row.owner_id for row in rows}
+    # A member who holds the inviter as a contact knows them too (a subscription alone does
+    # not: receiving messages makes one).
+    rows = await tx.conn.execute(
+        sa.select(relations.c.owner_id).where(
+            relations.c.target_id == inviter,
+            relations.c.contact.is_(True),
+            bulk.member(relations.c.owner_id, others, tx.dialect),
+        )
+    )
+    knows |= {row.owner_id for row in rows}
     prefs = await preferences.get_many(tx, others)
     for uid in others:
         key = "consent_from_contacts" if uid in knows else "consent_from_others"

@@ -12,8 +12,11 @@ send that races its first attempt finds the first message instead of making a se
   anyone); that member simply never receives it, live or when reading.
 - Sending is taken as consent: the sender's consent becomes `allowed` (with consent.updated
   to their devices) if it was not.
+- Each sender is limited to `send_messages_per_minute` messages and `send_bytes_per_minute`
+  bytes over all conversations (429 `send_rate_limited` with Retry-After).
 - message.created goes through the event log to every member (the sender's other devices
-  included) except members who denied the conversation or are in a block with the sender.
+  included) except members who denied the conversation or are in a block with the sender,
+  and, in a group, members whose consent is still `unknown` (`delivers`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.errors import ConversationNotFound, EmptyMessage, InvalidRequest, MessageTooLarge
+from contactsync.errors import (
+    ConversationNotFound,
+    EmptyMessage,
+    InvalidRequest,
+    MessageTooLarge,
+    SendRateLimited,
+)
 from contactsync.server.context import Tx
-from contactsync.server.services import app_settings, conversations, events, policy, relations
+from contactsync.server.services import (
+    app_settings,
+    conversations,
+    events,
+    policy,
+    ratelimit,
+    relations,
+)
 from contactsync.server.store.tables import app_settings as app_settings_table
 from contactsync.server.store.tables import blocks, conversation_members, messages, users
 from contactsync.server.store.tables import conversations as conv_table
@@ -196,6 +212,7 @@ async def send(
         ).one()
         return from_row(row), False
     check_body(body, _max_bytes(head.max_bytes))
+    await charge_send(tx, sender, len(body.encode("utf-8")))
 
     consent = {row.user_id: row.consent for row in rows}
     others = [uid for uid in consent if uid != sender]
@@ -236,16 +253,53 @@ async def send(
         )
         consent[sender] = "allowed"
     payload = {**message.wire(), "device_id": device_id}
+    recipients = [
+        uid
+        for uid, state in sorted(consent.items())
+        if uid not in blocked and delivers(head.kind, state)
+    ]
     await events.append(
-        tx,
-        [
-            events.NewEvent(uid, "message.created", payload)
-            for uid, state in sorted(consent.items())
-            if state != "denied" and uid not in blocked
-        ],
+        tx, [events.NewEvent(uid, "message.created", payload) for uid in recipients]
     )
-    await _after_message(tx, message, list(consent))
+    await _after_message(tx, message, recipients)
     return message, True
+
+
+def delivers(kind: str, consent: str) -> bool:
+    """Whether a member with this consent gets the conversation's messages in their log.
+
+    In a group only members who allowed it do: someone added by a stranger (consent
+    `unknown`) has the invitation (`conversation.created`) and reads the messages when they
+    ask, but a stranger's group cannot copy bodies into their log (fan-out amplification).
+    In a DM an `unknown` member still gets them (one copy: XMTP's message request)."""
+    if consent == "denied":
+        return False
+    return kind == "dm" or consent == "allowed"
+
+
+async def charge_send(tx: Tx, sender: int, size: int) -> None:
+    """The per-sender limits over all conversations: `send_messages_per_minute` messages and
+    `send_bytes_per_minute` body bytes (token buckets refilling evenly over the minute)."""
+    settings = await app_settings.load(tx)
+    for setting, key, amount, limit in (
+        ("send_messages_per_minute", "msgs", 1, settings.send_messages_per_minute),
+        ("send_bytes_per_minute", "bytes", size, settings.send_bytes_per_minute),
+    ):
+        taken = await ratelimit.take(
+            tx, f"send:{key}:{sender}", amount, capacity=limit, refill_per_s=limit / 60
+        )
+        if isinstance(taken, ratelimit.Refused):
+            raise SendRateLimited(
+                taken.retry_after,
+                f"Too many messages sent (setting {setting} = {limit}); "
+                f"retry in {taken.retry_after} s.",
+                details={
+                    "setting": setting,
+                    "limit": limit,
+                    "remaining": int(taken.available + ratelimit.EPSILON),
+                    "retry_after": taken.retry_after,
+                },
+            )
 
 
 async def _after_message(tx: Tx, message: Message, member_ids: Sequence[int]) -> None:
