@@ -157,7 +157,7 @@ def test_pairs(server: ServerProcess) -> None:
 
 
 def test_settings_assignment_parsing() -> None:
-    from contactsync.server.admin_cli import parse_assignment
+    from contactsync.cli.admin import parse_assignment
 
     assert parse_assignment("a=true") == ("a", True)
     assert parse_assignment("a=5000") == ("a", 5000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings, discovery, preferences
+from contactsync.server.services import app_settings, joins, preferences, users
 from contactsync.server.services.otp_senders import MemorySender
 from tests.conftest import Api
 
@@ -46,12 +46,16 @@ async def test_every_holder_hears_once_with_their_own_name(api: Api) -> None:
 
 
 async def test_the_joiner_is_not_told_about_itself(api: Api) -> None:
+    ann_user, ann = await api.user_with_token("+14155550101")
+    await upload(api, ann, [{"phone": JOINER, "name": "Zed"}])
     new, headers = await api.user_with_token(JOINER)
+    # The joiner's own book holds the number too: Ann hears, the joiner does not.
     await upload(api, headers, [{"phone": JOINER, "name": "me"}])
+    assert [d["user_id"] for d in await joined(api, ann)] == [new["user_id"]]
     assert await joined(api, headers) == []
     async with api.ctx.read() as tx:
-        user = await discovery.holders(tx, type("U", (), {"id": new["user_id"], "phone": JOINER})())
-    assert user == {}
+        holders = await joins.holders(tx, await users.get(tx, new["user_id"]))
+    assert holders == {ann_user["user_id"]: "Zed"}
 
 
 async def test_joining_by_otp_notifies_too(api: Api, otp_sender: MemorySender) -> None:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings, preferences, relations, users
+from contactsync.server.services import app_settings, joins, preferences, relations, users
 from contactsync.server.store.tables import relations as relations_table
 from tests.conftest import Api
 
@@ -455,13 +455,13 @@ async def test_a_relation_left_pending_by_the_race_attaches_and_its_owner_hears(
             )
     async with api.ctx.tx() as tx:
         user = await users.get(tx, joiner["user_id"])
-        await relations.attach_late(tx, [user])
+        await joins.attach_late(tx, [user])
     for headers in (oh, hh):
         [relation] = await listing(api, headers)
         assert relation["pending"] is False and relation["user_id"] == joiner["user_id"]
 
-    def joins(events: list[dict[str, Any]]) -> list[int]:
+    def joined_ids(events: list[dict[str, Any]]) -> list[int]:
         return [e["data"]["user_id"] for e in events if e["type"] == "contact.joined"]
 
-    assert joins(await api.events(oh)) == [joiner["user_id"]]
-    assert joins(await api.events(hh)) == [joiner["user_id"]]  # from the join itself only
+    assert joined_ids(await api.events(oh)) == [joiner["user_id"]]
+    assert joined_ids(await api.events(hh)) == [joiner["user_id"]]  # from the join itself only

@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The contract's error body, `{"error": {code, message[, details]}}`: the one place its
+    shape is spelled (HTTP responses, WebSocket error frames)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
 class ApiError(Exception):
     """Base of every error a client may see."""
 
@@ -30,10 +39,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"error": error}
+        return error_body(self.code, self.message, self.details)
 
 
 class InvalidRequest(ApiError):

@@ -20,8 +20,10 @@ matching looks up too. Both cost nothing for a number without rules.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
@@ -41,6 +43,8 @@ __all__ = [
     "region_of",
     "valid_region",
     "mask",
+    "read_all",
+    "invalid_entry",
 ]
 
 # Stable reason codes, part of the API (address-book `invalid[].reason`, error details).
@@ -125,6 +129,32 @@ def canonical_and_variants(raw: str, region: str | None = None) -> tuple[str, tu
     the same line. Raises :class:`InvalidNumber` as :func:`normalize` does."""
     e164 = normalize(raw, region)
     return e164, variants(e164)
+
+
+def invalid_entry(raw: object, reason: str, index: int | None = None) -> dict[str, Any]:
+    """The report of one number that was not taken: `{index, phone, reason}` (the address
+    book's and the relation sync's `invalid[]`, the SDK's invalid entries). `phone` is the raw
+    text as sent (None when it was not a string); `index` its place in the request."""
+    entry: dict[str, Any] = {} if index is None else {"index": index}
+    entry["phone"] = raw if isinstance(raw, str) else None
+    entry["reason"] = reason
+    return entry
+
+
+def read_all(
+    raws: Iterable[object], region: str | None
+) -> tuple[list[tuple[int, Normalized]], list[dict[str, Any]]]:
+    """Normalise a request's numbers: `(index, result)` for each one that reads (its `e164`
+    set), in order, and the `invalid_entry` report (by index) of the ones that do not."""
+    valid: list[tuple[int, Normalized]] = []
+    invalid: list[dict[str, Any]] = []
+    for index, raw in enumerate(raws):
+        result = try_normalize(raw, region) if isinstance(raw, str) else _FAILED["not_a_number"]
+        if result.e164 is None:
+            invalid.append(invalid_entry(raw, result.reason or "invalid_number", index))
+        else:
+            valid.append((index, result))
+    return valid, invalid
 
 
 # One shared result per failure reason.

@@ -8,7 +8,7 @@ can hold is refused in one place, and every integer is bounded to what a BIGINT 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -49,7 +49,12 @@ Int64 = Annotated[int, Field(ge=MIN_INT64, le=MAX_INT64)]
 # Sequence numbers, cursors, `after` positions.
 Seq = Annotated[int, Field(ge=0, le=MAX_INT64)]
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), STORABLE]
+# --- limits: the one place each bound of the contract is written ----------------------------
+
+MAX_NAME = 200  # a user's, a contact's or a group's name (characters, after stripping)
+MAX_DESCRIPTION = 2000  # a group's description
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NAME), STORABLE]
 RawPhone = Annotated[str, StringConstraints(min_length=1, max_length=64), STORABLE]
 Region = Annotated[str, StringConstraints(min_length=2, max_length=2), STORABLE]
 DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=128), STORABLE]
@@ -351,10 +356,13 @@ class PairOut(Output):
 
 BigId = UserId
 ConsentState = Literal["allowed", "unknown", "denied"]
+CONSENT_STATES: tuple[ConsentState, ...] = get_args(ConsentState)
 GroupName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), STORABLE
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME), STORABLE
 ]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), STORABLE]
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_DESCRIPTION), STORABLE
+]
 MAX_GROUP_MEMBERS = 1000
 
 

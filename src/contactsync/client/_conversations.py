@@ -30,12 +30,12 @@ from contactsync.client._errors import ApiError
 from contactsync.client._http import ApiClient
 from contactsync.client._models import ConversationView, Event, Message, SyncSummary
 from contactsync.client._store import LocalStore, stored_view
+from contactsync.protocol import CONSENT_STATES
 
 __all__ = ["CONSENT_STATES", "Conversation", "Conversations"]
 
 log = logging.getLogger("contactsync.client.conversations")
 
-CONSENT_STATES = ("allowed", "unknown", "denied")
 _LIST_PAGE = 500
 _MESSAGE_PAGE = 500
 # The list's watermark is a server time in ms taken when a transaction starts, so a change

@@ -54,6 +54,7 @@ from contactsync.client._preferences import Preferences
 from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
+from contactsync.protocol import MAX_NAME
 
 log = logging.getLogger("contactsync.client")
 
@@ -727,7 +728,7 @@ class ContactsManager:
             for raw in item.phones:
                 e164, reason = results[raw]
                 if e164 is None:
-                    invalid.append({"phone": raw, "reason": reason or "invalid_number"})
+                    invalid.append(phones.invalid_entry(raw, reason or "invalid_number"))
                 elif e164 not in good:
                     good.append(e164)
             rows.append((key, item.id, item.name, good, invalid or None))
@@ -813,9 +814,6 @@ class ContactsManager:
                 # the total grows while the scan finds more to send
                 total = max(self._planned, metrics.uploaded)
                 self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
-
-
-MAX_NAME = 200  # the server's bound on a contact name
 
 
 def _contact(phone: str, name: str | None) -> dict[str, Any]:

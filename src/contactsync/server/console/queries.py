@@ -16,7 +16,7 @@ from contactsync import phone as phones
 from contactsync.errors import InvalidRequest
 from contactsync.server.context import Tx
 from contactsync.server.metrics import outbox_counts, table_exists
-from contactsync.server.services import sessions, users
+from contactsync.server.services import numbers, sessions, users
 from contactsync.server.store.tables import (
     book_entries,
     conversation_members,
@@ -321,7 +321,7 @@ async def resolve_user(tx: Tx, text: str, *, default_region: str | None) -> user
         raise InvalidRequest("Give a user id or a phone number.", details={"field": "other"})
     if text.isdigit() and len(text) <= 18:
         return await users.get(tx, int(text))
-    e164 = users.normalize_phone(text, default_region, field="other")
+    e164 = numbers.normalize_phone(text, default_region, field="other")
     found = await users.find_by_phone(tx, e164)
     if found is None:
         raise InvalidRequest("No user has that number.", details={"field": "other"})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from contactsync.protocol import CreateUser, MintToken, PatchUser, TokenOut, UserOut
 from contactsync.server.http.deps import Admin, Ctx, UserIdPath
-from contactsync.server.services import sessions, users
+from contactsync.server.services import joins, numbers, sessions, users
 
 router = APIRouter(prefix="/v1/admin/users", tags=["admin"], dependencies=[Admin])
 
@@ -32,7 +32,7 @@ async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut
     """Register a user by phone number: 201 for a new one, 200 with the existing user for a known
     number."""
     async with ctx.tx() as tx:
-        user, created = await users.register(
+        user, created = await joins.register(
             tx,
             body.phone,
             name=body.name or None,
@@ -59,7 +59,7 @@ async def patch_user(user_id: UserIdPath, body: PatchUser, ctx: Ctx) -> UserOut:
             tx,
             user_id,
             name=body.name,
-            region=body.region,
+            region=numbers.resolve_region(body.region),
             restricted=body.restricted,
             fields_set=frozenset(body.model_fields_set),
         )

@@ -13,6 +13,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contactsync.errors import BodyTooLarge
+
 _FORM = b"application/x-www-form-urlencoded"
 
 
@@ -75,15 +77,7 @@ class BodySizeLimit:
                 raise
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "body_too_large",
-                    "message": "The request body is too large.",
-                    "details": {"max_bytes": self.max_bytes},
-                }
-            }
-        ).encode()
+        body = json.dumps(BodyTooLarge(details={"max_bytes": self.max_bytes}).body()).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -30,10 +30,10 @@ from contactsync.server.services import (
     app_settings,
     events,
     matching,
+    numbers,
     policy,
     quota,
     sessions,
-    users,
 )
 from contactsync.server.store.bulk import in_list, rows_source
 from contactsync.server.store.tables import (
@@ -85,13 +85,11 @@ def _normalise(
     """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, and the
     entries whose old form was rewritten to the current number."""
     desired: dict[str, tuple[str | None, bool]] = {}
-    invalid: list[dict[str, Any]] = []
     rewritten: list[dict[str, Any]] = []
-    for index, contact in enumerate(contacts):
-        result = phones.try_normalize(contact.phone, region)
-        if result.e164 is None:
-            invalid.append({"index": index, "phone": contact.phone, "reason": result.reason})
-            continue
+    valid, invalid = phones.read_all([contact.phone for contact in contacts], region)
+    for index, result in valid:
+        assert result.e164 is not None
+        contact = contacts[index]
         if result.rewritten:
             rewritten.append({"index": index, "from": contact.phone, "to": result.e164})
         desired.pop(result.e164, None)  # re-insert so dict order follows the last occurrence
@@ -110,7 +108,7 @@ async def upload(
             details={"max": settings.max_contacts_per_request, "got": len(request.contacts)},
         )
     book = book_of(request.device_id)
-    region = users.resolve_region(request.region, owner.region, default_region)
+    region = numbers.resolve_region(request.region, owner.region, default_region)
     batch_id = request.batch_id
     if batch_id is not None and not BATCH_ID.fullmatch(batch_id):
         raise InvalidRequest(

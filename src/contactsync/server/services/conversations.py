@@ -40,7 +40,7 @@ from contactsync.errors import (
     TooManyMembers,
     UnknownUsers,
 )
-from contactsync.protocol import MAX_GROUP_MEMBERS
+from contactsync.protocol import CONSENT_STATES, MAX_GROUP_MEMBERS
 from contactsync.server import cursors
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy, preferences
@@ -56,8 +56,6 @@ from contactsync.server.store.tables import (
 )
 
 Kind = Literal["dm", "group"]
-ConsentState = Literal["allowed", "unknown", "denied"]
-CONSENT_STATES: tuple[ConsentState, ...] = ("allowed", "unknown", "denied")
 MAX_MEMBERS = MAX_GROUP_MEMBERS
 MAX_PAGE = 500
 

@@ -46,7 +46,7 @@ from contactsync.server.services import (
     relations,
 )
 from contactsync.server.store.tables import app_settings as app_settings_table
-from contactsync.server.store.tables import blocks, conversation_members, messages, users
+from contactsync.server.store.tables import conversation_members, messages, users
 from contactsync.server.store.tables import conversations as conv_table
 
 CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -167,12 +167,7 @@ async def send(
         )
     ).first()
     mb = conversation_members.c
-    blocks_sender = sa.exists().where(
-        sa.or_(
-            sa.and_(blocks.c.blocker_id == mb.user_id, blocks.c.blocked_id == sender),
-            sa.and_(blocks.c.blocker_id == sender, blocks.c.blocked_id == mb.user_id),
-        )
-    )
+    blocks_sender = policy.blocked_between(mb.user_id, sender)
     # Uncorrelated, so it runs once, not once a member.
     existing_seq = (
         sa.select(ms.seq)

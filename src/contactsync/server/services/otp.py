@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from contactsync.errors import OtpInvalid, OtpTooManyAttempts
 from contactsync.server.context import Context, Tx
-from contactsync.server.services import app_settings, ratelimit, secrets, sessions, users
+from contactsync.server.services import app_settings, joins, numbers, ratelimit, secrets, sessions
 from contactsync.server.services.otp_senders import OtpSender
 from contactsync.server.store.tables import otp_codes
 
@@ -40,8 +40,8 @@ async def request_code(
     """Create and send a code; returns its lifetime in seconds."""
     settings = ctx.settings
     async with ctx.tx() as tx:
-        region = users.resolve_region(region, settings.default_region)
-        e164 = users.normalize_phone(raw_phone, region)
+        region = numbers.resolve_region(region, settings.default_region)
+        e164 = numbers.normalize_phone(raw_phone, region)
         await ratelimit.hit(
             tx, f"otp:phone:{e164}", limit=settings.otp_per_phone_per_hour, window_s=3600
         )
@@ -72,8 +72,8 @@ async def verify(
     settings = ctx.settings
     sessions.check_device_id(device_id)
     async with ctx.tx() as tx:
-        region = users.resolve_region(region, settings.default_region)
-        e164 = users.normalize_phone(raw_phone, region)
+        region = numbers.resolve_region(region, settings.default_region)
+        e164 = numbers.normalize_phone(raw_phone, region)
         # Claim one try before comparing: one conditional UPDATE, so concurrent guesses each
         # spend a try of their own and at most `otp_max_attempts` are ever compared (a read
         # then a write let 30 concurrent guesses through against a limit of 5 on PostgreSQL).
@@ -103,7 +103,7 @@ async def verify(
             outcome = "invalid" if live is None else "exhausted"
         if outcome == "ok":
             await tx.conn.execute(sa.delete(otp_codes).where(otp_codes.c.phone == e164))
-            user, created = await users.register(
+            user, created = await joins.register(
                 tx, e164, name=None, region=None, default_region=None
             )
             token = await sessions.mint(tx, user.id, device_id)

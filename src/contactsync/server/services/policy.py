@@ -9,6 +9,7 @@ registered (and their ids)": every path that could tell goes through it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,18 +22,19 @@ def pair_key(a: int, b: int) -> tuple[int, int]:
     return (a, b) if a < b else (b, a)
 
 
-async def blocked_either(tx: Tx, a: int, b: int) -> bool:
-    found = await tx.conn.scalar(
-        sa.select(sa.literal(1))
-        .where(
-            sa.or_(
-                sa.and_(blocks.c.blocker_id == a, blocks.c.blocked_id == b),
-                sa.and_(blocks.c.blocker_id == b, blocks.c.blocked_id == a),
-            )
+def blocked_between(a: int | sa.ColumnElement[Any], b: int | sa.ColumnElement[Any]) -> Any:
+    """SQL: one of `a` and `b` (ids or id columns) has blocked the other. The one spelling of
+    "blocked either way", for queries that filter many rows by it."""
+    return sa.exists().where(
+        sa.or_(
+            sa.and_(blocks.c.blocker_id == a, blocks.c.blocked_id == b),
+            sa.and_(blocks.c.blocker_id == b, blocks.c.blocked_id == a),
         )
-        .limit(1)
     )
-    return found is not None
+
+
+async def blocked_either(tx: Tx, a: int, b: int) -> bool:
+    return bool(await tx.conn.scalar(sa.select(blocked_between(a, b))))
 
 
 async def paired(tx: Tx, a: int, b: int) -> bool:

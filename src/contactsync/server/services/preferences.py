@@ -19,8 +19,6 @@ from contactsync.server.services import events
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import user_preferences, users
 
-Consent = Literal["allowed", "unknown", "denied"]
-
 
 class Preferences(BaseModel):
     """Every preference with its default. Unknown keys are refused; the types are strict (a

@@ -26,7 +26,7 @@ from contactsync.errors import InvalidLevel, InvalidRequest, NotFound, TooManyFi
 from contactsync.server.context import Tx
 from contactsync.server.services import events, policy
 from contactsync.server.store import bulk
-from contactsync.server.store.tables import blocks, profile_fields, relations, users
+from contactsync.server.store.tables import profile_fields, relations, users
 
 MAX_LEVEL = 63
 MAX_FIELDS = 64
@@ -77,6 +77,15 @@ def mask_of(levels: Iterable[object], where: str = "access_levels") -> int:
 
 def levels_of(mask: int) -> list[int]:
     return [level for level in range(1, MAX_LEVEL + 1) if mask >> (level - 1) & 1]
+
+
+def relation_changed_data(
+    owner_id: int, contact: bool, subscribe: bool, levels: int
+) -> dict[str, Any]:
+    """What `relation.changed` tells a user about the owner's relation to them: the owner,
+    contact, subscribe and the access levels granted (none once nothing is left of it)."""
+    shown = levels_of(levels) if contact or subscribe else []
+    return {"user_id": owner_id, "contact": contact, "subscribe": subscribe, "access_levels": shown}
 
 
 def visible(level: int, mask: int) -> bool:
@@ -289,12 +298,7 @@ async def subscriber_masks(tx: Tx, owner_id: int) -> list[tuple[int, int]]:
         .where(
             sub.c.target_id == owner_id,
             sub.c.subscribe.is_(True),
-            ~sa.exists().where(
-                sa.or_(
-                    sa.and_(blocks.c.blocker_id == owner_id, blocks.c.blocked_id == sub.c.owner_id),
-                    sa.and_(blocks.c.blocker_id == sub.c.owner_id, blocks.c.blocked_id == owner_id),
-                )
-            ),
+            ~policy.blocked_between(owner_id, sub.c.owner_id),
         )
     )
     return [(r.owner_id, int(r.mask)) for r in rows]

@@ -2,7 +2,7 @@
 
 A relation is addressed by user id or by phone number. A number that is not registered yet
 keeps a pending relation (`target_id` NULL, `phone` set) that attaches when the number joins
-(`attach_pending`); discovery then tells the owner with `contact.joined`.
+(`joins.attach_pending`); the owner then hears `contact.joined`.
 
 `mode` decides what `access_levels` does to a relation that exists: "replace" overwrites the
 granted levels (mesibo's sync), "merge" only adds to them (syncAsUpdate). `contact` and
@@ -37,9 +37,10 @@ from contactsync.server.context import Tx
 from contactsync.server.services import (
     addressbook,
     app_settings,
-    discovery,
     events,
+    joins,
     matching,
+    numbers,
     policy,
     profiles,
     users,
@@ -288,7 +289,7 @@ async def _apply(
             changed[key] = state
     if inserts:
         await _insert(tx, owner_id, inserts)
-        _recheck_pending(tx, [number for _, number, *_ in inserts if number is not None])
+        joins.recheck_pending(tx, [number for _, number, *_ in inserts if number is not None])
     if updates:
         await _update(tx, updates)
     if deletes:
@@ -299,13 +300,6 @@ async def _apply(
     return outcome
 
 
-def _changed_data(owner_id: int, state: State) -> dict[str, Any]:
-    contact, subscribe, levels = state
-    # Levels mean nothing once nothing is left of the relation.
-    shown = profiles.levels_of(levels) if contact or subscribe else []
-    return {"user_id": owner_id, "contact": contact, "subscribe": subscribe, "access_levels": shown}
-
-
 async def _announce(tx: Tx, owner_id: int, changed: dict[int, State]) -> None:
     """relation.changed to each user whose relation from `owner_id` changed."""
     if not changed or not (await app_settings.load(tx)).relation_changed_events:
@@ -314,7 +308,9 @@ async def _announce(tx: Tx, owner_id: int, changed: dict[int, State]) -> None:
     await events.append(
         tx,
         [
-            events.NewEvent(target, "relation.changed", _changed_data(owner_id, state))
+            events.NewEvent(
+                target, "relation.changed", profiles.relation_changed_data(owner_id, *state)
+            )
             for target, state in changed.items()
             if target not in hidden
         ],
@@ -350,7 +346,7 @@ async def _resolve(tx: Tx, caller: Caller, target: str) -> int | str:
             "Address a relation by user id or by a number in E.164 form (+CC...).",
             details={"field": "target"},
         )
-    e164 = users.normalize_phone(target, None, field="target")
+    e164 = numbers.normalize_phone(target, None, field="target")
     if e164 == caller.phone:
         raise SelfRelation()
     await addressbook.charge_discovery(tx, caller.user_id, [e164])
@@ -414,34 +410,28 @@ async def sync(
             f"At most {MAX_SYNC_PHONES} numbers per relation sync.",
             details={"max": MAX_SYNC_PHONES, "received": len(raw_phones)},
         )
-    read_in = users.resolve_region(region, caller.region, default_region)
-    invalid: list[dict[str, Any]] = []
+    read_in = numbers.resolve_region(region, caller.region, default_region)
+    valid, invalid = phones.read_all(raw_phones, read_in)
     wanted: dict[str, int] = {}
-    for index, raw in enumerate(raw_phones):
-        result = phones.try_normalize(raw, read_in) if isinstance(raw, str) else None
-        if result is None or result.e164 is None:
-            reason = result.reason if result is not None else "not_a_number"
-            invalid.append(
-                {"index": index, "phone": raw if isinstance(raw, str) else None, "reason": reason}
-            )
-        elif result.e164 == caller.phone:
-            invalid.append({"index": index, "phone": raw, "reason": "self"})
+    for index, result in valid:
+        assert result.e164 is not None
+        if result.e164 == caller.phone:
+            invalid.append(phones.invalid_entry(raw_phones[index], "self", index))
         else:
             wanted[result.e164] = index
-    numbers = list(wanted)
+    found = list(wanted)
     # Relations by number reveal who is registered: they count against the same
     # anti-enumeration quota as address-book uploads.
-    await addressbook.charge_discovery(tx, caller.user_id, numbers)
-    found = await matching.registered_for(tx, caller.user_id, numbers)
-    registered = {n: uid for n, (uid, _) in found.items()}
+    await addressbook.charge_discovery(tx, caller.user_id, found)
+    matched = await matching.registered_for(tx, caller.user_id, found)
+    registered = {n: uid for n, (uid, _) in matched.items()}
     for number in [n for n, uid in registered.items() if uid == caller.user_id]:
         # a variant of the caller's own number
-        invalid.append(
-            {"index": wanted[number], "phone": raw_phones[wanted[number]], "reason": "self"}
-        )
+        invalid.append(phones.invalid_entry(raw_phones[wanted[number]], "self", wanted[number]))
         del registered[number]
-        numbers.remove(number)
-    pending = [n for n in numbers if n not in registered]
+        found.remove(number)
+    invalid.sort(key=lambda entry: int(entry["index"]))
+    pending = [n for n in found if n not in registered]
     # two forms of one number (a same-line variant) are one relation
     targets = list(dict.fromkeys(registered.values()))
     outcome = await _apply(tx, caller.user_id, targets, pending, change)
@@ -470,103 +460,6 @@ async def page(
 
 
 # --- hooks for other areas -----------------------------------------------------------------
-
-
-async def attach_pending(tx: Tx, user: users.User) -> set[int]:
-    """Attach relations pending on the new user's number; returns their owners.
-
-    Called by registration right after the user row exists, before discovery sends
-    "X joined" (which finds these owners through the attached relations, under its rules).
-    The new user gets `relation.changed` for each attached relation (setting permitting), as
-    for any relation that comes into effect.
-    """
-    attached: list[Relation] = []
-    forms = await matching.forms_held(tx, user.id, user.phone)
-    waiting = {
-        owner
-        for (owner,) in await tx.conn.execute(
-            sa.select(relations.c.owner_id).where(
-                bulk.member(relations.c.phone, forms, tx.dialect), relations.c.target_id.is_(None)
-            )
-        )
-    }
-    # An owner who may not learn the user is registered keeps a pending relation, exactly as
-    # on a number nobody registered.
-    hidden = sorted(waiting - await policy.learners(tx, user.id, waiting))
-    for i, form in enumerate(forms):
-        query = sa.update(relations).where(
-            relations.c.phone == form, relations.c.target_id.is_(None)
-        )
-        if hidden:
-            query = query.where(relations.c.owner_id.not_in(hidden))
-        if i:  # a variant: not for an owner whose relation by another form attached already
-            query = query.where(
-                relations.c.owner_id.not_in(
-                    sa.select(relations.c.owner_id).where(relations.c.target_id == user.id)
-                )
-            )
-        rows = await tx.conn.execute(
-            query.values(target_id=user.id, phone=None, updated_at=tx.now).returning(
-                relations.c.id,
-                relations.c.owner_id,
-                relations.c.target_id,
-                relations.c.phone,
-                relations.c.contact,
-                relations.c.subscribe,
-                relations.c.levels,
-                relations.c.created_at,
-                relations.c.updated_at,
-            )
-        )
-        attached += [_relation(r) for r in rows]
-    if attached and (await app_settings.load(tx)).relation_changed_events:
-        await events.append(
-            tx,
-            [
-                events.NewEvent(
-                    user.id,
-                    "relation.changed",
-                    _changed_data(r.owner_id, (r.contact, r.subscribe, r.levels)),
-                )
-                for r in attached
-            ],
-        )
-    return {r.owner_id for r in attached}
-
-
-# How long before a relation transaction a concurrent registration may have started.
-RACE_WINDOW_MS = 60_000
-
-
-async def attach_late(tx: Tx, joined: Sequence[users.User]) -> None:
-    """Attach what a concurrent transaction left pending on numbers that were registering
-    meanwhile, and tell those owners "X joined".
-
-    A relation by number and that number's registration can run at the same moment, each
-    blind to the other's uncommitted rows: the registration's attach misses the relation, and
-    the relation's look-up misses the user. Each side therefore looks again in a follow-up
-    transaction after its own commit (`Tx.then`); whichever commits last sees the other."""
-    for user in joined:
-        owners = await attach_pending(tx, user)
-        await discovery.on_relations_attached_late(tx, user, owners)
-
-
-def _recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
-    """After this transaction commits, attach those of these numbers that registered while it
-    ran (see attach_late)."""
-    if not pending:
-        return
-    numbers, since = set(pending), tx.now - RACE_WINDOW_MS
-
-    async def recheck(later: Tx) -> None:
-        joined = [
-            u
-            for u in await users.joined_since(later, since)
-            if u.phone in numbers or not numbers.isdisjoint(phones.variants(u.phone))
-        ]
-        await attach_late(later, joined)
-
-    tx.then.append(recheck)
 
 
 async def auto_subscribe(tx: Tx, subscriber_id: int, target_id: int) -> bool:

@@ -1,4 +1,7 @@
-"""Users: registration (idempotent on the phone number), changes and real deletion."""
+"""Users: the user row (created idempotently on the phone number), changes and real deletion.
+
+Imports no other service: everything a registration sets off lives in `joins.py`, the region
+and number rules in `numbers.py`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from contactsync import phone as phones
-from contactsync.errors import InvalidPhone, InvalidRegion, NotFound
+from contactsync.errors import NotFound
 from contactsync.server.context import Tx
 from contactsync.server.services import sessions
 from contactsync.server.store.tables import event_counters, users
@@ -21,26 +24,6 @@ class User:
     region: str | None
     restricted: bool
     created_at: int
-
-
-def resolve_region(region: str | None, *fallbacks: str | None) -> str | None:
-    """The first usable region: the request's (which must be valid), else the fallbacks."""
-    if region:
-        code = phones.valid_region(region)
-        if code is None:
-            raise InvalidRegion(details={"region": region})
-        return code
-    for candidate in fallbacks:
-        if candidate:
-            return candidate
-    return None
-
-
-def normalize_phone(raw: str, region: str | None, field: str = "phone") -> str:
-    try:
-        return phones.normalize(raw, region)
-    except phones.InvalidNumber as exc:
-        raise InvalidPhone(exc.reason, field=field) from None
 
 
 def _row_to_user(row: sa.Row) -> User:
@@ -66,12 +49,11 @@ async def find_by_phone(tx: Tx, e164: str) -> User | None:
     return None if row is None else _row_to_user(row)
 
 
-async def register(
-    tx: Tx, raw_phone: str, *, name: str | None, region: str | None, default_region: str | None
-) -> tuple[User, bool]:
-    """Create the user for a number, or return the existing one. True when created."""
-    region = resolve_region(region, default_region)
-    e164 = normalize_phone(raw_phone, region)
+async def create(tx: Tx, e164: str, *, name: str | None) -> tuple[User, bool]:
+    """Create the user for a normalised number, or return the existing one. True when created.
+
+    Only the user's own rows: what a registration sets off (pending relations attaching,
+    "X joined") is `joins.register`'s."""
     existing = await find_by_phone(tx, e164)
     if existing is not None:
         return existing, False
@@ -83,18 +65,7 @@ async def register(
     )
     assert user_id is not None
     await tx.conn.execute(sa.insert(event_counters).values(user_id=user_id, last_seq=0))
-    user = User(user_id, e164, name, user_region, False, tx.now)
-    tx.counts["joins"] += 1
-    # Imported here: both build on this module. Address-book holders hear first; relations
-    # stored on the number then attach, and their owners not told yet get contact.joined.
-    from contactsync.server.services import discovery, relations
-
-    await relations.attach_pending(tx, user)
-    await discovery.on_user_joined(tx, user)
-    # A relation by this number made at this very moment may commit after the attach above
-    # looked: look again once this registration is visible to every transaction.
-    tx.then.append(lambda later: relations.attach_late(later, [user]))
-    return user, True
+    return User(user_id, e164, name, user_region, False, tx.now), True
 
 
 async def joined_since(tx: Tx, since_ms: int) -> list[User]:
@@ -119,7 +90,7 @@ async def update(
     if "restricted" in fields_set and restricted is not None:
         values["restricted"] = restricted
     if "region" in fields_set:
-        values["region"] = resolve_region(region) if region else None
+        values["region"] = region or None  # checked by the caller (numbers.check_region)
     if values:
         await tx.conn.execute(sa.update(users).where(users.c.id == user_id).values(**values))
         sessions.changed(tx, user_id)  # a session carries name, region and restricted

@@ -398,7 +398,7 @@ def demo(
 ) -> None:
     """Start an embedded server, give simulated users real address books, and show
     "X joined" arriving live as the others register."""
-    from contactsync.client._demo import run_demo
+    from contactsync.cli.demo import run_demo
 
     asyncio.run(run_demo(users, delay, typer.echo))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from contactsync.cli._extras import require_server
 from contactsync.client._manager import ContactsManager
 from contactsync.client._models import Contact, Event
 from contactsync.client._sources import MemorySource
@@ -35,6 +36,7 @@ def _port() -> int:
 
 
 async def run_demo(users: int, delay: float, echo: Callable[[str], None]) -> None:
+    require_server()
     import uvicorn
 
     from contactsync.server.app import create_app

@@ -1,4 +1,7 @@
-"""The `contactsync` command: serve, db, and (from later issues) login, sync, events, admin."""
+"""`contactsync serve | db upgrade`: run the server and migrate its database.
+
+These need the server extra (`pip install "contactsync[server]"`); the server's modules are
+imported inside the commands, so the rest of the command line works without it."""
 
 from __future__ import annotations
 
@@ -6,20 +9,22 @@ import asyncio
 import enum
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from contactsync.server.admin_cli import admin_app
-from contactsync.server.config import Settings
+from contactsync.cli._extras import require_server
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="contactsync server and tools")
+if TYPE_CHECKING:
+    from contactsync.server.config import Settings
+
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
-app.add_typer(db_app, name="db")
-app.add_typer(admin_app, name="admin")
 
 
 def _settings(**overrides: Any) -> Settings:
+    require_server()
+    from contactsync.server.config import Settings
+
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
 
@@ -41,7 +46,6 @@ DataDir = Annotated[
 ]
 
 
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
@@ -146,18 +150,7 @@ def db_upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> No
     typer.echo(f"database at revision {', '.join(sorted(asyncio.run(run())))}")
 
 
-def _register_client_commands() -> None:
-    from contactsync.client.cli import register
-
-    register(app)
-
-
-_register_client_commands()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    """Add the server's commands to the `contactsync` command."""
+    app.command()(serve)
+    app.add_typer(db_app, name="db")

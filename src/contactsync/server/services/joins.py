@@ -1,0 +1,245 @@
+"""Joins: a registration and everything it sets off.
+
+`register` creates the user for a number (idempotent); for a new user it then, in the same
+transaction, attaches the relations pending on the number (`attach_pending`) and tells everyone
+whose book holds the number, or who related to it before it joined, "X joined"
+(`on_user_joined`). A relation by number made while the number registers is attached after
+both commit (`attach_late`; the relation side asks for it with `recheck_pending`).
+
+A holder holds the number in any form that may be the same line (services/matching). One
+`contact.joined` per holder however many of their books hold the number, carrying the name
+from the holder's own book (the global book's name first). Nobody is told when the app-wide
+switch `notify_contact_joined` is off, holders who muted the notice are skipped, and a number
+that joins, leaves and joins again within a day notifies once. A join creates no conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from contactsync import phone as phones
+from contactsync.server.context import Tx
+from contactsync.server.services import (
+    app_settings,
+    events,
+    matching,
+    numbers,
+    policy,
+    profiles,
+    users,
+)
+from contactsync.server.services.users import User
+from contactsync.server.store import bulk
+from contactsync.server.store.tables import book_entries, join_notices, relations
+from contactsync.server.store.tables import users as users_table
+
+DAY_MS = 24 * 3600 * 1000
+# How long before a relation transaction a concurrent registration may have started.
+RACE_WINDOW_MS = 60_000
+
+
+async def register(
+    tx: Tx, raw_phone: str, *, name: str | None, region: str | None, default_region: str | None
+) -> tuple[User, bool]:
+    """Create the user for a number, or return the existing one. True when created.
+
+    A new user's number first picks up the relations pending on it, then its holders hear
+    "X joined" (the owners of those relations among them)."""
+    e164 = numbers.normalize_phone(raw_phone, numbers.resolve_region(region, default_region))
+    user, created = await users.create(tx, e164, name=name)
+    if not created:
+        return user, False
+    tx.counts["joins"] += 1
+    await attach_pending(tx, user)
+    await on_user_joined(tx, user)
+    # A relation by this number made at this very moment may commit after the attach above
+    # looked: look again once this registration is visible to every transaction.
+    tx.then.append(lambda later: attach_late(later, [user]))
+    return user, True
+
+
+async def attach_pending(tx: Tx, user: User) -> set[int]:
+    """Attach relations pending on the new user's number; returns their owners.
+
+    Runs right after the user row exists, before "X joined" goes out (which finds these
+    owners through the attached relations, under its rules). The new user gets
+    `relation.changed` for each attached relation (setting permitting), as for any relation
+    that comes into effect.
+    """
+    rows: list[sa.Row[Any]] = []
+    forms = await matching.forms_held(tx, user.id, user.phone)
+    waiting = {
+        owner
+        for (owner,) in await tx.conn.execute(
+            sa.select(relations.c.owner_id).where(
+                bulk.member(relations.c.phone, forms, tx.dialect), relations.c.target_id.is_(None)
+            )
+        )
+    }
+    # An owner who may not learn the user is registered keeps a pending relation, exactly as
+    # on a number nobody registered.
+    hidden = sorted(waiting - await policy.learners(tx, user.id, waiting))
+    for i, form in enumerate(forms):
+        query = sa.update(relations).where(
+            relations.c.phone == form, relations.c.target_id.is_(None)
+        )
+        if hidden:
+            query = query.where(relations.c.owner_id.not_in(hidden))
+        if i:  # a variant: not for an owner whose relation by another form attached already
+            query = query.where(
+                relations.c.owner_id.not_in(
+                    sa.select(relations.c.owner_id).where(relations.c.target_id == user.id)
+                )
+            )
+        result = await tx.conn.execute(
+            query.values(target_id=user.id, phone=None, updated_at=tx.now).returning(
+                relations.c.owner_id,
+                relations.c.contact,
+                relations.c.subscribe,
+                relations.c.levels,
+            )
+        )
+        rows += result.all()
+    if rows and (await app_settings.load(tx)).relation_changed_events:
+        await events.append(
+            tx,
+            [
+                events.NewEvent(
+                    user.id,
+                    "relation.changed",
+                    profiles.relation_changed_data(
+                        r.owner_id, bool(r.contact), bool(r.subscribe), int(r.levels)
+                    ),
+                )
+                for r in rows
+            ],
+        )
+    return {r.owner_id for r in rows}
+
+
+async def attach_late(tx: Tx, joined: Sequence[User]) -> None:
+    """Attach what a concurrent transaction left pending on numbers that were registering
+    meanwhile, and tell those owners "X joined".
+
+    A relation by number and that number's registration can run at the same moment, each
+    blind to the other's uncommitted rows: the registration's attach misses the relation, and
+    the relation's look-up misses the user. Each side therefore looks again in a follow-up
+    transaction after its own commit (`Tx.then`); whichever commits last sees the other."""
+    for user in joined:
+        owners = await attach_pending(tx, user)
+        await on_relations_attached_late(tx, user, owners)
+
+
+def recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
+    """After this transaction commits, attach those of these numbers (just stored as pending
+    relations) that registered while it ran (see attach_late)."""
+    if not pending:
+        return
+    wanted, since = set(pending), tx.now - RACE_WINDOW_MS
+
+    async def recheck(later: Tx) -> None:
+        joined = [
+            u
+            for u in await users.joined_since(later, since)
+            if u.phone in wanted or not wanted.isdisjoint(phones.variants(u.phone))
+        ]
+        await attach_late(later, joined)
+
+    tx.then.append(recheck)
+
+
+async def holders(tx: Tx, user: User) -> dict[int, str | None]:
+    """{owner_id: name in their book} for every other user whose book holds the number, or
+    whose relation by number has just attached to the new user (no name then), and who
+    wants join notices."""
+    return {owner: name for owner, (name, _) in (await _holders(tx, user)).items()}
+
+
+async def _holders(tx: Tx, user: User) -> dict[int, tuple[str | None, str]]:
+    """`holders`, with the form of the number each holder's book holds (a variant, maybe)."""
+    forms = await matching.forms_held(tx, user.id, user.phone)
+    held, params = (
+        ("phone = :phone", {"phone": user.phone})
+        if len(forms) == 1
+        else bulk.in_list(tx.dialect, "phone", forms, "forms")
+    )
+    rows = await tx.conn.execute(
+        sa.text(
+            "SELECT h.owner_id, h.book, h.name, h.phone FROM ("
+            f"SELECT owner_id, book, name, phone FROM book_entries WHERE {held} "
+            "UNION ALL SELECT owner_id, NULL, NULL, NULL FROM relations WHERE target_id = :uid"
+            ") AS h JOIN users u ON u.id = h.owner_id "
+            "WHERE h.owner_id <> :uid AND u.notify_contact_joined"
+        ),
+        {"uid": user.id, **params},
+    )
+    found: dict[int, tuple[str | None, str]] = {}
+    for row in rows:
+        # The global book's name wins; else the first named entry of any device book.
+        name, held_as = found.get(row.owner_id, (None, None))
+        if row.owner_id not in found or row.book == "" or name is None:
+            name = row.name or name
+        if held_as is None or (row.book == "" and row.phone is not None):
+            held_as = row.phone
+        found[row.owner_id] = (name, held_as or user.phone)
+    return found
+
+
+async def _first_join_today(tx: Tx, phone: str) -> bool:
+    """Record this join; False when the number already caused notices within a day."""
+    last = await tx.conn.scalar(sa.select(join_notices.c.at).where(join_notices.c.phone == phone))
+    await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.at <= tx.now - DAY_MS))
+    if last is not None and last > tx.now - DAY_MS:
+        return False
+    await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.phone == phone))
+    await tx.conn.execute(sa.insert(join_notices).values(phone=phone, at=tx.now))
+    return True
+
+
+async def on_user_joined(tx: Tx, user: User) -> set[int]:
+    """Send `contact.joined` to the holders of the new user's number (runs after pending
+    relations have attached, so their owners are holders too); returns who was told."""
+    settings = await app_settings.load(tx)
+    if not settings.notify_contact_joined:
+        return set()
+    if not await _first_join_today(tx, user.phone):
+        return set()
+    found = await _holders(tx, user)
+    await events.append(
+        tx,
+        [
+            events.NewEvent(owner, "contact.joined", event_data(user, name, held_as))
+            for owner, (name, held_as) in found.items()
+        ],
+    )
+    return set(found)
+
+
+async def on_relations_attached_late(tx: Tx, user: User, owners: set[int]) -> None:
+    """`contact.joined` to owners whose relation by number attached only after the join (it
+    was made while the number registered). Owners whose book holds the number heard at the
+    join itself; muted owners hear nothing."""
+    if not owners or not (await app_settings.load(tx)).notify_contact_joined:
+        return
+    forms = await matching.forms_held(tx, user.id, user.phone)
+    rows = await tx.conn.execute(
+        sa.select(users_table.c.id).where(
+            bulk.member(users_table.c.id, sorted(owners), tx.dialect),
+            users_table.c.notify_contact_joined,
+            ~sa.exists().where(
+                book_entries.c.owner_id == users_table.c.id, book_entries.c.phone.in_(forms)
+            ),
+        )
+    )
+    await events.append(
+        tx,
+        [events.NewEvent(owner, "contact.joined", event_data(user, None)) for (owner,) in rows],
+    )
+
+
+def event_data(user: User, name: str | None, held_as: str | None = None) -> dict[str, Any]:
+    """`phone` is the number as the holder's book holds it: the user's own, or a variant."""
+    return {"user_id": user.id, "phone": held_as or user.phone, "name": name}
