@@ -1,17 +1,14 @@
-"""Which optional parts of the distribution are installed, and what to say when one is not."""
+"""What to say when a command needs an optional part of the distribution that is missing."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import typer
 
 
 def require_server() -> None:
-    """Exit with a clear message when the server extra is not installed."""
-    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
-        typer.echo(
-            'This command runs the server: install it with pip install "contactsync[server]".',
-            err=True,
-        )
-        raise typer.Exit(2)
+    """Exit with the server package's own message (naming the extra) when it is missing."""
+    try:
+        import contactsync.server  # noqa: F401
+    except ModuleNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
