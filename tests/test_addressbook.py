@@ -111,8 +111,11 @@ async def test_empty_upload(api: Api) -> None:
     r = await upload(api, me, [])
     assert (r["created"], r["updated"], r["deleted"], r["unchanged"]) == (0, 0, 0, 0)
     assert r["invalid"] == [] and r["registered"] == []
+    await upload(api, me, [{"phone": A, "name": "Ann"}, {"phone": B, "name": "Bob"}])
     r = await upload(api, me, [], force=True)  # an empty force upload empties the book
-    assert r["deleted"] == 0
+    assert (r["created"], r["updated"], r["deleted"], r["unchanged"]) == (0, 0, 2, 0)
+    listed = await api.client.get("/v1/addressbook", headers=me)
+    assert listed.status_code == 200 and listed.json()["contacts"] == []
 
 
 async def test_force_replaces_the_whole_book(api: Api) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,6 @@ from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
-
-HAS_SETTINGS_API = importlib.util.find_spec("contactsync.server.http.settings") is not None
-HAS_PAIRS_API = importlib.util.find_spec("contactsync.server.http.admin_pairs") is not None
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +105,6 @@ def test_refusals_are_clear_and_exit_non_zero(server: ServerProcess, tmp_path: P
     assert result.exit_code == 2 and "cannot reach" in result.stderr
 
 
-@pytest.mark.skipif(
-    not HAS_SETTINGS_API, reason="GET/PUT /v1/admin/settings comes with the realtime branch"
-)
 def test_settings_get_and_set(server: ServerProcess) -> None:
     code, out, _ = run(server, "settings", "get")
     assert code == 0 and json.loads(out)["notify_contact_joined"] is True
@@ -140,7 +133,6 @@ def test_settings_get_and_set(server: ServerProcess) -> None:
     run(server, "settings", "set", "notify_contact_joined=true", "discovery_quota=50000")
 
 
-@pytest.mark.skipif(not HAS_PAIRS_API, reason="/v1/admin/pairs comes with the relations branch")
 def test_pairs(server: ServerProcess) -> None:
     a = json.loads(run(server, "users", "create", "+14155550131")[1])["user_id"]
     b = json.loads(run(server, "users", "create", "+14155550132")[1])["user_id"]
