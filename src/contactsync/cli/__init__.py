@@ -5,7 +5,7 @@
 - `server.py`  serve, db upgrade (these need the server extra)
 - `admin.py`   admin … (the admin API over HTTP, for scripts)
 
-`app.py` puts them together. The command needs the cli extra (pip install
+`commands.py` puts them together. The command needs the cli extra (pip install
 "contactsync[cli]"); without it `contactsync` says so instead of failing on an import.
 """
 
@@ -25,14 +25,14 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    from contactsync.cli.app import app
+    from contactsync.cli.commands import app
 
     app()
 
 
 def __getattr__(name: str) -> Any:
     if name == "app":  # imported on first use, so `main` can check for typer first
-        from contactsync.cli.app import app
+        from contactsync.cli.commands import app
 
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
