@@ -31,7 +31,7 @@ class Tx:
     first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
     # Follow-up steps run in a new write transaction once this one has committed: for work
-    # that must see what other transactions committed meanwhile (see relations.attach_late).
+    # that must see what other transactions committed meanwhile (see joins.attach_late).
     then: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
     # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
     # reported only once it has committed.

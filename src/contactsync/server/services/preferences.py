@@ -41,7 +41,7 @@ DEFAULTS = Preferences().model_dump()
 
 # Preferences kept in a column of `users` rather than in the JSON object, because other code
 # filters on them in SQL: discovery skips holders who muted "X joined" notices in the same
-# query that finds them (`discovery.holders`). This module is still the one way to read and
+# query that finds them (`joins.holders`). This module is still the one way to read and
 # change them as preferences.
 COLUMNS: dict[str, sa.Column[Any]] = {"notify_contact_joined": users.c.notify_contact_joined}
 

@@ -26,7 +26,7 @@ users = sa.Table(
     sa.Column("created_at", MS, nullable=False),
     # The user's own switch for "X joined" notices (the app-wide one is in app settings).
     sa.Column("notify_contact_joined", sa.Boolean, nullable=False, server_default=sa.true()),
-    # the users who joined a moment ago (relations.attach_late), newest users in the console
+    # the users who joined a moment ago (joins.attach_late), newest users in the console
     sa.Index("ix_users_created_at", "created_at"),
     sqlite_autoincrement=True,
 )
