@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from contactsync.server.bus.base import BUS_RESUBSCRIBED
 
@@ -29,6 +29,16 @@ V = TypeVar("V")
 
 SETTINGS_CHANGED = "settings.changed"
 SESSIONS_CHANGED = "sessions.changed"
+
+
+class _Controls(Protocol):
+    def control(self, kind: str, **data: Any) -> None: ...
+
+
+def sessions_changed(tx: _Controls, user_id: int) -> None:
+    """After this transaction (a `Tx`) commits, every process forgets the user's cached
+    sessions and re-checks the user's sockets (those whose token no longer works close)."""
+    tx.control(SESSIONS_CHANGED, user_id=user_id)
 
 
 class LocalCache(Generic[K, V]):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from contactsync.errors import InvalidRequest, Unauthorized
-from contactsync.server.cache import SESSIONS_CHANGED
+from contactsync.server.cache import sessions_changed as changed
 from contactsync.server.context import Tx
 from contactsync.server.services import secrets
 from contactsync.server.store.tables import devices, tokens, users
@@ -121,12 +121,6 @@ async def authenticate(tx: Tx, token: str, *, cached: bool = True) -> Session:
     if cache is not None:
         cache.put(token_hash, session, stamp)
     return session
-
-
-def changed(tx: Tx, user_id: int) -> None:
-    """After this transaction commits, every process forgets the user's cached sessions and
-    re-checks the user's sockets (those whose token no longer works close)."""
-    tx.control(SESSIONS_CHANGED, user_id=user_id)
 
 
 async def revoke(tx: Tx, token_hash: str) -> None:

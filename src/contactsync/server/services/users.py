@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import NotFound
+from contactsync.server.cache import sessions_changed
 from contactsync.server.context import Tx
-from contactsync.server.services import sessions
 from contactsync.server.store.tables import event_counters, users
 
 
@@ -93,7 +93,7 @@ async def update(
         values["region"] = region or None  # checked by the caller (numbers.check_region)
     if values:
         await tx.conn.execute(sa.update(users).where(users.c.id == user_id).values(**values))
-        sessions.changed(tx, user_id)  # a session carries name, region and restricted
+        sessions_changed(tx, user_id)  # a session carries name, region and restricted
     return await get(tx, user_id)
 
 
@@ -102,4 +102,4 @@ async def delete(tx: Tx, user_id: int) -> None:
     result = await tx.conn.execute(sa.delete(users).where(users.c.id == user_id))
     if result.rowcount == 0:
         raise NotFound("No such user.", details={"user_id": user_id})
-    sessions.changed(tx, user_id)  # its tokens went with it: end its sockets everywhere
+    sessions_changed(tx, user_id)  # its tokens went with it: end its sockets everywhere
