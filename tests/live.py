@@ -57,7 +57,9 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_ping_interval=20)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws_ping_interval=20, proxy_headers=False
+    )
     server = uvicorn.Server(config)
     # Signal handlers belong to pytest here, not to this embedded server.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -120,6 +120,9 @@ def serve(
         # raw path, which may hold a phone number).
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is believed only from CONTACTSYNC_TRUSTED_PROXIES, by the app itself;
+        # uvicorn's default would believe it from any local peer.
+        proxy_headers=False,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         # Client frames are tiny JSON (auth, ping); events are small. Per-message deflate

@@ -7,11 +7,12 @@ in the database instead: see `services/app_settings.py`.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contactsync.phone import valid_region
 
@@ -50,6 +51,10 @@ class Settings(BaseSettings):
     otp_max_attempts: int = 5
     otp_per_phone_per_hour: int = 5
     otp_per_address_per_hour: int = 30
+    # Reverse proxies whose X-Forwarded-For is believed: addresses or CIDR networks,
+    # comma-separated. Default none: the connecting peer is the client, so a made-up header
+    # cannot move a request to another address's limits (OTP, console sign-in).
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Real-time delivery (WebSocket and push webhooks).
     ws_heartbeat_seconds: float = 25.0
@@ -62,6 +67,23 @@ class Settings(BaseSettings):
     push_retry_max_seconds: float = 900.0
     push_batch_size: int = 100
     push_concurrency: int = 4
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        out = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            try:
+                if "/" in item:
+                    out.append(str(ipaddress.ip_network(item, strict=False)))
+                else:
+                    out.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return tuple(out)
 
     @field_validator("default_region")
     @classmethod
