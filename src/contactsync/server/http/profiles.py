@@ -41,6 +41,8 @@ async def patch_profile(body: PatchProfile, caller: Caller, ctx: Ctx) -> OwnProf
 @router.get("/v1/users/{user_id}/profile", response_model=ProfileOut)
 async def user_profile(user_id: UserIdPath, caller: Caller, ctx: Ctx) -> ProfileOut:
     """Another user's profile as the caller may see it."""
+    async with ctx.tx() as tx:  # committed on its own: a 404 counts too
+        await profiles.count_read(tx, caller.user_id, user_id)
     async with ctx.read() as tx:
         fields = await profiles.visible_profile(tx, caller.user_id, user_id)
     return ProfileOut(user_id=user_id, fields=fields)

@@ -22,11 +22,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.errors import InvalidLevel, InvalidRequest, NotFound, TooManyFields
+from contactsync.errors import (
+    InvalidLevel,
+    InvalidRequest,
+    NotFound,
+    ProfileReadsExceeded,
+    TooManyFields,
+)
 from contactsync.server.context import Tx
-from contactsync.server.services import events, policy
+from contactsync.server.services import app_settings, events, policy, ratelimit
 from contactsync.server.store import bulk
-from contactsync.server.store.tables import profile_fields, relations, users
+from contactsync.server.store.tables import book_entries, profile_fields, relations, users
 
 MAX_LEVEL = 63
 MAX_FIELDS = 64
@@ -149,6 +155,55 @@ async def visible_profile(tx: Tx, viewer_id: int, owner_id: int) -> dict[str, Va
     if viewer_id == owner_id:
         return {name: f.value for name, f in fields.items()}
     return view(fields, await granted_mask(tx, owner_id, viewer_id))
+
+
+async def count_read(tx: Tx, viewer_id: int, owner_id: int) -> None:
+    """Count one read of `owner_id`'s profile against the viewer's quota for strangers.
+
+    Reads of profiles the viewer has a relation with (either way) or whose number is in the
+    viewer's address book are free; every other read, also of an id nobody has, takes a token
+    of `profile_reads_per_hour` (so crawling by user id runs dry, and the answer beyond it
+    never tells which ids exist). Over it: ProfileReadsExceeded (429, Retry-After). Meant for
+    its own transaction, committed before the read, so a 404 still counts."""
+    if viewer_id == owner_id:
+        return
+    related = await tx.conn.scalar(
+        sa.select(sa.literal(1))
+        .where(
+            sa.or_(
+                sa.exists().where(
+                    relations.c.owner_id == viewer_id, relations.c.target_id == owner_id
+                ),
+                sa.exists().where(
+                    relations.c.owner_id == owner_id, relations.c.target_id == viewer_id
+                ),
+                sa.exists().where(
+                    book_entries.c.owner_id == viewer_id,
+                    book_entries.c.phone
+                    == sa.select(users.c.phone).where(users.c.id == owner_id).scalar_subquery(),
+                ),
+            )
+        )
+        .limit(1)
+    )
+    if related:
+        return
+    limit = (await app_settings.load(tx)).profile_reads_per_hour
+    taken = await ratelimit.take(
+        tx, f"profile-reads:{viewer_id}", 1, capacity=limit, refill_per_s=limit / 3600
+    )
+    if isinstance(taken, ratelimit.Refused):
+        raise ProfileReadsExceeded(
+            taken.retry_after,
+            f"Too many profiles of users without a relation read (setting "
+            f"profile_reads_per_hour = {limit}); retry in {taken.retry_after} s.",
+            details={
+                "setting": "profile_reads_per_hour",
+                "limit": limit,
+                "remaining": 0,
+                "retry_after": taken.retry_after,
+            },
+        )
 
 
 async def visible_profiles(
