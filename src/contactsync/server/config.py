@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contactsync.phone import valid_region
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     otp_sender: Literal["console", "webhook", "memory"] = "console"
     otp_webhook_url: str | None = None
     otp_webhook_secret: SecretStr | None = None
+    # The key OTP codes are hashed with; default: made on first use in <data_dir>/otp_pepper.
+    # Never stored in the database. Give every host the same one when several share a database.
+    otp_pepper: SecretStr | None = Field(None, min_length=32)
     otp_ttl_seconds: int = 300
     otp_max_attempts: int = 5
     otp_per_phone_per_hour: int = 5

@@ -1,9 +1,15 @@
 """Phone login with one-time codes.
 
-Codes are 6 digits, stored as a keyed hash, valid for `otp_ttl_seconds`, and dead after
+Codes are 6 digits, stored as a keyed hash (HMAC-SHA256 with the pepper), valid for
+`otp_ttl_seconds`, and dead after
 `otp_max_attempts` wrong tries (the next try fails even with the right code). Requests are
 rate-limited per phone and per client address. A verified code is deleted, so it cannot be
 replayed.
+
+The pepper is never in the database: it is CONTACTSYNC_OTP_PEPPER, or else the file
+`<data_dir>/otp_pepper` (mode 0600) made on first use. A database dump alone therefore does not
+let anyone try the million codes against a live hash. Processes on several hosts sharing one
+database must be given the same CONTACTSYNC_OTP_PEPPER.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from contactsync.errors import OtpInvalid, OtpTooManyAttempts
-from contactsync.server.context import Context, Tx
-from contactsync.server.services import app_settings, joins, numbers, ratelimit, secrets, sessions
+from contactsync.server.context import Context
+from contactsync.server.services import joins, numbers, ratelimit, secrets, sessions
 from contactsync.server.services.otp_senders import OtpSender
 from contactsync.server.store.tables import otp_codes
 
@@ -26,12 +32,21 @@ class Verified:
     new_user: bool
 
 
-async def _pepper(tx: Tx) -> str:
-    pepper = await app_settings.get_secret(tx, "otp_pepper")
-    if pepper is None:
-        pepper = secrets.new_admin_key()
-        await app_settings.put_secret(tx, "otp_pepper", pepper)
-    return str(pepper)
+PEPPER_FILE = "otp_pepper"
+
+
+def pepper(ctx: Context) -> str:
+    """The key codes are hashed with (read once per process)."""
+    known: str | None = ctx.services.get("otp_pepper")
+    if known is None:
+        given = ctx.settings.otp_pepper
+        if given is not None:
+            known = given.get_secret_value()
+        else:
+            path = ctx.settings.data_dir / PEPPER_FILE
+            known = secrets.private_value(path, secrets.new_pepper)
+        ctx.services["otp_pepper"] = known
+    return known
 
 
 async def request_code(
@@ -49,12 +64,11 @@ async def request_code(
             tx, f"otp:addr:{client}", limit=settings.otp_per_address_per_hour, window_s=3600
         )
         code = secrets.new_otp_code()
-        pepper = await _pepper(tx)
         await tx.conn.execute(sa.delete(otp_codes).where(otp_codes.c.phone == e164))
         await tx.conn.execute(
             sa.insert(otp_codes).values(
                 phone=e164,
-                code_hash=secrets.keyed_hash(pepper, f"{e164}:{code}"),
+                code_hash=secrets.keyed_hash(pepper(ctx), f"{e164}:{code}"),
                 expires_at=tx.now + settings.otp_ttl_seconds * 1000,
                 attempts=0,
                 created_at=tx.now,
@@ -91,8 +105,7 @@ async def verify(
             )
         ).first()
         if claimed is not None:
-            pepper = await _pepper(tx)
-            expected = secrets.keyed_hash(pepper, f"{e164}:{code}")
+            expected = secrets.keyed_hash(pepper(ctx), f"{e164}:{code}")
             outcome = "ok" if secrets.same(expected, claimed.code_hash) else "wrong"
         else:
             live = await tx.conn.scalar(
