@@ -2,8 +2,10 @@
 
 - `JsonFormatter` writes `{"ts", "level", "logger", "msg", "request_id", ...extra}`. At INFO and
   above it masks anything that looks like a phone number in the message and the extra fields
-  (`phone.mask`), so a stray `log.info("... %s", e164)` cannot leak a number; DEBUG keeps them
-  for local troubleshooting.
+  (`phone.mask`), so a stray `log.info("... %s", e164)` cannot leak a number, and anything that
+  looks like a token or admin key, or a `token=`/`key=` query value (uvicorn's own line for a
+  WebSocket handshake carries the raw query string); DEBUG keeps them for local
+  troubleshooting. The text format masks the same.
 - `RequestIdMiddleware` gives every HTTP request and WebSocket an id (the caller's
   `X-Request-ID` when it is a sane token, else a new one), keeps it in a context variable that
   the formatter reads, returns it in the `X-Request-ID` response header, and writes one access
@@ -37,6 +39,12 @@ access_log = logging.getLogger("contactsync.access")
 # What a phone number can look like in free text: E.164, or a long run of digits with the usual
 # separators. Over-masking an id that looks like a number is the safe side of this trade.
 _PHONE_LIKE = re.compile(r"\+?\d[\d ().\-]{6,18}\d")
+# Bearer tokens (cs_…) and admin keys (csadmin_…) as services/secrets.py makes them, and the
+# value of any query parameter that may carry a credential, whatever its form.
+_SECRET_LIKE = re.compile(r"\b(cs|csadmin)_[A-Za-z0-9_\-]{20,}")
+_SECRET_QUERY = re.compile(
+    r"([?&](?:token|access_token|key|admin_key|api_key|secret)=)[^&\s\"'\]]*", re.IGNORECASE
+)
 # Fields we fill ourselves, never with a number: masking would only garble them (a request id
 # is hex and may hold a run of digits).
 _NOT_TEXT = frozenset({"ts", "level", "logger", "request_id"})
@@ -52,7 +60,7 @@ _STANDARD = frozenset(
 
 
 def redact(text: str) -> str:
-    """`text` with every phone-number-like run masked."""
+    """`text` with every token-, key- and phone-number-like run masked."""
 
     def _mask(match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
@@ -60,7 +68,29 @@ def redact(text: str) -> str:
             return match.group(0)
         return phones.mask("+" + digits)
 
+    text = _SECRET_QUERY.sub(r"\1***", text)
+    text = _SECRET_LIKE.sub(r"\1_***", text)
     return _PHONE_LIKE.sub(_mask, text)
+
+
+class TextFormatter(logging.Formatter):
+    """A line for people; numbers, tokens and keys masked at INFO and above as in JSON."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.INFO:
+            return super().format(record)
+        # A copy: other handlers (tests' capture) see the record as it was. Only the message
+        # and any trace are masked, not the timestamp (which looks like a number).
+        masked = logging.makeLogRecord(record.__dict__)
+        masked.msg, masked.args = redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            masked.exc_text = self.formatException(record.exc_info)
+        if masked.exc_text:
+            masked.exc_text = redact(masked.exc_text)
+        return super().format(masked)
 
 
 def _clean(value: Any) -> Any:
@@ -111,7 +141,7 @@ def configure(level: str = "info", fmt: Literal["json", "text"] = "json") -> Non
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
