@@ -119,6 +119,8 @@ class OtpRequest(Input):
 
 class OtpRequested(Output):
     expires_in: int
+    # where the code went: "console" (the server log), "webhook" (the app's SMS sender)
+    sent_via: str | None = None
 
 
 class OtpVerify(Input):

@@ -9,7 +9,8 @@ Talks to a running server over HTTP with the admin key, exactly as the app's own
     contactsync admin users revoke 42 | delete 42 --yes
     contactsync admin pairs add 42 43 | remove 42 43 | list 42
 
-The server is `--url` (env CONTACTSYNC_URL, default http://127.0.0.1:8080). The key is
+The server is `--server` (env CONTACTSYNC_SERVER, as for every other command; default
+http://127.0.0.1:8080; the older `--url` and CONTACTSYNC_URL still work). The key is
 `--admin-key` (env CONTACTSYNC_ADMIN_KEY), else read from `--admin-key-file` (default
 `<CONTACTSYNC_DATA_DIR or ./data>/admin_key`, where the server writes a key it generated).
 Output is JSON on stdout; a refused call prints `error: <code>: <message>` on stderr and exits
@@ -27,15 +28,25 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+DEFAULT_URL = "http://127.0.0.1:8080"
+# click's plain help: no `<bool>` after flags, paragraphs wrapped whole
 admin_app = typer.Typer(
-    no_args_is_help=True, help="Admin calls against a running server (JSON out, for scripts)."
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Admin calls against a running server (JSON out, for scripts).",
 )
 settings_app = typer.Typer(
-    no_args_is_help=True, help="Run-time settings (GET/PUT /v1/admin/settings)."
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Run-time settings (GET/PUT /v1/admin/settings).",
 )
-users_app = typer.Typer(no_args_is_help=True, help="Users, their devices and tokens.")
+users_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Users, their devices and tokens."
+)
 pairs_app = typer.Typer(
-    no_args_is_help=True, help="Pairs: who a restricted user may talk to (/v1/admin/pairs)."
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Pairs: who a restricted user may talk to (/v1/admin/pairs).",
 )
 admin_app.add_typer(settings_app, name="settings")
 admin_app.add_typer(users_app, name="users")
@@ -96,9 +107,18 @@ def _default_key_file() -> Path:
 @admin_app.callback()
 def target(
     ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="CONTACTSYNC_SERVER",
+            help=f"Server base URL [default: {DEFAULT_URL}]",
+            show_default=False,
+        ),
+    ] = None,
     url: Annotated[
-        str, typer.Option("--url", envvar="CONTACTSYNC_URL", help="Server base URL")
-    ] = "http://127.0.0.1:8080",
+        str | None, typer.Option("--url", envvar="CONTACTSYNC_URL", hidden=True)
+    ] = None,  # the old name, kept working
     admin_key: Annotated[
         str | None,
         typer.Option(
@@ -113,7 +133,7 @@ def target(
     ] = None,
 ) -> None:
     """Where the server is and how to prove we are its admin (the key is read when needed)."""
-    ctx.obj = Target(url.rstrip("/"), admin_key, admin_key_file)
+    ctx.obj = Target((server or url or DEFAULT_URL).rstrip("/"), admin_key, admin_key_file)
 
 
 def _target(ctx: typer.Context) -> Target:

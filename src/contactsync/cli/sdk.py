@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ import typer
 
 from contactsync.client._auth import mint_token, request_otp, verify_otp
 from contactsync.client._conversations import consent_states
-from contactsync.client._errors import ClientError
+from contactsync.client._errors import ClientError, RateLimited
 from contactsync.client._http import RetryPolicy
 from contactsync.client._manager import ContactsManager, default_state_dir
 from contactsync.client._models import (
@@ -27,8 +28,16 @@ from contactsync.client._models import (
 )
 from contactsync.client._sources import MemorySource, open_source
 
+DEFAULT_SERVER = "http://127.0.0.1:8080"
 Server = Annotated[
-    str, typer.Option("--server", envvar="CONTACTSYNC_SERVER", help="Server base URL")
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="CONTACTSYNC_SERVER",
+        help="Server base URL (default: the one `contactsync login` saved, else "
+        f"{DEFAULT_SERVER})",
+        show_default=False,
+    ),
 ]
 Token = Annotated[
     str | None, typer.Option("--token", envvar="CONTACTSYNC_TOKEN", help="Bearer token")
@@ -38,6 +47,17 @@ State = Annotated[
     typer.Option("--state", help="Folder of the local store (default: the user's data folder)"),
 ]
 DeviceId = Annotated[str | None, typer.Option("--device-id", help="This installation's id")]
+
+
+def saved_server(state: Path | None = None) -> str | None:
+    """The server of the last `contactsync login` (None before any)."""
+    current = _credentials(state).get(CURRENT)
+    return str(current) if current else None
+
+
+def _server(server: str | None, state: Path | None) -> str:
+    """--server / CONTACTSYNC_SERVER, else the server `login` saved, else the local default."""
+    return (server or saved_server(state) or DEFAULT_SERVER).rstrip("/")
 
 
 def _token(token: str | None, state: Path | None, server: str) -> str:
@@ -52,6 +72,9 @@ def _token(token: str | None, state: Path | None, server: str) -> str:
     raise typer.Exit(2)
 
 
+CURRENT = "current"  # credentials.json: {server URL: {token, user_id, device_id}, "current": URL}
+
+
 def _credentials(state: Path | None) -> dict[str, Any]:
     path = (state or default_state_dir()) / "credentials.json"
     return dict(json.loads(path.read_text())) if path.exists() else {}
@@ -63,50 +86,116 @@ def _save_credentials(state: Path | None, server: str, value: dict[str, Any]) ->
     path = folder / "credentials.json"
     data = _credentials(state)
     data[server.rstrip("/")] = value
+    data[CURRENT] = server.rstrip("/")  # later commands talk to this server by default
     path.write_text(json.dumps(data, indent=2))
     os.chmod(path, 0o600)  # a bearer token is a password
     return path
 
 
 def login(
-    server: Server,
+    server: Server = None,
     phone: Annotated[
-        str | None, typer.Option("--phone", help="Log in by OTP to this number")
+        str | None,
+        typer.Option("--phone", help="Log in by OTP to this number (asked when not given)"),
     ] = None,
-    region: Annotated[str | None, typer.Option("--region")] = None,
-    device_id: Annotated[str, typer.Option("--device-id")] = "cli",
-    code: Annotated[str | None, typer.Option("--code", help="The OTP (else asked)")] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Region for a number without +country")
+    ] = None,
+    device_id: Annotated[str, typer.Option("--device-id", help="This installation's id")] = "cli",
+    code: Annotated[
+        str | None,
+        typer.Option(
+            "--code",
+            help="A code already received: verified without asking for a new one "
+            "(else one is requested and asked for)",
+        ),
+    ] = None,
     admin_key: Annotated[
-        str | None, typer.Option("--admin-key", envvar="CONTACTSYNC_ADMIN_KEY")
+        str | None,
+        typer.Option(
+            "--admin-key",
+            envvar="CONTACTSYNC_ADMIN_KEY",
+            help="Mint a token with the admin key instead (with --user-id)",
+            show_default=False,
+        ),
     ] = None,
     user_id: Annotated[int | None, typer.Option("--user-id", help="With --admin-key")] = None,
     state: State = None,
-    print_token: Annotated[bool, typer.Option("--print-token")] = False,
+    print_token: Annotated[
+        bool, typer.Option("--print-token", help="Print the token instead of a greeting")
+    ] = False,
 ) -> None:
-    """Get a token by OTP (--phone) or minted with the admin key (--admin-key --user-id)."""
+    """Log in by one-time code (asks for the phone number and the code), or mint a token with
+    the admin key (--admin-key, --user-id). The server and the token are saved: later commands
+    use them without --server or --token."""
+    target = _server(server, state)
+    if user_id is not None and not admin_key:
+        typer.echo("--user-id needs --admin-key (or CONTACTSYNC_ADMIN_KEY).", err=True)
+        raise typer.Exit(2)
     try:
         if admin_key and user_id is not None:
-            token = asyncio.run(mint_token(server, admin_key, user_id, device_id))
+            token = asyncio.run(mint_token(target, admin_key, user_id, device_id))
             saved: dict[str, Any] = {"token": token, "user_id": user_id, "device_id": device_id}
-        elif phone:
-            asyncio.run(request_otp(server, phone, region=region))
-            code = code or typer.prompt("Code")
-            result = asyncio.run(verify_otp(server, phone, code, device_id, region=region))
+        else:
+            phone = phone or typer.prompt("Phone number (for example +1 415 555 0100)")
+            if code is None:
+                sent = asyncio.run(request_otp(target, phone, region=region))
+                code = typer.prompt(code_prompt(phone, sent))
+            result = asyncio.run(verify_otp(target, phone, code, device_id, region=region))
             token = str(result["token"])
             saved = {"token": token, "user_id": result["user_id"], "device_id": device_id}
-        else:
-            typer.echo("Pass --phone, or --admin-key with --user-id.", err=True)
-            raise typer.Exit(2)
+    except RateLimited as exc:
+        typer.echo(f"login failed: {exc.message} {retry_in(exc)}", err=True)
+        raise typer.Exit(1) from None
     except ClientError as exc:
         typer.echo(f"login failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    path = _save_credentials(state, server, saved)
-    typer.echo(token if print_token else f"logged in as user {saved['user_id']} ({path})")
+    path = _save_credentials(state, target, saved)
+    if print_token:
+        typer.echo(token)
+    else:
+        typer.echo(f"logged in to {target} as user {saved['user_id']} (saved in {path})")
+
+
+def code_prompt(phone: str, sent: dict[str, Any]) -> str:
+    """Where the code went, so the user knows where to look."""
+    minutes = max(1, int(sent.get("expires_in") or 300) // 60)
+    via = sent.get("sent_via")
+    if via == "console":
+        where = (
+            "the server's console sender wrote it to the server log (a WARNING line "
+            "'OTP for …'; a webhook sends it by SMS in production)"
+        )
+    elif via == "webhook":
+        where = "sent to the phone by the app's SMS webhook"
+    else:
+        where = "sent to the phone"
+    return f"Code for {phone} ({where}; valid {minutes} min)"
+
+
+def retry_in(exc: RateLimited) -> str:
+    """"Try again in 12 min (at 14:05)." from a 429's Retry-After."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    seconds = float(details.get("retry_after") or exc.retry_after or 0)
+    if seconds <= 0:
+        return "Try again later."
+    at = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+    return f"Try again in {duration(seconds)} (at {at})."
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def sync(
     path: Annotated[Path, typer.Argument(help="A .vcf or .csv file, or a folder of them")],
-    server: Server,
+    server: Server = None,
     token: Token = None,
     region: Annotated[
         str | None, typer.Option("--region", help="Region for numbers without a country code")
@@ -123,11 +212,20 @@ def sync(
             help="Seconds to keep retrying a request the server does not answer (a restart)",
         ),
     ] = RetryPolicy.window,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when contacts wait for the discovery quota (default: exit 0 and say "
+            "when they go)",
+        ),
+    ] = False,
 ) -> None:
     """Sync an address book file or folder to the server (only what changed)."""
     if not path.exists():
         typer.echo(f"{path}: no such file or folder", err=True)
         raise typer.Exit(2)
+    server = _server(server, state)
     bearer = _token(token, state, server)
     metrics = asyncio.run(
         _sync(
@@ -147,8 +245,29 @@ def sync(
         typer.echo(json.dumps(metrics.as_dict(), ensure_ascii=False))
     else:
         _table(metrics)
-    if metrics.error or metrics.failed:
+        if metrics.waiting:
+            _console().print(quota_status(metrics))
+    if metrics.error or metrics.failed or (strict and metrics.waiting):
         raise typer.Exit(1)
+
+
+def quota_status(metrics: SyncMetrics) -> str:
+    """How many were synced, how many wait for the discovery quota, and when they go."""
+    quota = metrics.quota or {}
+    setting = ""
+    if quota.get("limit") is not None:
+        setting = (
+            f" (setting {quota.get('setting', 'discovery_quota')} = {int(quota['limit']):,}, "
+            f"refilling {int(quota.get('refill_per_day') or 0):,} a day)"
+        )
+    synced = max(0, metrics.total - metrics.waiting - metrics.failed)
+    seconds = metrics.retry_after or 0
+    at = time.strftime("%H:%M", time.localtime(metrics.resume_at or time.time()))
+    return (
+        f"{synced:,} contacts synced; {metrics.waiting:,} wait for the discovery quota"
+        f"{setting}. They go on the next `contactsync sync` after {at} "
+        f"(in {duration(seconds)}); nothing is lost meanwhile."
+    )
 
 
 async def _sync(
@@ -255,7 +374,7 @@ def _account_manager(
 
 
 def events(
-    server: Server,
+    server: Server = None,
     token: Token = None,
     device_id: DeviceId = None,
     state: State = None,
@@ -263,6 +382,7 @@ def events(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the account's events from the stored cursor on, then follow them live."""
+    server = _server(server, state)
     bearer = _token(token, state, server)
 
     def show(event: Event) -> None:
@@ -298,7 +418,7 @@ def events(
 
 
 def conversations(
-    server: Server,
+    server: Server = None,
     token: Token = None,
     device_id: DeviceId = None,
     state: State = None,
@@ -309,6 +429,7 @@ def conversations(
 ) -> None:
     """Sync the account's conversations and their new messages into the local store (one
     round trip per page), then list them with the summary."""
+    server = _server(server, state)
     bearer = _token(token, state, server)
     try:
         states = consent_states(c.strip() for c in consent.split(","))
@@ -351,12 +472,13 @@ def conversations(
 
 
 def logout(
-    server: Server,
+    server: Server = None,
     token: Token = None,
     device_id: DeviceId = None,
     state: State = None,
 ) -> None:
     """Revoke the token and delete this account's local store and saved credentials."""
+    server = _server(server, state)
     bearer = _token(token, state, server)
 
     async def run() -> None:
@@ -374,6 +496,8 @@ def logout(
         raise typer.Exit(1) from None
     saved = _credentials(state)
     if saved.pop(server.rstrip("/"), None) is not None:
+        if saved.get(CURRENT) == server.rstrip("/"):
+            saved.pop(CURRENT)
         _save_all_credentials(state, saved)
     typer.echo("logged out; local sync state removed")
 

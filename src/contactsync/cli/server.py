@@ -18,7 +18,11 @@ from contactsync.cli._extras import require_server
 if TYPE_CHECKING:
     from contactsync.server.config import Settings
 
-db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+# click's plain help (rich_markup_mode=None): no `<bool>` after every flag, and paragraphs
+# rewrapped whole instead of broken where the docstring's lines end
+db_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Database schema (Alembic migrations)."
+)
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -24,7 +24,10 @@ async def request_otp(
         body: dict[str, Any] = {"phone": phone}
         if region:
             body["region"] = region
-        return dict(await api.request("POST", "/v1/auth/otp/request", json_body=body) or {})
+        # not retried: a 429 (the per-number limit) is the user's to see, with its wait
+        return dict(
+            await api.request("POST", "/v1/auth/otp/request", json_body=body, retry=False) or {}
+        )
     finally:
         await api.aclose()
 

@@ -89,6 +89,7 @@ class ApiClient:
         policy = self.retry
         started = self.clock()
         attempt = 0
+        asked: float | None = None
         while True:
             try:
                 response = await self.http.request(
@@ -129,7 +130,7 @@ class ApiClient:
                 f"{self.clock() - started:.0f} s ({attempt} attempts; last: {last})"
             )
         if last.status == 429:
-            raise RateLimited(last.status, last.code, last.message, last.details, 0.0)
+            raise RateLimited(last.status, last.code, last.message, last.details, asked or 0.0)
         raise last
 
 

@@ -35,6 +35,8 @@ class OtpSender(Protocol):
 class ConsoleSender:
     """Development: writes the code to the server log (the number masked)."""
 
+    via = "console"
+
     async def send(self, e164: str, code: str) -> None:
         log.warning(
             "OTP for %s: %s (console sender; configure a webhook for production)", mask(e164), code
@@ -52,6 +54,8 @@ class MemorySender:
 
 
 class WebhookSender:
+    via = "webhook"
+
     def __init__(self, url: str, secret: str, timeout: float = 5.0) -> None:
         self.url = url
         self.secret = secret

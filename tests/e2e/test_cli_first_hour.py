@@ -1,0 +1,155 @@
+"""The CLI as a new user meets it, against a real `contactsync serve` (issue 16.2, 16.3, 16.11):
+login asks for the phone, says where the code went, `--code` verifies without asking for a new
+code, a 429 says when to try again; login saves server and token and later commands use them;
+admin takes the same --server / CONTACTSYNC_SERVER (old --url still works); a sync stopped by
+the discovery quota says what waits and when it goes and exits 0 (1 with --strict)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+ANN = "+14155550100"
+
+
+def cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "contactsync.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    server = ServerProcess(
+        tmp_path / "data", env={"CONTACTSYNC_OTP_PER_PHONE_PER_HOUR": "2"}
+    ).start()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CONTACTSYNC_SERVER", "CONTACTSYNC_URL", "CONTACTSYNC_TOKEN")
+    }
+    env["CONTACTSYNC_STATE_DIR"] = str(tmp_path / "state")
+    env.pop("CONTACTSYNC_ADMIN_KEY", None)
+    try:
+        yield server, env
+    finally:
+        server.stop()
+
+
+def codes_in_log(server: ServerProcess) -> list[str]:
+    return re.findall(r"OTP for [^:]+: (\d+)", server.log())
+
+
+def test_login_prompts_says_where_the_code_went_and_is_remembered(
+    world: Any, tmp_path: Path
+) -> None:
+    server, env = world
+    # interactive: the phone is asked for, then the code, with where to find it
+    first = cli("login", "--server", server.url, env=env, stdin=f"{ANN}\n000000\n")
+    assert "Phone number" in first.stdout
+    assert "server log" in first.stdout and "OTP for" in first.stdout
+    assert first.returncode == 1 and "invalid_code" in first.stderr
+    assert len(codes_in_log(server)) == 1
+    # --code verifies the code already sent, without asking for another one
+    code = codes_in_log(server)[-1]
+    ok = cli("login", "--server", server.url, "--phone", ANN, "--code", code, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert f"logged in to {server.url}" in ok.stdout
+    assert len(codes_in_log(server)) == 1
+    saved = json.loads((tmp_path / "state" / "credentials.json").read_text())
+    assert saved["current"] == server.url and saved[server.url]["token"]
+    # later commands need neither --server nor --token
+    book = tmp_path / "contacts.vcf"
+    book.write_text("BEGIN:VCARD\nVERSION:3.0\nFN:Bob\nTEL:(415) 555-0101\nEND:VCARD\n")
+    synced = cli("sync", str(book), "--region", "US", "--json", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["uploaded"] == 1
+    events = cli("events", "--once", env=env)
+    assert events.returncode == 0, events.stderr
+    # the per-number limit (2 an hour here): the 429 says when to try again
+    cli("login", "--server", server.url, "--phone", ANN, env=env, stdin="000000\n")
+    limited = cli("login", "--server", server.url, "--phone", ANN, env=env, stdin="000000\n")
+    assert limited.returncode == 1
+    assert re.search(r"Try again in \d+ (s|min|h \d+ min) \(at \d\d:\d\d\)", limited.stderr), (
+        limited.stderr
+    )
+
+
+def test_admin_takes_the_same_server_option_and_the_old_name(world: Any) -> None:
+    server, env = world
+    env = {**env, "CONTACTSYNC_ADMIN_KEY": ADMIN_KEY}
+    made = cli(
+        "admin",
+        "users",
+        "create",
+        ANN,
+        "--name",
+        "Ann",
+        env={**env, "CONTACTSYNC_SERVER": server.url},
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["name"] == "Ann"
+    old = cli("admin", "--url", server.url, "users", "get", "1", env=env)
+    assert old.returncode == 0 and json.loads(old.stdout)["user_id"] == 1
+    new = cli("admin", "--server", server.url, "users", "get", "1", env=env)
+    assert new.returncode == 0 and new.stdout == old.stdout
+    assert "--url" not in cli("admin", "--help", env=env).stdout  # a hidden alias
+
+
+def test_a_sync_over_the_discovery_quota_waits_and_says_when(world: Any, tmp_path: Path) -> None:
+    server, env = world
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        user = client.post("/v1/admin/users", json={"phone": ANN}, headers=admin).json()
+        assert (
+            client.put(
+                "/v1/admin/settings",
+                json={"discovery_quota": 2, "discovery_quota_refill_per_day": 24},
+                headers=admin,
+            ).status_code
+            == 200
+        )
+    login = cli(
+        "login",
+        "--server",
+        server.url,
+        "--admin-key",
+        ADMIN_KEY,
+        "--user-id",
+        str(user["user_id"]),
+        env=env,
+    )
+    assert login.returncode == 0, login.stderr
+    book = tmp_path / "five.vcf"
+    book.write_text(
+        "".join(
+            f"BEGIN:VCARD\nVERSION:3.0\nFN:P{i}\nTEL:+1 415 555 02{i:02d}\nEND:VCARD\n"
+            for i in range(5)
+        )
+    )
+    run = cli("sync", str(book), "--batch-size", "2", env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = " ".join(run.stdout.split())
+    assert "2 contacts synced; 3 wait for the discovery quota" in out, out
+    assert "setting discovery_quota = 2, refilling 24 a day" in out
+    assert re.search(r"after \d\d:\d\d \(in \d+ (s|min|h)", out), out
+    strict = cli("sync", str(book), "--batch-size", "2", "--strict", env=env)
+    assert strict.returncode == 1
