@@ -222,9 +222,7 @@ async def test_the_discovery_quota_keeps_the_rest_queued_until_it_refills(
 ) -> None:
     _, me = await api.user_with_token(ME)
     async with api.ctx.tx() as tx:
-        await app_settings.update(
-            tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24}
-        )
+        await app_settings.update(tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24})
     manager = managers(MemorySource(people(5)), me, batch_size=2)
     before = time.time()
     metrics = await manager.sync()
