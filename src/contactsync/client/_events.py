@@ -4,6 +4,11 @@ The server's log is durable and ordered, so the client only needs its last seen 
 connects with `after=seq`, and whatever it missed is replayed. When the WebSocket is not
 available (an older server, a proxy that drops upgrades, an in-process transport) the
 listener polls `GET /v1/events` instead and tries the socket again later.
+
+When the cursor is older than the server's retention period (410 `events_trimmed`, or that
+error frame on the socket), events were lost for good: `on_trimmed` resyncs what the log
+would have told (the manager syncs conversations and preferences) and the listener carries
+on from the server's `last_seq`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from contactsync.client._errors import AuthError, ClientError
+from contactsync.client._errors import ApiError, AuthError, ClientError
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event
 
@@ -45,8 +50,10 @@ class EventListener:
         websocket: bool = True,
         poll_interval: float = 2.0,
         websocket_retry: float = 30.0,
+        on_trimmed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
+        self.on_trimmed = on_trimmed
         self.load_cursor = load_cursor
         self.save_cursor = save_cursor
         self.dispatch = dispatch
@@ -79,15 +86,29 @@ class EventListener:
         """Read and deliver what is new; returns how many events were delivered."""
         delivered = 0
         while True:
-            page = await self.api.request(
-                "GET", "/v1/events", params={"after": self.load_cursor(), "limit": limit}
-            )
+            try:
+                page = await self.api.request(
+                    "GET", "/v1/events", params={"after": self.load_cursor(), "limit": limit}
+                )
+            except ApiError as exc:
+                if exc.code != "events_trimmed":
+                    raise
+                await self._trimmed(exc.details)
+                continue
             events = page.get("events", [])
             for raw in events:
                 await self._deliver(raw)
                 delivered += 1
             if len(events) < limit:
                 return delivered
+
+    async def _trimmed(self, details: Any) -> None:
+        """The log no longer reaches back to our cursor: resync, then follow from its end."""
+        last = int(details["last_seq"]) if isinstance(details, dict) else 0
+        log.info("events before seq %s were trimmed by the server; resyncing", last)
+        if self.on_trimmed is not None:
+            await self.on_trimmed()
+        self.save_cursor(last)
 
     async def _run(self) -> None:
         while True:
@@ -131,6 +152,10 @@ class EventListener:
                 items = (
                     body.get("events") if isinstance(body, dict) and "events" in body else [body]
                 )
+                error = body.get("error") if isinstance(body, dict) else None
+                if isinstance(error, dict) and error.get("code") == "events_trimmed":
+                    await self._trimmed(error.get("details"))
+                    return  # reconnect from the new cursor
                 for item in items or []:
                     # event frames are {"op": "event", seq, type, at, data}; "ready", "ping"
                     # and the like carry no event

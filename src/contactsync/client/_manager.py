@@ -181,6 +181,7 @@ class ContactsManager:
                 websocket=self.websocket,
                 poll_interval=self.poll_interval,
                 websocket_retry=self.websocket_retry,
+                on_trimmed=self._resync,
             )
             self._listener.start()
         if not self._tasks:
@@ -387,8 +388,16 @@ class ContactsManager:
             save_cursor=self._save_cursor,
             dispatch=self._dispatch,
             websocket=False,
+            on_trimmed=self._resync,
         )
         return await listener.poll_once()
+
+    async def _resync(self) -> None:
+        """The server's event log was trimmed past our cursor (retention): fetch in full what
+        the lost events would have brought (conversations of every consent with their
+        messages, preferences); then the listener follows from the log's end."""
+        await self.conversations.sync_all(consent=["allowed", "unknown", "denied"])
+        await self.preferences.sync()
 
     def _load_cursor(self) -> int:
         return int(self._store().get("event_cursor") or 0)

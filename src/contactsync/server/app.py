@@ -44,7 +44,7 @@ from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.logging import RequestIdMiddleware
 from contactsync.server.metrics import Metrics, MetricsMiddleware
-from contactsync.server.services import admin
+from contactsync.server.services import admin, retention
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
 from contactsync.server.store import migrate
 from contactsync.server.store.database import Database
@@ -156,12 +156,16 @@ def create_app(
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
         await realtime.start(ctx)
+        trimmer = retention.Trimmer(ctx, settings.event_trim_interval_seconds)
+        ctx.services["trimmer"] = trimmer
+        trimmer.start()
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
         gc.freeze()
         try:
             yield
         finally:
+            await trimmer.stop()
             await realtime.stop(ctx)
             if db is None:
                 await ctx.db.dispose()

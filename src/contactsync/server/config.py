@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     ws_send_timeout_seconds: float = 10.0
     ws_reauth_seconds: float = 60.0
     ws_max_sockets_per_user: int = 20
+    # How often each process trims events past `event_retention_days` (services/retention.py).
+    event_trim_interval_seconds: float = 3600.0
     push_timeout_seconds: float = 10.0
     push_retry_base_seconds: float = 2.0
     push_retry_max_seconds: float = 900.0

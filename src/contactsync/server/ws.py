@@ -9,7 +9,7 @@ Protocol (JSON text frames; every frame has an `op`):
 - Client may send `{"op": "ping"}` (answered `{"op": "pong"}`); anything else is an error.
 - Errors: a frame `{"op": "error", "error": {"code", "message", "details"}}`, then a close
   with code 4000 + the error's HTTP status (4400 invalid_frame, 4401 unauthorized,
-  4409 after_beyond_end, 4422 invalid_request, 4429 too_many_connections,
+  4409 after_beyond_end, 4410 events_trimmed, 4422 invalid_request, 4429 too_many_connections,
   4503 store_unavailable). A server going away
   closes with 1001 or 1012; the client reconnects with `after` = the last `seq` it got.
 
@@ -46,7 +46,7 @@ from contactsync.errors import (
 from contactsync.server.bus.base import BUS_RESUBSCRIBED, Watch
 from contactsync.server.cache import SESSIONS_CHANGED
 from contactsync.server.context import Context
-from contactsync.server.services import events, sessions
+from contactsync.server.services import events, retention, sessions
 from contactsync.server.services.feed import Feed
 from contactsync.server.services.sessions import Session
 
@@ -257,6 +257,8 @@ class Connection:
         self.watch = self.ctx.bus.watch(session.user_id)
         async with self.ctx.read() as tx:
             last = await events.last_seq(tx, session.user_id)
+            if after <= last:
+                await retention.check_replay(tx, session.user_id, after)
         if after > last:
             raise AfterBeyondEnd(details={"after": after, "last_seq": last})
         self.last_sent = after

@@ -13,6 +13,7 @@ from contactsync import phone as phones
 from contactsync.errors import NotFound
 from contactsync.server.cache import sessions_changed
 from contactsync.server.context import Tx
+from contactsync.server.services import retention
 from contactsync.server.store.tables import event_counters, users
 
 
@@ -99,6 +100,7 @@ async def update(
 
 async def delete(tx: Tx, user_id: int) -> None:
     """Delete the user and, through ON DELETE CASCADE, everything that belongs to them."""
+    await retention.forget_user(tx, user_id)
     result = await tx.conn.execute(sa.delete(users).where(users.c.id == user_id))
     if result.rowcount == 0:
         raise NotFound("No such user.", details={"user_id": user_id})
