@@ -61,3 +61,5 @@ def test_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     # GET /v1/me answered with Ann's account, not an error
     assert '"name":"Ann"' in result.stdout.replace(" ", ""), result.stdout
     assert '"error"' not in result.stdout, result.stdout
+    # the CLI part: login saved the server, the sync uploaded Bob, and his joining arrived
+    assert "Bob joined" in result.stdout, result.stdout
