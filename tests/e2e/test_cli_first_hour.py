@@ -153,3 +153,52 @@ def test_a_sync_over_the_discovery_quota_waits_and_says_when(world: Any, tmp_pat
     assert re.search(r"after \d\d:\d\d \(in \d+ (s|min|h)", out), out
     strict = cli("sync", str(book), "--batch-size", "2", "--strict", env=env)
     assert strict.returncode == 1
+
+
+def test_events_and_conversations_speak_in_sentences_and_names(world: Any) -> None:
+    server, env = world
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+
+        def user(phone: str, name: str) -> tuple[int, dict[str, str]]:
+            made = client.post(
+                "/v1/admin/users", json={"phone": phone, "name": name}, headers=admin
+            )
+            uid = made.json()["user_id"]
+            token = client.post(
+                f"/v1/admin/users/{uid}/tokens", json={"device_id": "p"}, headers=admin
+            ).json()["token"]
+            return uid, {"Authorization": f"Bearer {token}"}
+
+        ann, ann_h = user(ANN, "Ann")
+        r = client.post(
+            "/v1/addressbook",
+            json={"contacts": [{"phone": "+14155550101", "name": "Bobby B"}]},
+            headers=ann_h,
+        )
+        assert r.status_code == 200, r.text
+        bob, bob_h = user("+14155550101", "Robert")
+        dm = client.post(
+            "/v1/conversations", json={"kind": "dm", "members": [ann]}, headers=bob_h
+        ).json()
+        sent = client.post(
+            f"/v1/conversations/{dm['id']}/messages",
+            json={"body": "hi Ann", "client_msg_id": "m1"},
+            headers=bob_h,
+        )
+        assert sent.status_code in (200, 201), sent.text
+    login = cli(
+        "login", "--server", server.url, "--admin-key", ADMIN_KEY, "--user-id", str(ann), env=env
+    )
+    assert login.returncode == 0, login.stderr
+    events = cli("events", "--once", env=env)
+    assert events.returncode == 0, events.stderr
+    # names as Ann's own book has them, messages as sentences, no raw JSON
+    assert "Bobby B joined" in events.stdout, events.stdout
+    assert f"Bobby B wrote in conversation {dm['id']}: hi Ann" in events.stdout, events.stdout
+    assert "{" not in events.stdout, events.stdout
+    listed = cli("conversations", "--consent", "allowed,unknown", "--messages", "5", env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "│ dm " in line)
+    assert f"│ {dm['id']} " in row and "Bobby B" in row, listed.stdout
+    assert "Bobby B: hi Ann" in listed.stdout, listed.stdout

@@ -394,13 +394,16 @@ def events(
                 )
             )
         else:
-            typer.echo(f"#{event.seq} {event.at} {event.type} {_describe(event)}")
+            typer.echo(f"#{event.seq} {_when(event.at)} {describe(event, names)}")
+
+    names: dict[int, str] = {}
 
     async def run() -> None:
         manager = _account_manager(server, bearer, device_id, state)
         manager.on_event(show)
         try:
             await manager.initialize()
+            names.update(await known_names(manager))
             await manager.poll_events()
             if follow:
                 await manager.start()
@@ -426,9 +429,14 @@ def conversations(
         str, typer.Option("--consent", help="Consent states to sync, comma-separated")
     ] = "allowed",
     as_json: Annotated[bool, typer.Option("--json", help="The summary and list as JSON")] = False,
+    show_messages: Annotated[
+        int,
+        typer.Option("--messages", help="Also print the last N messages of each conversation"),
+    ] = 0,
 ) -> None:
     """Sync the account's conversations and their new messages into the local store (one
-    round trip per page), then list them with the summary."""
+    round trip per page), then list them (a DM by the other person's name) with the
+    summary."""
     server = _server(server, state)
     bearer = _token(token, state, server)
     try:
@@ -437,12 +445,23 @@ def conversations(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
+    names: dict[int, str] = {}
+    latest: dict[int, list[Any]] = {}
+    me: list[int] = []
+
     async def run() -> tuple[SyncSummary, list[ConversationView], dict[int, int]]:
         manager = _account_manager(server, bearer, device_id, state, events=False)
         try:
             summary = await manager.conversations.sync_all(consent=states)
             views = await manager.conversations.list(consent=states)
-            held = {v.id: len(await manager.conversation(v.id).messages()) for v in views}
+            held = {}
+            for v in views:
+                stored = await manager.conversation(v.id).messages()
+                held[v.id] = len(stored)
+                latest[v.id] = stored[-show_messages:] if show_messages > 0 else []
+            names.update(await known_names(manager))
+            if manager.user:
+                me.append(int(manager.user["user_id"]))
             return summary, views, held
         finally:
             await manager.close()
@@ -463,12 +482,23 @@ def conversations(
         f"{summary.synced} of {summary.eligible} conversations had news; "
         f"{summary.messages} new messages, {summary.sent} waiting messages sent"
     )
-    table = Table("id", "kind", "name", "consent", "members", "messages")
+    table = Table("id", "kind", "with / name", "consent", "members", "messages")
     for v in views:
+        title = v.name or ""
+        if v.kind == "dm":
+            others = [m for m in v.member_ids if m not in me]
+            title = ", ".join(_who(m, names) for m in others) or title
         table.add_row(
-            str(v.id), v.kind, v.name or "", v.consent, str(v.member_count), str(held[v.id])
+            str(v.id), v.kind, title, v.consent, str(v.member_count), f"{held[v.id]:,}"
         )
     console.print(table)
+    for v in views:
+        if latest.get(v.id):
+            console.print(f"conversation {v.id}:")
+            for m in latest[v.id]:
+                who = "you" if m.sender_id in me else _who(m.sender_id, names)
+                text = m.body if m.kind != "system" else f"({(m.data or {}).get('change')})"
+                console.print(f"  {_when(m.sent_at)} {who}: {text}", markup=False)
 
 
 def logout(
@@ -507,13 +537,62 @@ def _save_all_credentials(state: Path | None, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def _describe(event: Event) -> str:
+async def known_names(manager: ContactsManager) -> dict[int, str]:
+    """user id -> the name the caller's own book gives them (what the user knows them by)."""
+    try:
+        found = await manager.api.request("GET", "/v1/addressbook/registered")
+    except ClientError:
+        return {}
+    return {int(u["user_id"]): str(u["name"]) for u in found.get("users", []) if u.get("name")}
+
+
+def _when(ms: Any) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(int(ms) / 1000))
+    except (TypeError, ValueError):
+        return str(ms)
+
+
+def _who(user_id: Any, names: dict[int, str], fallback: str | None = None) -> str:
+    try:
+        return names.get(int(user_id)) or fallback or f"user {int(user_id)}"
+    except (TypeError, ValueError):
+        return fallback or "someone"
+
+
+def describe(event: Event, names: dict[int, str] | None = None) -> str:
+    """One sentence for an event (JSON only for types this CLI does not know)."""
+    names = names or {}
     data = event.data
     if event.type == "contact.joined":
-        return f"{data.get('name') or 'someone'} joined ({data.get('user_id')})"
+        return f"{_who(data.get('user_id'), names, data.get('name'))} joined"
     if event.type == "contacts.registered":
-        return f"{len(data.get('users', []))} of your contacts use the app"
-    return json.dumps(data, ensure_ascii=False)[:200]
+        users = data.get("users", [])
+        who = ", ".join(_who(u.get("user_id"), names, u.get("name")) for u in users[:3])
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        return f"{len(users)} of your contacts use the app: {who}{more}"
+    if event.type == "message.created":
+        message = data.get("message", data)
+        body = str(message.get("body") or "")
+        body = body if len(body) <= 120 else body[:119] + "…"
+        sender = _who(message.get("sender_id"), names)
+        return f"{sender} wrote in conversation {message.get('conversation_id')}: {body}"
+    if event.type == "conversation.created":
+        conversation = data.get("conversation", data)
+        kind = "a group" if conversation.get("kind") == "group" else "a direct conversation"
+        title = f" “{conversation['name']}”" if conversation.get("name") else ""
+        by = _who(conversation.get("created_by"), names)
+        return f"{by} started {kind}{title} with you (conversation {conversation.get('id')})"
+    if event.type == "conversation.updated":
+        change = str(data.get("change") or "changed").replace("_", " ")
+        by = _who(data.get("by"), names)
+        return f"conversation {data.get('conversation_id')}: {change} by {by}"
+    if event.type == "profile.updated":
+        fields = ", ".join(sorted(data.get("fields") or {})) or "their profile"
+        return f"{_who(data.get('user_id'), names)} updated {fields}"
+    if event.type == "sync.requested":
+        return "another of your devices asked this one to sync"
+    return f"{event.type} {json.dumps(data, ensure_ascii=False)[:200]}"
 
 
 def demo(
