@@ -155,6 +155,9 @@ async def test_relations_by_a_variant_reach_the_user(api: Api) -> None:
     )
     assert r.status_code == 200, r.text
     assert (r.json()["created"], r.json()["pending"], r.json()["invalid"]) == (2, 1, [])
+    assert r.json()["rewritten"] == [
+        {"index": 2, "from": "+52 1 55 1234 5678", "to": "+525512345678"}
+    ]
     got = await api.client.get(f"/v1/relations/{zed['user_id']}", headers=bob)
     assert got.json()["contact"] is True
 

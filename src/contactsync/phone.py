@@ -141,6 +141,12 @@ def invalid_entry(raw: object, reason: str, index: int | None = None) -> dict[st
     return entry
 
 
+def rewritten_entry(raw: str, e164: str, index: int) -> dict[str, Any]:
+    """The report of a number read in an old form and taken as the current number it became:
+    `{index, from, to}` (the address book's and the relation sync's `rewritten[]`)."""
+    return {"index": index, "from": raw, "to": e164}
+
+
 def read_all(
     raws: Iterable[object], region: str | None
 ) -> tuple[list[tuple[int, Normalized]], list[dict[str, Any]]]:

@@ -336,6 +336,7 @@ class SyncRelationsOut(Output):
     removed: int
     pending: int
     invalid: list[InvalidPhoneOut]
+    rewritten: list[RewrittenContact] = []
 
 
 class BlocksPage(Output):

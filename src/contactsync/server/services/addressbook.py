@@ -91,7 +91,7 @@ def _normalise(
         assert result.e164 is not None
         contact = contacts[index]
         if result.rewritten:
-            rewritten.append({"index": index, "from": contact.phone, "to": result.e164})
+            rewritten.append(phones.rewritten_entry(contact.phone, result.e164, index))
         desired.pop(result.e164, None)  # re-insert so dict order follows the last occurrence
         desired[result.e164] = (contact.name or None, contact.destroy)
     return desired, invalid, rewritten

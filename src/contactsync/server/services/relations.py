@@ -100,6 +100,7 @@ class Outcome:
     removed: int = 0
     pending: int = 0
     invalid: list[dict[str, Any]] = field(default_factory=list)
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class Outcome:
             "removed": self.removed,
             "pending": self.pending,
             "invalid": self.invalid,
+            "rewritten": self.rewritten,
         }
 
 
@@ -436,6 +438,9 @@ async def sync(
     targets = list(dict.fromkeys(registered.values()))
     outcome = await _apply(tx, caller.user_id, targets, pending, change)
     outcome.invalid = invalid
+    outcome.rewritten = [
+        phones.rewritten_entry(str(raw_phones[i]), str(r.e164), i) for i, r in valid if r.rewritten
+    ]
     return outcome
 
 
