@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -93,6 +94,16 @@ def serve(
     }
     settings = _settings(**options)
     server_logging.configure(settings.log_level, settings.log_format)
+    taken = _cannot_listen(settings.host, settings.port)
+    if taken:
+        # said before anything starts, and no "contactsync on …" banner for a server that
+        # will not be there
+        typer.echo(
+            f"contactsync: cannot listen on {settings.host}:{settings.port} ({taken}); is "
+            "another server running there? Pick another --port.",
+            err=True,
+        )
+        raise typer.Exit(1)
     refused = server_app.workers_refused(settings, workers)
     if refused:
         typer.echo(f"contactsync: --workers {workers} refused: {refused}", err=True)
@@ -134,6 +145,15 @@ def serve(
         ws_max_size=64 * 1024,
         ws_per_message_deflate=False,
     )
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be listened on, or None when it can (checked by binding)."""
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 @db_app.command("upgrade")

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from contactsync.server.store.database import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("contactsync.store")
+# Alembic logs each step in chain order, which is not the numeric order of the files (some were
+# numbered before they were chained): one line in numeric order says what was applied instead.
+_STEPS = logging.getLogger("alembic.runtime.migration")
+
+
+def _ancestors(script: ScriptDirectory, heads: set[str]) -> set[str]:
+    if not heads:
+        return set()
+    return {rev.revision for rev in script.iterate_revisions(tuple(heads), "base")}
+
+
+def _numeric(revision: str) -> tuple[int, str]:
+    digits = revision.split("_", 1)[0]
+    return (int(digits), revision) if digits.isdigit() else (1 << 62, revision)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -26,7 +44,23 @@ async def upgrade(db: Database, revision: str = "heads") -> None:
     """Bring the schema to `revision` (all heads by default)."""
 
     def run(connection: Connection) -> None:
-        command.upgrade(alembic_config(connection), revision)
+        cfg = alembic_config(connection)
+        script = ScriptDirectory.from_config(cfg)
+        level = _STEPS.level
+        _STEPS.setLevel(logging.WARNING)
+        try:
+            before = set(MigrationContext.configure(connection).get_current_heads())
+            command.upgrade(cfg, revision)
+            after = set(MigrationContext.configure(connection).get_current_heads())
+        finally:
+            _STEPS.setLevel(level)
+        applied = sorted(_ancestors(script, after) - _ancestors(script, before), key=_numeric)
+        if applied:
+            log.info(
+                "database schema at %s: applied %s",
+                ", ".join(sorted(after, key=_numeric)),
+                ", ".join(applied),
+            )
 
     # A migration may rewrite a big table: no per-statement timeout for it.
     target = db if db.is_sqlite else db.without_command_timeout()
