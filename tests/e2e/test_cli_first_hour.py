@@ -202,3 +202,82 @@ def test_events_and_conversations_speak_in_sentences_and_names(world: Any) -> No
     row = next(line for line in listed.stdout.splitlines() if "│ dm " in line)
     assert f"│ {dm['id']} " in row and "Bobby B" in row, listed.stdout
     assert "Bobby B: hi Ann" in listed.stdout, listed.stdout
+
+
+def test_sync_summary_progress_and_a_different_file(world: Any, tmp_path: Path) -> None:
+    import pty
+
+    server, env = world
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        ann = client.post("/v1/admin/users", json={"phone": ANN}, headers=admin).json()
+        client.post("/v1/admin/users", json={"phone": "+14155550101"}, headers=admin)
+    assert (
+        cli(
+            "login",
+            "--server",
+            server.url,
+            "--admin-key",
+            ADMIN_KEY,
+            "--user-id",
+            str(ann["user_id"]),
+            env=env,
+        ).returncode
+        == 0
+    )
+    first = tmp_path / "phone.vcf"
+    cards = [("Bob", "(415) 555-0101")] + [(f"P{i}", f"+1 415 555 03{i:02d}") for i in range(30)]
+    cards.append(("Broken Number", "12"))
+    first.write_text(
+        "".join(f"BEGIN:VCARD\nVERSION:3.0\nFN:{n}\nTEL:{t}\nEND:VCARD\n" for n, t in cards)
+    )
+    # a terminal on stderr, so the progress bar is drawn
+    main, tty = pty.openpty()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contactsync.cli",
+            "sync",
+            str(first),
+            "--region",
+            "US",
+            "--batch-size",
+            "10",
+        ],
+        env={**env, "COLUMNS": "160"},
+        stdout=subprocess.PIPE,
+        stderr=tty,
+        text=True,
+        timeout=120,
+    )
+    os.close(tty)
+    drawn = b""
+    try:
+        while chunk := os.read(main, 65536):
+            drawn += chunk
+    except OSError:
+        pass
+    os.close(main)
+    assert proc.returncode == 0, proc.stdout
+    bar = drawn.decode(errors="replace")
+    assert "32 contacts: uploading" in bar, bar[-2000:]
+    assert "/?" not in bar and "/s" in bar and "eta" in bar, bar[-2000:]
+    out = " ".join(proc.stdout.split())
+    assert "Friends found: Bob" in out, out
+    assert "already synced by an earlier run" in out  # what "unchanged" means
+    assert "invalid: \"Broken Number\": '12' (too_short)" in out, out
+    # another file next time: said before anything is removed, and refused without --replace
+    other = tmp_path / "other.vcf"
+    other.write_text("BEGIN:VCARD\nVERSION:3.0\nFN:Zed\nTEL:+1 415 555 0399\nEND:VCARD\n")
+    refused = cli("sync", str(other), "--region", "US", env=env)
+    assert refused.returncode == 2
+    assert "are removed from the server" in refused.stderr and "--replace" in refused.stderr
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        token = json.loads((tmp_path / "state" / "credentials.json").read_text())[server.url]
+        book = client.get(
+            "/v1/addressbook?limit=500", headers={"Authorization": f"Bearer {token['token']}"}
+        ).json()["contacts"]
+    assert len(book) == 31  # nothing removed
+    replaced = cli("sync", str(other), "--region", "US", "--replace", env=env)
+    assert replaced.returncode == 0, replaced.stderr

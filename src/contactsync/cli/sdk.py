@@ -72,7 +72,10 @@ def _token(token: str | None, state: Path | None, server: str) -> str:
     raise typer.Exit(2)
 
 
-CURRENT = "current"  # credentials.json: {server URL: {token, user_id, device_id}, "current": URL}
+# credentials.json: {server URL: {token, user_id, device_id}, "current": URL, "sources":
+# {"URL#device": the file last synced}}
+CURRENT = "current"
+SOURCES = "sources"
 
 
 def _credentials(state: Path | None) -> dict[str, Any]:
@@ -212,6 +215,14 @@ def sync(
             help="Seconds to keep retrying a request the server does not answer (a restart)",
         ),
     ] = RetryPolicy.window,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Sync a different file than last time without asking: its contacts replace "
+            "the previous file's on the server",
+        ),
+    ] = False,
     strict: Annotated[
         bool,
         typer.Option(
@@ -227,6 +238,7 @@ def sync(
         raise typer.Exit(2)
     server = _server(server, state)
     bearer = _token(token, state, server)
+    _check_same_source(path, server, state, device_id, replace)
     metrics = asyncio.run(
         _sync(
             path,
@@ -241,6 +253,7 @@ def sync(
             RetryPolicy(window=retry_window),
         )
     )
+    _remember_source(path, server, state, device_id)
     if as_json:
         typer.echo(json.dumps(metrics.as_dict(), ensure_ascii=False))
     else:
@@ -249,6 +262,39 @@ def sync(
             _console().print(quota_status(metrics))
     if metrics.error or metrics.failed or (strict and metrics.waiting):
         raise typer.Exit(1)
+
+
+def _source_key(server: str, device_id: str | None) -> str:
+    return f"{server.rstrip('/')}#{device_id or ''}"
+
+
+def _check_same_source(
+    path: Path, server: str, state: Path | None, device_id: str | None, replace: bool
+) -> None:
+    """The server's copy of the book mirrors one source: syncing another file removes the
+    previous file's contacts that it lacks. Say so first, and go on only when told to."""
+    sources = _credentials(state).get(SOURCES) or {}
+    before = sources.get(_source_key(server, device_id))
+    now = str(path.resolve())
+    if not before or before == now or replace:
+        return
+    warning = (
+        f"Last time this device synced {before}; syncing {now} instead makes the server's "
+        "copy of your book match it: contacts of the previous file that this one lacks are "
+        "removed from the server."
+    )
+    if sys.stdin.isatty():
+        if typer.confirm(warning + " Continue?", default=False, err=True):
+            return
+        raise typer.Exit(1)
+    typer.echo(warning + " Pass --replace to do so.", err=True)
+    raise typer.Exit(2)
+
+
+def _remember_source(path: Path, server: str, state: Path | None, device_id: str | None) -> None:
+    data = _credentials(state)
+    data.setdefault(SOURCES, {})[_source_key(server, device_id)] = str(path.resolve())
+    _save_all_credentials(state, data)
 
 
 def quota_status(metrics: SyncMetrics) -> str:
@@ -282,23 +328,46 @@ async def _sync(
     quiet: bool,
     retry: RetryPolicy,
 ) -> SyncMetrics:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
+    source = open_source(path)
+    # the total is counted before anything is sent (a scan reads and hashes the file, a few
+    # ms per thousand cards), so the bar does not grow batch by batch nor sit at 0/?
+    records = sum(1 for _ in source.scan())
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
+        TaskProgressColumn(),
+        "{task.fields[rate]}",
+        "eta",
+        TimeRemainingColumn(),
         TimeElapsedColumn(),
         disable=quiet or not sys.stderr.isatty(),
         console=_console(stderr=True),
     )
-    task = progress.add_task("uploading", total=None)
+    task = progress.add_task(f"{records:,} contacts: uploading", total=records, rate="")
+    started = time.monotonic()
 
     def on_progress(p: SyncProgress) -> None:
-        progress.update(task, completed=p.done, total=p.total)
+        elapsed = max(1e-6, time.monotonic() - started)
+        progress.update(
+            task,
+            completed=p.done,
+            # numbers, not contacts, are sent: a contact may have several
+            total=max(p.total, p.done, progress.tasks[0].total or 0),
+            rate=f"{p.done / elapsed:,.0f}/s",
+        )
 
     manager = ContactsManager(
-        open_source(path),
+        source,
         server=server,
         token=token,
         region=region,
@@ -338,22 +407,42 @@ def _table(metrics: SyncMetrics) -> None:
     table = Table(title="sync" + (" (force)" if metrics.forced else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("total", "uploaded", "unchanged", "created", "updated", "deleted"):
-        table.add_row(key, str(getattr(metrics, key)))
-    table.add_row("invalid", str(len(metrics.invalid)))
-    table.add_row("failed", str(metrics.failed))
-    table.add_row("batches", str(metrics.batches))
-    table.add_row("bytes", f"{metrics.bytes:,}")
-    table.add_row("duration", f"{metrics.duration:.3f} s")
-    table.add_row("registered", str(len(metrics.registered)))
+    table.add_column("meaning")
+    rows = [
+        ("total", metrics.total, "contacts in the file(s)"),
+        ("unchanged", metrics.unchanged, "contacts already synced by an earlier run, not sent"),
+        ("uploaded", metrics.uploaded, "numbers sent (additions, renames, removals)"),
+        ("created", metrics.created, "numbers new to your book on the server"),
+        ("updated", metrics.updated, "numbers whose name changed"),
+        ("deleted", metrics.deleted, "numbers no longer in the file, removed from the server"),
+        ("invalid", len(metrics.invalid), "numbers or cards that could not be read (below)"),
+        ("failed", metrics.failed, "not synced: unreadable cards, or refused by the server"),
+        ("registered", len(metrics.registered), "of your contacts use the app"),
+    ]
+    for key, value, meaning in rows:
+        table.add_row(key, f"{value:,}", meaning)
+    table.add_row("batches", f"{metrics.batches:,}", "")
+    table.add_row("bytes", f"{metrics.bytes:,}", "")
+    table.add_row("duration", f"{metrics.duration:.3f} s", "")
     console = _console()
     console.print(table)
-    for entry in metrics.invalid[:20]:
+    friends = [str(u.get("name") or "") for u in metrics.registered if u.get("name")]
+    if metrics.registered:
+        shown = ", ".join(friends[:5]) or f"{len(metrics.registered)} people"
+        more = len(metrics.registered) - min(5, len(friends)) if friends else 0
         console.print(
-            f"  invalid: {entry.where or entry.contact_id}: {entry.phone!r} ({entry.reason})"
+            f"Friends found: {shown}" + (f" and {more:,} more" if more else ""), markup=False
         )
+    for entry in metrics.invalid[:20]:
+        who = entry.name or (entry.contact_id if entry.contact_id != entry.where else None)
+        if who and not entry.name and "#" in who:
+            who = None  # a made-up id (file#hash) tells the user nothing
+        where = entry.where if entry.where and entry.where != "server" else None
+        label = ", ".join(p for p in (f'"{who}"' if who else None, where) if p) or "a contact"
+        what = repr(entry.phone) if entry.phone else "the card"
+        console.print(f"  invalid: {label}: {what} ({entry.reason})", markup=False)
     if len(metrics.invalid) > 20:
-        console.print(f"  … and {len(metrics.invalid) - 20} more (see --json)")
+        console.print(f"  … and {len(metrics.invalid) - 20:,} more (see --json)")
     if metrics.error:
         console.print(f"[red]error: {metrics.error}[/red]")
 
@@ -533,8 +622,11 @@ def logout(
 
 
 def _save_all_credentials(state: Path | None, data: dict[str, Any]) -> None:
-    path = (state or default_state_dir()) / "credentials.json"
+    folder = state or default_state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "credentials.json"
     path.write_text(json.dumps(data, indent=2))
+    os.chmod(path, 0o600)
 
 
 async def known_names(manager: ContactsManager) -> dict[int, str]:
