@@ -118,3 +118,20 @@ async def test_conversations_by_id(api: Api, hidden: tuple[int, dict[str, str]])
     )
     assert got.status_code == want.status_code == 422
     same(got.json(), want.json(), (uid, NO_ID))
+
+
+async def test_after_an_unblock_the_pending_relation_attaches(api: Api) -> None:
+    blocker, bh = await api.user_with_token(BLOCKER)
+    blocked, me = await api.user_with_token(BLOCKED)
+    r = await api.client.put(f"/v1/blocks/{blocked['user_id']}", headers=bh)
+    r = await api.client.put(f"/v1/relations/{BLOCKER}", json={"contact": True}, headers=me)
+    assert r.json()["pending"] is True
+    r = await api.client.delete(f"/v1/blocks/{blocked['user_id']}", headers=bh)
+    assert r.status_code == 204
+    r = await api.client.get(f"/v1/relations/{blocker['user_id']}", headers=me)
+    assert r.status_code == 200
+    assert (r.json()["user_id"], r.json()["pending"], r.json()["contact"]) == (
+        blocker["user_id"],
+        False,
+        True,
+    )

@@ -34,8 +34,7 @@ Server = Annotated[
     typer.Option(
         "--server",
         envvar="CONTACTSYNC_SERVER",
-        help="Server base URL (default: the one `contactsync login` saved, else "
-        f"{DEFAULT_SERVER})",
+        help=f"Server base URL (default: the one `contactsync login` saved, else {DEFAULT_SERVER})",
         show_default=False,
     ),
 ]
@@ -177,7 +176,7 @@ def code_prompt(phone: str, sent: dict[str, Any]) -> str:
 
 
 def retry_in(exc: RateLimited) -> str:
-    """"Try again in 12 min (at 14:05)." from a 429's Retry-After."""
+    """ "Try again in 12 min (at 14:05)." from a 429's Retry-After."""
     details = exc.details if isinstance(exc.details, dict) else {}
     seconds = float(details.get("retry_after") or exc.retry_after or 0)
     if seconds <= 0:
@@ -577,9 +576,7 @@ def conversations(
         if v.kind == "dm":
             others = [m for m in v.member_ids if m not in me]
             title = ", ".join(_who(m, names) for m in others) or title
-        table.add_row(
-            str(v.id), v.kind, title, v.consent, str(v.member_count), f"{held[v.id]:,}"
-        )
+        table.add_row(str(v.id), v.kind, title, v.consent, str(v.member_count), f"{held[v.id]:,}")
     console.print(table)
     for v in views:
         if latest.get(v.id):

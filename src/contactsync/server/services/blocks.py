@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from contactsync.errors import SelfRelation
 from contactsync.server.context import Tx
-from contactsync.server.services import users
+from contactsync.server.services import joins, users
 from contactsync.server.store.tables import blocks
 
 MAX_PAGE = 1000
@@ -41,7 +41,13 @@ async def unblock(tx: Tx, blocker_id: int, blocked_id: int) -> bool:
             blocks.c.blocker_id == blocker_id, blocks.c.blocked_id == blocked_id
         )
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    # Relations either made by the other's number while hidden were left pending, as on a
+    # number nobody registered; they come into effect now (unless a block remains).
+    for owner, target in ((blocker_id, blocked_id), (blocked_id, blocker_id)):
+        await joins.attach_pending(tx, await users.get(tx, target), owners=[owner])
+    return True
 
 
 async def blocked_by(tx: Tx, blocker_id: int, after: int, limit: int) -> list[int]:

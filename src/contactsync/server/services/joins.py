@@ -61,24 +61,29 @@ async def register(
     return user, True
 
 
-async def attach_pending(tx: Tx, user: User) -> set[int]:
+async def attach_pending(tx: Tx, user: User, owners: Sequence[int] | None = None) -> set[int]:
     """Attach relations pending on the new user's number; returns their owners.
 
     Runs right after the user row exists, before "X joined" goes out (which finds these
     owners through the attached relations, under its rules). The new user gets
     `relation.changed` for each attached relation (setting permitting), as for any relation
-    that comes into effect.
+    that comes into effect. With `owners`, only theirs: after a block is lifted, the
+    relations made by number while the user was hidden from them (`policy.learnable`).
     """
     rows: list[sa.Row[Any]] = []
     forms = await matching.forms_held(tx, user.id, user.phone)
-    waiting = {
-        owner
-        for (owner,) in await tx.conn.execute(
-            sa.select(relations.c.owner_id).where(
-                bulk.member(relations.c.phone, forms, tx.dialect), relations.c.target_id.is_(None)
-            )
+    waiting_query = sa.select(relations.c.owner_id).where(
+        bulk.member(relations.c.phone, forms, tx.dialect), relations.c.target_id.is_(None)
+    )
+    if owners is not None:
+        if not owners:
+            return set()
+        waiting_query = waiting_query.where(
+            bulk.member(relations.c.owner_id, list(owners), tx.dialect)
         )
-    }
+    waiting = {owner for (owner,) in await tx.conn.execute(waiting_query)}
+    if not waiting:
+        return set()
     # An owner who may not learn the user is registered keeps a pending relation, exactly as
     # on a number nobody registered.
     hidden = sorted(waiting - await policy.learners(tx, user.id, waiting))
@@ -88,7 +93,11 @@ async def attach_pending(tx: Tx, user: User) -> set[int]:
         )
         if hidden:
             query = query.where(relations.c.owner_id.not_in(hidden))
-        if i:  # a variant: not for an owner whose relation by another form attached already
+        if owners is not None:
+            query = query.where(bulk.member(relations.c.owner_id, sorted(waiting), tx.dialect))
+        if i or owners is not None:
+            # not for an owner who relates to the user by id already (by another form, or
+            # from before a block)
             query = query.where(
                 relations.c.owner_id.not_in(
                     sa.select(relations.c.owner_id).where(relations.c.target_id == user.id)
