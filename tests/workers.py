@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import zlib
 
-PORTS_START = 20000
-PORTS_PER_WORKER = 1500
+PORTS_START, PORTS_END = 20000, 32000  # below Linux's ephemeral range (32768-60999)
+PORTS_PER_SLOT = 250
 REDIS_DATABASES = 16  # Redis's default number of logical databases
 
 
@@ -31,17 +32,25 @@ def redis_url() -> str:
 _next_port = 0
 
 
+def _slot() -> int:
+    """This worker's block of ports: by worker, offset by the run (xdist's run id, else this
+    process), so that two suites running at once on one machine rarely share a block."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getppid())
+    slots = (PORTS_END - PORTS_START) // PORTS_PER_SLOT
+    return (zlib.crc32(run.encode()) + worker_index()) % slots
+
+
 def free_port() -> int:
-    """A loopback port no other worker hands out and nothing listens on right now."""
+    """A loopback port no other worker of this run hands out and nothing listens on now."""
     global _next_port
-    start = PORTS_START + (worker_index() * PORTS_PER_WORKER) % (32000 - PORTS_START)
-    for _ in range(PORTS_PER_WORKER):
+    start = PORTS_START + _slot() * PORTS_PER_SLOT
+    for _ in range(PORTS_PER_SLOT):
         port = start + _next_port
-        _next_port = (_next_port + 1) % PORTS_PER_WORKER
+        _next_port = (_next_port + 1) % PORTS_PER_SLOT
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port in this worker's range")
+    raise RuntimeError("no free port in this worker's block")
