@@ -81,13 +81,22 @@ def test_outbox_user_page_and_phone_width(page: Any, server: ServerProcess, api:
     assert "Eve Pages" in page.inner_text("#conversations")
     assert "conversation.created" in page.inner_text("#events")
     shot(page, "user-full")
+    page.goto(server.url + "/console/overview")
+    assert page.inner_text("#stat-messages") == "1"
+    assert "now" in page.locator("#activity-chart text").all_text_contents()
+    shot(page, "overview-full")
 
     page.set_viewport_size({"width": 375, "height": 800})
-    for path in ("/console/overview", f"/console/users/{dee['user_id']}", "/console/outbox"):
+    pages = {
+        "overview": "/console/overview",
+        "user": f"/console/users/{dee['user_id']}",
+        "outbox": "/console/outbox?state=pending",
+    }
+    for name, path in pages.items():
         page.goto(server.url + path)
         header = page.evaluate(
             "(() => { const h = document.querySelector('header.top');"
             " return [h.scrollWidth, h.clientWidth, document.documentElement.scrollWidth]; })()"
         )
         assert header[0] <= header[1] and header[2] <= 375, (path, header)
-    shot(page, "overview-phone")
+        shot(page, f"phone-{name}")
