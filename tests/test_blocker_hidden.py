@@ -1,6 +1,7 @@
 """A blocked user cannot tell that the blocker is registered, nor learn their user id
 (issue 13 item 2): on every path that could tell, the blocker answers exactly as a number, or
-an id, nobody registered. All of them ask `policy.learnable`."""
+an id, nobody registered. All of them ask `policy.learnable`. A user hidden by their own
+`discoverable_by` (issue 19) looks the same."""
 
 from __future__ import annotations
 
@@ -16,15 +17,28 @@ NOBODY = "+14155550199"  # never registered
 NO_ID = 999_999
 
 
-@pytest.fixture(params=["blocker blocked me", "I blocked them"])
+@pytest.fixture(
+    params=[
+        "blocker blocked me",
+        "I blocked them",
+        # the same for a user's own choice (issue 19: discoverable_by)
+        "they are discoverable by nobody",
+        "they are discoverable by contacts, and I am none",
+    ]
+)
 async def hidden(api: Api, request: pytest.FixtureRequest) -> tuple[int, dict[str, str]]:
     """(the hidden user's id, the headers of the user they must stay hidden from)."""
     blocker, bh = await api.user_with_token(BLOCKER)
     blocked, me = await api.user_with_token(BLOCKED)
     if request.param == "blocker blocked me":
         r = await api.client.put(f"/v1/blocks/{blocked['user_id']}", headers=bh)
-    else:
+    elif request.param == "I blocked them":
         r = await api.client.put(f"/v1/blocks/{blocker['user_id']}", headers=me)
+    else:
+        level = "nobody" if "nobody" in request.param else "contacts"
+        r = await api.client.put("/v1/me/preferences", json={"discoverable_by": level}, headers=bh)
+        assert r.status_code == 200, r.text
+        return int(blocker["user_id"]), me
     assert r.status_code == 204
     return int(blocker["user_id"]), me
 

@@ -22,6 +22,8 @@ async def test_defaults_then_partial_updates_shared_by_all_devices(api: Api) -> 
         "notify_message_requests": True,
         "notify_conversations": True,
         "notify_contact_joined": True,
+        "discoverable_by": None,
+        "announce_join_to": "everybody",
     }
     r = await api.client.put(
         "/v1/me/preferences",

@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from contactsync.server.config import Settings
+from contactsync.server.services import private_discovery
 from contactsync.server.ws import Connection, ConnState, IllegalTransition, parse_after
 from tests.live import Live, emit, eventually, recv, recv_events, serve
 
@@ -54,6 +55,8 @@ async def test_replays_then_pushes_live_in_order(live: Live) -> None:
             "after": 0,
             "last_seq": 3,
             "heartbeat": 25.0,
+            # the private-discovery filter as it stands (two users joined: versions 1 and 2)
+            "discovery": {"version": 2, "key_version": 1},
         }
         replay = await recv_events(ws, 3)
         assert [e["seq"] for e in replay] == [1, 2, 3]
@@ -64,6 +67,21 @@ async def test_replays_then_pushes_live_in_order(live: Live) -> None:
     # The same events as GET /v1/events, field for field.
     listed = await live.api.events(headers)
     assert [{k: e[k] for k in ("seq", "type", "at", "data")} for e in replay] == listed[:3]
+
+
+async def test_a_join_pushes_discovery_changed_to_every_socket(live: Live) -> None:
+    _, first = await user(live, "+14155550103")
+    _, second = await user(live, "+14155550104")
+    async with live.connect(first) as one, live.connect(second) as two:
+        version = (await recv(one))["discovery"]["version"]
+        await recv(two)
+        await live.api.create_user("+14155550105")
+        for ws in (one, two):
+            assert await recv(ws) == {
+                "op": "discovery.changed",
+                "version": version + 1,
+                "key_version": 1,
+            }
 
 
 async def test_resumes_after_the_given_seq(live: Live) -> None:
@@ -322,7 +340,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_resumes(settings: Sett
                 await emit(live.ctx, uid, 50, blob="x" * 40_000)
             # The server gives up on it instead of buffering megabytes for it.
             await eventually(lambda: len(live.ctx.services["ws"]) == 0, timeout=30)
-            assert live.ctx.bus.watched_users() == set()
+            # only the hub's own watch on the discovery channel is left
+            assert live.ctx.bus.watched_users() == {private_discovery.WAKE}
             got: list[int] = []
             try:
                 while True:

@@ -311,3 +311,42 @@ class TooManySockets(ApiError):
     code = "too_many_connections"
     status = 429
     message = "This user already has the maximum number of live sockets on this server."
+
+
+# --- private discovery -------------------------------------------------------------------
+
+
+class DiscoveryKeyChanged(Conflict):
+    """The client evaluated or resolved under an OPRF key version the server no longer uses:
+    it must fetch the filter again (which names the key version in force) and re-evaluate."""
+
+    code = "discovery_key_changed"
+    message = "The discovery key has changed; fetch the filter again and re-evaluate."
+
+
+class InvalidPoint(ApiError):
+    code = "invalid_point"
+    status = 422
+    message = "A point is not a base64 canonical ristretto255 group element."
+
+
+class InvalidTag(ApiError):
+    code = "invalid_tag"
+    status = 422
+    message = "A tag is not 32 hexadecimal digits."
+
+
+class TooManyPoints(ApiError):
+    code = "too_many_points"
+    status = 413
+    message = "Too many points or tags in one request."
+
+
+class BooksNotStored(Conflict):
+    """Private discovery mode: the server keeps no address book, so uploads are refused."""
+
+    code = "books_not_stored"
+    message = (
+        "This server runs private discovery: address books are not stored. "
+        "Use /v1/discovery (the SDK does so by itself)."
+    )

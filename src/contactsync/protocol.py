@@ -72,10 +72,16 @@ class Output(BaseModel):
 # --- users, devices, sessions ------------------------------------------------------------
 
 
+Audience = Literal["everybody", "contacts", "nobody"]
+
+
 class CreateUser(Input):
     phone: RawPhone
     name: Name | None = None
     region: Region | None = None
+    # the new user's choices, in force from the join (None: the app default / everybody)
+    discoverable_by: Audience | None = None
+    announce_join_to: Audience | None = None
 
 
 class PatchUser(Input):
@@ -482,3 +488,51 @@ class DevicesOut(Output):
 class SyncRequested(Output):
     seq: int | None = None
     device_id: str
+
+
+# --- private discovery (docs/privacy.md) ---------------------------------------------------
+
+MAX_POINTS = 100_000  # the hard bound; the app's max_contacts_per_request is the real limit
+Point = Annotated[str, StringConstraints(max_length=64)]
+
+
+class DiscoveryInfo(Output):
+    mode: Literal["stored", "private"]
+    key_version: int
+    version: int
+
+
+class EvaluateIn(Input):
+    key_version: int
+    points: Annotated[list[Point], Field(max_length=MAX_POINTS)]
+
+
+class EvaluateOut(Output):
+    key_version: int
+    points: list[str]
+
+
+class ResolveIn(Input):
+    key_version: int
+    tags: Annotated[list[Point], Field(max_length=MAX_POINTS)]
+
+
+class ResolvedUser(Output):
+    tag: str
+    user_id: int
+    profile: dict[str, Any]
+
+
+class ResolveOut(Output):
+    users: list[ResolvedUser]
+
+
+class FilterDelta(Output):
+    key_version: int
+    since: int
+    version: int
+    changes: str  # base64 of 9-byte records (contactsync.tagfilter)
+
+
+class KeyRotated(Output):
+    key_version: int

@@ -51,6 +51,7 @@ class EventListener:
         poll_interval: float = 2.0,
         websocket_retry: float = 30.0,
         on_trimmed: Callable[[], Awaitable[None]] | None = None,
+        on_frame: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
         self.on_trimmed = on_trimmed
@@ -60,6 +61,7 @@ class EventListener:
         self.websocket = websocket
         self.poll_interval = poll_interval
         self.websocket_retry = websocket_retry
+        self.on_frame = on_frame
         self.state = ListenerState.STOPPED
         self._task: asyncio.Task[None] | None = None
 
@@ -166,6 +168,8 @@ class EventListener:
                         and "type" in item
                     ):
                         await self._deliver(item)
+                    elif isinstance(item, dict) and self.on_frame is not None:
+                        await self.on_frame(item)  # "ready", "discovery.changed", ...
 
 
 async def call(callback: Callback, event: Event) -> None:

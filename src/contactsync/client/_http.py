@@ -85,6 +85,22 @@ class ApiClient:
     ) -> Any:
         """Every attempt sends the same body and headers (an `Idempotency-Key` included), so a
         retried request the server already applied is answered without applying it twice."""
+        response = await self.request_response(
+            method, path, json_body=json_body, params=params, retry=retry, headers=headers
+        )
+        return response.json() if response.content else None
+
+    async def request_response(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """`request` without decoding: the successful response itself (a binary body)."""
         content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
         policy = self.retry
         started = self.clock()
@@ -107,7 +123,7 @@ class ApiClient:
             else:
                 self.bytes_sent += len(content or b"")
                 if response.status_code < 400:
-                    return response.json() if response.content else None
+                    return response
                 last = _error(response)
                 if response.status_code != 429 and response.status_code < 500:
                     raise last

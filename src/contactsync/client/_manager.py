@@ -51,6 +51,7 @@ from contactsync.client._models import (
     SyncSummary,
 )
 from contactsync.client._preferences import Preferences
+from contactsync.client._private import PrivateDiscovery
 from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
@@ -102,9 +103,16 @@ class ContactsManager:
         poll_interval: float = 2.0,
         websocket_retry: float = 30.0,
         answer_sync_requests: bool = True,
+        discovery: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if discovery not in (None, "stored", "private"):
+            raise ValueError("discovery must be 'stored', 'private' or None (the server's mode)")
+        # "private": numbers never leave the device (client/_private.py); None: as the
+        # server advertises (GET /v1/discovery)
+        self.discovery = discovery
+        self._private: PrivateDiscovery | None = None
         self.source = source
         self.region = phones.valid_region(region) if region else None
         if region and self.region is None:
@@ -163,11 +171,29 @@ class ContactsManager:
         device = f"-{content_key(*devices)[:12]}" if devices else ""
         path = self.state_dir / f"{account}-u{me['user_id']}{device}.sqlite"
         self.store = LocalStore(path)
+        if self.discovery is None:
+            self.discovery = await self._server_mode()
+        if self.discovery == "private" and self._private is None:
+            self._private = PrivateDiscovery(
+                self.api,
+                self._ready_store,
+                self._dispatch,
+                interval=self.poll_interval if not self.websocket else 60.0,
+            )
         self.store.put_json(
             "session",
             {"server": self.api.server, "user_id": me["user_id"], "device_id": self.device_id},
         )
         self.state = ManagerState.READY
+
+    async def _server_mode(self) -> str:
+        try:
+            info = await self.api.request("GET", "/v1/discovery")
+        except ApiError as exc:
+            if exc.status == 404:
+                return "stored"  # a server from before private discovery
+            raise
+        return str(info.get("mode") or "stored")
 
     async def start(self) -> SyncMetrics:
         """The app became active: initialise, listen for events and changes, sync now."""
@@ -182,8 +208,11 @@ class ContactsManager:
                 poll_interval=self.poll_interval,
                 websocket_retry=self.websocket_retry,
                 on_trimmed=self._resync,
+                on_frame=self._on_frame,
             )
             self._listener.start()
+        if self._private is not None:
+            self._private.start()
         if not self._tasks:
             # the state to compare against is taken now, not when the task first runs
             watch = self._watch(self.source.fingerprint(), self.source.has_access())
@@ -218,6 +247,8 @@ class ContactsManager:
                     self.store.delete()
                 self.store = None
                 self._known = None
+                if self._private is not None:
+                    self._private.reset()  # the stored tags went with the file
                 self.user = None
                 self.api.token = None
                 self.last_metrics = None
@@ -252,6 +283,8 @@ class ContactsManager:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if self._private is not None:
+            await self._private.stop()
 
     # --- triggers ----------------------------------------------------------------------
 
@@ -402,6 +435,18 @@ class ContactsManager:
     def _load_cursor(self) -> int:
         return int(self._store().get("event_cursor") or 0)
 
+    def private_matches(self) -> list[dict[str, Any]]:
+        """Private discovery: the registered users among the book's numbers as the last sync
+        (or a join since) found them: [{user_id, phone, profile}]."""
+        if self._private is None:
+            raise StateError("private discovery is not in use")
+        return self._private.matches(self._store())
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        """Socket frames that are not events: the private-discovery filter moved."""
+        if self._private is not None and frame.get("op") in ("ready", "discovery.changed"):
+            self._private.changed()
+
     def _save_cursor(self, seq: int) -> None:
         self._store().put("event_cursor", str(seq))
 
@@ -447,6 +492,11 @@ class ContactsManager:
         try:
             if not self.source.has_access():
                 metrics.error = "no_access"
+                return metrics
+            if self._private is not None:
+                # nothing is uploaded: the book is matched through the OPRF filter
+                await self._scan_and_send(store, metrics, force, upload=False)
+                await self._private.sync(store, metrics)
                 return metrics
             interrupted_force = store.has_force_outbox()
             await self._send_outbox(store, metrics)  # what a crash left behind
@@ -527,7 +577,9 @@ class ContactsManager:
             if not cursor or not page["contacts"]:
                 return book
 
-    async def _scan_and_send(self, store: LocalStore, metrics: SyncMetrics, force: bool) -> None:
+    async def _scan_and_send(
+        self, store: LocalStore, metrics: SyncMetrics, force: bool, *, upload: bool = True
+    ) -> None:
         """Scan the source and upload the differences, overlapping the two.
 
         New records are read, parsed and normalised chunk by chunk (the CPU-bound part, in
@@ -556,7 +608,7 @@ class ContactsManager:
             # batches go out while the source is read only on a first scan, where everything
             # is an addition; later scans first learn which records vanished, so an edited
             # card (old version gone, new one added) is sent once, as a rename
-            stream = not force and not known
+            stream = upload and not force and not known
             seen = await self._pipeline(store, metrics, known, send=stream, failure=failure)
             with store.transaction():
                 gone = [key for key in known if key not in seen]
@@ -574,6 +626,8 @@ class ContactsManager:
                 self._collect_invalid(store, metrics)
                 raise failure[0]
         self._collect_invalid(store, metrics)
+        if not upload:
+            return
         with store.transaction():
             self._plan(store, force)
         await self._send_outbox(store, metrics)

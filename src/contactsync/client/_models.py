@@ -74,6 +74,8 @@ class SyncMetrics:
     retry_after: float | None = None
     resume_at: float | None = None
     quota: dict[str, Any] | None = None
+    # private discovery: numbers (and variant forms) evaluated through the OPRF in this run
+    evaluated: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the CLI's `--json` output)."""

@@ -28,6 +28,7 @@ from contactsync.server.http import (
     blocks,
     conversations,
     devices,
+    discovery,
     docs,
     errors,
     events,
@@ -44,7 +45,7 @@ from contactsync.server.http import settings as settings_api
 from contactsync.server.http.limits import BodySizeLimit
 from contactsync.server.logging import RequestIdMiddleware
 from contactsync.server.metrics import Metrics, MetricsMiddleware
-from contactsync.server.services import admin, retention
+from contactsync.server.services import admin, private_discovery, retention
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
 from contactsync.server.store import migrate
 from contactsync.server.store.database import Database
@@ -69,6 +70,7 @@ ROUTERS = [
     sync.router,
     preferences.router,
     devices.router,
+    discovery.router,
 ]
 
 
@@ -143,6 +145,7 @@ def create_app(
     ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
     metrics = Metrics()
     ctx.services["metrics"] = metrics
+    ctx.services["settings_changed"] = [private_discovery.on_settings_changed]
     realtime.install(ctx)
 
     @asynccontextmanager
@@ -155,6 +158,7 @@ def create_app(
             log.warning("created an admin key; it is in %s", key.path)
         elif key.source == "stored":
             log.info("admin key: %s", key.path or "set CONTACTSYNC_ADMIN_KEY (created elsewhere)")
+        await private_discovery.start(ctx)
         await realtime.start(ctx)
         trimmer = retention.Trimmer(ctx, settings.event_trim_interval_seconds)
         ctx.services["trimmer"] = trimmer
@@ -167,6 +171,7 @@ def create_app(
         finally:
             await trimmer.stop()
             await realtime.stop(ctx)
+            await private_discovery.stop(ctx)
             if db is None:
                 await ctx.db.dispose()
 

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # How long a process may keep app settings and token sessions it read (changes reach
     # every process over the bus at once; this bounds a lost bus message). 0: no caching.
     cache_ttl_seconds: float = 5.0
+    # Contact discovery: `stored` keeps address books (and tells holders "X joined");
+    # `private` keeps none and serves the OPRF filter instead (docs/privacy.md). The OPRF key
+    # file (`<data_dir>/discovery_keys` by default) must be the same for every process.
+    discovery_mode: Literal["stored", "private"] = "stored"
+    discovery_key_file: Path | None = None
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"
     otp_webhook_url: str | None = None
@@ -99,6 +104,9 @@ class Settings(BaseSettings):
         if region is None:
             raise ValueError(f"unknown region {value!r}")
         return region
+
+    def resolved_discovery_key_file(self) -> Path:
+        return self.discovery_key_file or self.data_dir / "discovery_keys"
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy async URL: the embedded SQLite file unless a URL is given."""

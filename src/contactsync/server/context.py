@@ -40,6 +40,12 @@ class Tx:
     # control messages to send once this transaction has committed (see `control`).
     caches: Caches | None = None
     controls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Bus keys to wake once committed without an event of their own (the discovery filter's
+    # channel, `private_discovery.WAKE`), with the value they moved to.
+    signals: dict[int, int] = field(default_factory=dict)
+    # The process's long-lived services (`Context.services`), for the few service functions
+    # that need one (the OPRF keys at registration).
+    services: dict[str, Any] = field(default_factory=dict)
 
     def control(self, kind: str, **data: Any) -> None:
         """After the commit, tell every process that something it may cache changed."""
@@ -81,8 +87,8 @@ class Context:
             await self.bus.control(kind, data)
         if tx.counts and "metrics" in self.services:
             self.services["metrics"].record(tx.counts)
-        if tx.latest:
-            await self.bus.publish(tx.latest)
+        if tx.latest or tx.signals:
+            await self.bus.publish({**tx.latest, **tx.signals})
         for callback in tx.after_commit:
             await callback()
         if tx.then:
@@ -96,4 +102,10 @@ class Context:
             yield self._tx(conn)
 
     def _tx(self, conn: AsyncConnection) -> Tx:
-        return Tx(conn=conn, dialect=self.db.dialect, now=self.clock.now_ms(), caches=self.caches)
+        return Tx(
+            conn=conn,
+            dialect=self.db.dialect,
+            now=self.clock.now_ms(),
+            caches=self.caches,
+            services=self.services,
+        )

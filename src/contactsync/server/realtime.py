@@ -56,9 +56,13 @@ async def start(ctx: Context) -> None:
     if isinstance(ctx.bus, RedisBus):
         ctx.bus.namespace = f"contactsync:{await instance_id(ctx)}"
     await ctx.bus.start()
+    await ctx.services["ws"].start()
     await ctx.services["push"].start()
 
 
 async def stop(ctx: Context) -> None:
     await ctx.services["push"].stop()
     await ctx.bus.stop()
+    # after the bus: closing the hub's watch marks presence, which a stopping bus must not
+    # be woken for (its presence task may be cancelled at that very moment)
+    await ctx.services["ws"].stop()

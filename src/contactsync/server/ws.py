@@ -6,6 +6,9 @@ Protocol (JSON text frames; every frame has an `op`):
 - Server: `{"op": "ready", "user_id", "after", "last_seq", "heartbeat"}`, then one
   `{"op": "event", "seq", "type", "at", "data"}` per event in `seq` order, first the replay of
   everything after `after`, then live. `{"op": "ping"}` every `heartbeat` seconds of silence.
+- Server: `{"op": "discovery.changed", "version", "key_version"}` when the private-discovery
+  filter moved (a join or leave; a new key version); not an event of the log, no `seq`. The
+  `ready` frame carries the filter's version at connect time as `discovery`.
 - Client may send `{"op": "ping"}` (answered `{"op": "pong"}`); anything else is an error.
 - Errors: a frame `{"op": "error", "error": {"code", "message", "details"}}`, then a close
   with code 4000 + the error's HTTP status (4400 invalid_frame, 4401 unauthorized,
@@ -46,7 +49,7 @@ from contactsync.errors import (
 from contactsync.server.bus.base import BUS_RESUBSCRIBED, Watch
 from contactsync.server.cache import SESSIONS_CHANGED
 from contactsync.server.context import Context
-from contactsync.server.services import events, retention, sessions
+from contactsync.server.services import events, private_discovery, retention, sessions
 from contactsync.server.services.feed import Feed
 from contactsync.server.services.sessions import Session
 
@@ -95,6 +98,9 @@ class Hub:
         # Moves on with every sessions.changed message: a socket that authenticated across
         # one re-checks its token once it is registered under its user.
         self.session_changes = 0
+        # the private-discovery filter's (version, key version), pushed to every socket
+        self.discovery = (0, 0)
+        self._follower: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -113,6 +119,43 @@ class Hub:
             self.session_changes += 1
             for connection in self.connections:
                 connection.revalidate()
+
+    async def start(self) -> None:
+        self.discovery = await self._read_discovery()
+        self._follower = asyncio.create_task(self._follow_discovery(), name="ws-discovery")
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
+
+    async def _read_discovery(self) -> tuple[int, int]:
+        async with self.ctx.read() as tx:
+            now = await private_discovery.state(tx)
+        return now.version, now.key_version
+
+    async def _follow_discovery(self) -> None:
+        """One watch per process on the filter's channel; when it moves, every connection
+        is woken to send `discovery.changed` (a frame, not an event of the user's log)."""
+        watch = self.ctx.bus.watch(private_discovery.WAKE)
+        try:
+            while True:
+                if not await watch.wait(self.ctx.settings.ws_heartbeat_seconds):
+                    continue
+                try:
+                    found = await self._read_discovery()
+                except ApiError:
+                    continue  # the store is down: the next wake-up reads again
+                if found != self.discovery:
+                    self.discovery = found
+                    for connection in list(self.connections):
+                        if connection.watch is not None:
+                            wake = getattr(connection.watch, "wake", None)
+                            if wake is not None:
+                                wake()
+        finally:
+            watch.close()
 
 
 def close_code(error: ApiError) -> int:
@@ -173,6 +216,7 @@ class Connection:
         self.auth_timeout = settings.ws_auth_timeout_seconds
         self.reauth = settings.ws_reauth_seconds
         self.token = ""
+        self.discovery_sent = (0, 0)
         self.checked_at = 0.0
         self.revalidate_due = False
         self.metrics = self.ctx.services.get("metrics")
@@ -262,6 +306,7 @@ class Connection:
         if after > last:
             raise AfterBeyondEnd(details={"after": after, "last_seq": last})
         self.last_sent = after
+        self.discovery_sent = self.hub.discovery
         await self.send(
             {
                 "op": "ready",
@@ -269,6 +314,10 @@ class Connection:
                 "after": after,
                 "last_seq": last,
                 "heartbeat": self.heartbeat,
+                "discovery": {
+                    "version": self.discovery_sent[0],
+                    "key_version": self.discovery_sent[1],
+                },
             }
         )
         self.move(ConnState.REPLAYING)
@@ -341,10 +390,19 @@ class Connection:
         self.move(ConnState.LIVE)
         while True:
             if await self.watch.wait(self.heartbeat):
+                await self._send_discovery()
                 await self._drain()
             else:
                 await self._recheck()
                 await self.send({"op": "ping"})
+
+    async def _send_discovery(self) -> None:
+        if self.hub.discovery != self.discovery_sent:
+            self.discovery_sent = self.hub.discovery
+            version, key_version = self.discovery_sent
+            await self.send(
+                {"op": "discovery.changed", "version": version, "key_version": key_version}
+            )
 
     async def _read_client(self) -> None:
         while True:

@@ -32,6 +32,7 @@ from contactsync.server.context import Context
 from contactsync.server.metrics import table_exists
 from contactsync.server.services import (
     app_settings,
+    joins,
     pairs,
     push,
     ratelimit,
@@ -410,7 +411,7 @@ async def _apply(tx: Any, ctx: Context, user_id: int, action: str, form: FormDat
             return "paired" if await pairs.pair(tx, user_id, other.id) else "already_paired"
         return "unpaired" if await pairs.unpair(tx, user_id, other.id) else "not_paired"
     if action == "delete":
-        await users.delete(tx, user_id)
+        await joins.leave(tx, user_id)
         return "deleted"
     raise AssertionError(action)  # pragma: no cover - routes below name every action
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from contactsync.errors import InvalidCursor
+from contactsync.errors import BooksNotStored, InvalidCursor
 from contactsync.protocol import (
     AddressBookPage,
     AddressBookResult,
@@ -54,6 +54,8 @@ async def upload(request: Request, caller: Caller, ctx: Ctx) -> dict[str, Any]:
     with `region`; the answer says what was created, updated, deleted, invalid, and which
     contacts use the app. `force` replaces the whole book (in batches with one `batch_id`, the
     last `final`); a retried `batch_id` is answered again without applying twice."""
+    if ctx.settings.discovery_mode == "private":
+        raise BooksNotStored()
     body = parse_body(AddressBookUpload, await request.body())
     upload_request = addressbook.Upload(
         contacts=body.contacts,

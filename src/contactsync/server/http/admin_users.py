@@ -38,6 +38,8 @@ async def create_user(body: CreateUser, ctx: Ctx, response: Response) -> UserOut
             name=body.name or None,
             region=body.region,
             default_region=ctx.settings.default_region,
+            discoverable_by=body.discoverable_by,
+            announce_join_to=body.announce_join_to,
         )
     if not created:
         response.status_code = 200
@@ -70,7 +72,7 @@ async def patch_user(user_id: UserIdPath, body: PatchUser, ctx: Ctx) -> UserOut:
 async def delete_user(user_id: UserIdPath, ctx: Ctx) -> Response:
     """Delete a user and everything that belongs to them."""
     async with ctx.tx() as tx:
-        await users.delete(tx, user_id)
+        await joins.leave(tx, user_id)
     return Response(status_code=204)
 
 

@@ -12,7 +12,7 @@ The `AppSettings` that `load` returns is shared: read it, never assign to it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
@@ -48,6 +48,8 @@ class AppSettings(BaseModel):
     # first, refilling by the second setting a day.
     discovery_quota: int = Field(50_000, ge=0, le=10_000_000)
     discovery_quota_refill_per_day: int = Field(5_000, ge=1, le=10_000_000)
+    # Who may learn that a user is registered, for users who did not choose themselves.
+    discoverable_by_default: Literal["everybody", "contacts", "nobody"] = "everybody"
     push_webhook_url: HttpUrl | None = None
     push_webhook_secret: Text | None = Field(None, min_length=16, max_length=200)
     push_event_types: list[Text] = Field(default_factory=lambda: list(EVENT_TYPES))
@@ -111,6 +113,10 @@ async def update(tx: Tx, changes: dict[str, Any]) -> AppSettings:
     for key in changes:
         await _put(tx, key, stored[key])
     tx.control(SETTINGS_CHANGED)
+    # Services that build on this module follow a change here through hooks wired by
+    # create_app (private discovery relists the users who follow discoverable_by_default).
+    for hook in tx.services.get("settings_changed", ()):
+        await hook(tx, current, merged)
     return merged
 
 

@@ -9,13 +9,15 @@ both commit (`attach_late`; the relation side asks for it with `recheck_pending`
 A holder holds the number in any form that may be the same line (services/matching). One
 `contact.joined` per holder however many of their books hold the number, carrying the name
 from the holder's own book (the global book's name first). Nobody is told when the app-wide
-switch `notify_contact_joined` is off, holders who muted the notice are skipped, and a number
-that joins, leaves and joins again within a day notifies once. A join creates no conversation.
+switch `notify_contact_joined` is off, holders who muted the notice are skipped, so are
+holders who may not learn that the user is registered (`policy.learners`), the new user's
+`announce_join_to` chooses who may hear it (services/discoverability), and a number that
+joins, leaves and joins again within a day notifies once. A join creates no conversation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,11 +26,14 @@ from contactsync import phone as phones
 from contactsync.server.context import Tx
 from contactsync.server.services import (
     app_settings,
+    discoverability,
     events,
     matching,
     numbers,
     policy,
+    private_discovery,
     profiles,
+    retention,
     users,
 )
 from contactsync.server.services.users import User
@@ -42,17 +47,33 @@ RACE_WINDOW_MS = 60_000
 
 
 async def register(
-    tx: Tx, raw_phone: str, *, name: str | None, region: str | None, default_region: str | None
+    tx: Tx,
+    raw_phone: str,
+    *,
+    name: str | None,
+    region: str | None,
+    default_region: str | None,
+    discoverable_by: str | None = None,
+    announce_join_to: str | None = None,
 ) -> tuple[User, bool]:
     """Create the user for a number, or return the existing one. True when created.
 
-    A new user's number first picks up the relations pending on it, then its holders hear
-    "X joined" (the owners of those relations among them)."""
+    A new user is tagged for private discovery, its number first picks up the relations
+    pending on it, then its holders hear "X joined" (the owners of those relations among
+    them). `discoverable_by` and `announce_join_to` are the new user's own choices (the
+    sign-up screen's), in force from the join itself (services/discoverability.py)."""
     e164 = numbers.normalize_phone(raw_phone, numbers.resolve_region(region, default_region))
-    user, created = await users.create(tx, e164, name=name)
+    user, created = await users.create(
+        tx,
+        e164,
+        name=name,
+        discoverable_by=discoverable_by,
+        announce_join_to=announce_join_to,
+    )
     if not created:
         return user, False
     tx.counts["joins"] += 1
+    await private_discovery.on_registered(tx, user)
     await attach_pending(tx, user)
     await on_user_joined(tx, user)
     # A relation by this number made at this very moment may commit after the attach above
@@ -160,6 +181,23 @@ def recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
     tx.then.append(recheck)
 
 
+async def leave(tx: Tx, user_id: int) -> None:
+    """Delete a user: a leave in the private-discovery filter, their traces in others' events
+    (`retention.forget_user`), then the user and everything that belongs to them
+    (`users.delete`)."""
+    await private_discovery.on_user_deleted(tx, user_id)
+    await retention.forget_user(tx, user_id)
+    await users.delete(tx, user_id)
+
+
+async def audience(tx: Tx, user_id: int, holders: Collection[int]) -> set[int]:
+    """Who of these holders hears "X joined": those who may learn that the user is registered
+    (`policy.learners`: blocks, `discoverable_by`) and whom its `announce_join_to` names."""
+    return await discoverability.join_audience(
+        tx, user_id, await policy.learners(tx, user_id, holders)
+    )
+
+
 async def holders(tx: Tx, user: User) -> dict[int, str | None]:
     """{owner_id: name in their book} for every other user whose book holds the number, or
     whose relation by number has just attached to the new user (no name then), and who
@@ -217,6 +255,8 @@ async def on_user_joined(tx: Tx, user: User) -> set[int]:
     if not await _first_join_today(tx, user.phone):
         return set()
     found = await _holders(tx, user)
+    told = await audience(tx, user.id, found)
+    found = {owner: held for owner, held in found.items() if owner in told}
     await events.append(
         tx,
         [
@@ -243,9 +283,13 @@ async def on_relations_attached_late(tx: Tx, user: User, owners: set[int]) -> No
             ),
         )
     )
+    told = await audience(tx, user.id, [owner for (owner,) in rows])
     await events.append(
         tx,
-        [events.NewEvent(owner, "contact.joined", event_data(user, None)) for (owner,) in rows],
+        [
+            events.NewEvent(owner, "contact.joined", event_data(user, None))
+            for owner in sorted(told)
+        ],
     )
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from contactsync.errors import Blocked, Restricted
 from contactsync.server.context import Tx
+from contactsync.server.services import discoverability
 from contactsync.server.store.tables import blocks, pairs, users
 
 
@@ -61,12 +62,16 @@ async def learnable(tx: Tx, viewer_id: int, user_ids: Iterable[int]) -> set[int]
     Not anyone in a block with the viewer, either way: to a blocked user the blocker answers
     exactly as a number (or id) nobody registered, everywhere (uploads' `registered`, the
     registered listing, relations by number or id and their `pending`, conversation members,
-    profiles, error texts and counts). The viewer may always learn themself.
+    profiles, error texts and counts). Nor anyone whose `discoverable_by` leaves the viewer
+    out (`discoverability`). The viewer may always learn themself.
     """
     wanted = set(user_ids)
     if not wanted or wanted == {viewer_id}:
         return wanted
-    return wanted - await blocked_ids(tx, viewer_id)
+    wanted -= await blocked_ids(tx, viewer_id)
+    # and the users' own choice (`discoverable_by`), kept where a relation or a conversation
+    # already exists
+    return wanted - await discoverability.hidden_by_choice(tx, viewer_id, wanted)
 
 
 async def learners(tx: Tx, user_id: int, viewer_ids: Iterable[int]) -> set[int]:
@@ -75,7 +80,8 @@ async def learners(tx: Tx, user_id: int, viewer_ids: Iterable[int]) -> set[int]:
     wanted = set(viewer_ids)
     if not wanted:
         return wanted
-    return wanted - await blocked_ids(tx, user_id)
+    wanted -= await blocked_ids(tx, user_id)
+    return wanted - await discoverability.unseen_by(tx, user_id, wanted)
 
 
 async def check_can_communicate(tx: Tx, sender: int, recipient: int) -> None:

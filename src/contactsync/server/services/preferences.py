@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contactsync.errors import invalid_input
 from contactsync.server.context import Tx
-from contactsync.server.services import events
+from contactsync.server.services import events, private_discovery
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import user_preferences, users
 
@@ -35,15 +35,23 @@ class Preferences(BaseModel):
     notify_message_requests: bool = True
     notify_conversations: bool = True
     notify_contact_joined: bool = True
+    # Who may learn that this user is registered (None: the app's discoverable_by_default),
+    # and who hears "X joined" when they register (services/discoverability.py).
+    discoverable_by: Literal["everybody", "contacts", "nobody"] | None = None
+    announce_join_to: Literal["everybody", "contacts", "nobody"] = "everybody"
 
 
 DEFAULTS = Preferences().model_dump()
 
 # Preferences kept in a column of `users` rather than in the JSON object, because other code
 # filters on them in SQL: discovery skips holders who muted "X joined" notices in the same
-# query that finds them (`joins.holders`). This module is still the one way to read and
-# change them as preferences.
-COLUMNS: dict[str, sa.Column[Any]] = {"notify_contact_joined": users.c.notify_contact_joined}
+# query that finds them (`joins.holders`), and who may find a user is asked in SQL too.
+# This module is still the one way to read and change them as preferences.
+COLUMNS: dict[str, sa.Column[Any]] = {
+    "notify_contact_joined": users.c.notify_contact_joined,
+    "discoverable_by": users.c.discoverable_by,
+    "announce_join_to": users.c.announce_join_to,
+}
 
 
 def _merged(stored: dict[str, Any] | None, row: Any = None) -> dict[str, Any]:
@@ -52,8 +60,9 @@ def _merged(stored: dict[str, Any] | None, row: Any = None) -> dict[str, Any]:
     merged = {**DEFAULTS, **known}
     if row is not None:
         for key in COLUMNS:
-            if getattr(row, key) is not None:
-                merged[key] = bool(getattr(row, key))
+            value = getattr(row, key)
+            if value is not None:
+                merged[key] = bool(value) if isinstance(DEFAULTS[key], bool) else value
     return merged
 
 
@@ -99,6 +108,8 @@ async def update(
     columns = {k: merged[k] for k in COLUMNS if merged[k] != current[k]}
     if columns:
         await tx.conn.execute(sa.update(users).where(users.c.id == user_id).values(**columns))
+    if "discoverable_by" in columns:
+        await private_discovery.relist(tx, [user_id])
     stored = {k: v for k, v in merged.items() if v != DEFAULTS[k] and k not in COLUMNS}
     updated = await tx.conn.execute(
         sa.update(user_preferences)

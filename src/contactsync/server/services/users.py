@@ -13,7 +13,6 @@ from contactsync import phone as phones
 from contactsync.errors import NotFound
 from contactsync.server.cache import sessions_changed
 from contactsync.server.context import Tx
-from contactsync.server.services import retention
 from contactsync.server.store.tables import event_counters, users
 
 
@@ -50,7 +49,14 @@ async def find_by_phone(tx: Tx, e164: str) -> User | None:
     return None if row is None else _row_to_user(row)
 
 
-async def create(tx: Tx, e164: str, *, name: str | None) -> tuple[User, bool]:
+async def create(
+    tx: Tx,
+    e164: str,
+    *,
+    name: str | None,
+    discoverable_by: str | None = None,
+    announce_join_to: str | None = None,
+) -> tuple[User, bool]:
     """Create the user for a normalised number, or return the existing one. True when created.
 
     Only the user's own rows: what a registration sets off (pending relations attaching,
@@ -61,7 +67,15 @@ async def create(tx: Tx, e164: str, *, name: str | None) -> tuple[User, bool]:
     user_region = phones.region_of(e164)
     user_id = await tx.conn.scalar(
         sa.insert(users)
-        .values(phone=e164, name=name, region=user_region, restricted=False, created_at=tx.now)
+        .values(
+            phone=e164,
+            name=name,
+            region=user_region,
+            restricted=False,
+            created_at=tx.now,
+            discoverable_by=discoverable_by,
+            announce_join_to=announce_join_to,
+        )
         .returning(users.c.id)
     )
     assert user_id is not None
@@ -100,7 +114,6 @@ async def update(
 
 async def delete(tx: Tx, user_id: int) -> None:
     """Delete the user and, through ON DELETE CASCADE, everything that belongs to them."""
-    await retention.forget_user(tx, user_id)
     result = await tx.conn.execute(sa.delete(users).where(users.c.id == user_id))
     if result.rowcount == 0:
         raise NotFound("No such user.", details={"user_id": user_id})

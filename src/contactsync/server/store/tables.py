@@ -26,6 +26,11 @@ users = sa.Table(
     sa.Column("created_at", MS, nullable=False),
     # The user's own switch for "X joined" notices (the app-wide one is in app settings).
     sa.Column("notify_contact_joined", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Who may learn that this user is registered ("everybody", "contacts", "nobody"; NULL: the
+    # app's default) and who hears "X joined" ("everybody", "contacts", "nobody"; NULL:
+    # everybody). See services/discoverability.py.
+    sa.Column("discoverable_by", sa.String(9), nullable=True),
+    sa.Column("announce_join_to", sa.String(9), nullable=True),
     # the users who joined a moment ago (joins.attach_late), newest users in the console
     sa.Index("ix_users_created_at", "created_at"),
     sqlite_autoincrement=True,
@@ -349,4 +354,41 @@ user_preferences = sa.Table(
     sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("updated_at", MS, nullable=False),
+)
+
+
+# Private discovery (services/private_discovery.py). One row: the filter's version (it moves
+# with every change of the listed set) and the OPRF key version in force.
+discovery_state = sa.Table(
+    "discovery_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("key_version", sa.Integer, nullable=False),
+)
+
+# F_k(phone) of each registered user per key version (hex); `listed` when the user is in the
+# filter (discoverable by everybody). Only users' numbers are ever tagged.
+discovery_tags = sa.Table(
+    "discovery_tags",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key_version", sa.Integer, primary_key=True),
+    sa.Column("tag", sa.String(32), nullable=False),
+    sa.Column("listed", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("key_version", "tag", name="uq_discovery_tags_tag"),
+)
+
+# The filter's changes in version order: `key` is the tag's 63-bit filter key, `added` a join
+# (else a leave), `announce` a registration whose holders may hear "X joined". Kept for a
+# while (see private_discovery.LOG_KEEP_MS) so clients download deltas, not the filter.
+discovery_log = sa.Table(
+    "discovery_log",
+    metadata,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key_version", sa.Integer, nullable=False),
+    sa.Column("key", sa.BigInteger, nullable=False),
+    sa.Column("added", sa.Boolean, nullable=False),
+    sa.Column("announce", sa.Boolean, nullable=False),
+    sa.Column("at", MS, nullable=False),
 )

@@ -1,0 +1,94 @@
+"""Private discovery: the filter, OPRF evaluation and resolving matches (docs/privacy.md)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from contactsync.protocol import (
+    DiscoveryInfo,
+    EvaluateIn,
+    EvaluateOut,
+    FilterDelta,
+    KeyRotated,
+    ResolveIn,
+    ResolveOut,
+)
+from contactsync.server.http.deps import Admin, Caller, Ctx, parse_body
+from contactsync.server.services import private_discovery
+
+router = APIRouter(tags=["discovery"])
+
+FILTER_TYPE = "application/vnd.contactsync.filter"
+Version = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+
+
+@router.get("/v1/discovery", response_model=DiscoveryInfo)
+async def info(caller: Caller, ctx: Ctx) -> DiscoveryInfo:
+    """The discovery mode of this server, the OPRF key version and the filter version."""
+    async with ctx.read() as tx:
+        now = await private_discovery.state(tx)
+    return DiscoveryInfo(
+        mode=ctx.settings.discovery_mode, key_version=now.key_version, version=now.version
+    )
+
+
+@router.get(
+    "/v1/discovery/filter",
+    response_model=FilterDelta,
+    responses={200: {"content": {FILTER_TYPE: {}}}},
+)
+async def get_filter(
+    caller: Caller, ctx: Ctx, since: Version = None, key_version: Version = None
+) -> Any:
+    """The changes after `since` (JSON) when the server still has them under `key_version`;
+    otherwise the whole filter (binary, `contactsync.tagfilter`), whose version is in the
+    `X-Discovery-Version` header: ask again with `since` set to it for the rest."""
+    if since is not None and key_version is not None:
+        async with ctx.read() as tx:
+            found = await private_discovery.delta(tx, since, key_version)
+        if found is not None:
+            return FilterDelta(
+                key_version=found.key_version,
+                since=since,
+                version=found.version,
+                changes=base64.b64encode(found.changes).decode(),
+            )
+    data, version, key = await private_discovery.full(ctx)
+    return Response(
+        content=data,
+        media_type=FILTER_TYPE,
+        headers={"X-Discovery-Version": str(version), "X-Discovery-Key-Version": str(key)},
+    )
+
+
+_EVALUATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EvaluateIn.model_json_schema()}},
+    }
+}
+
+
+@router.post("/v1/discovery/evaluate", response_model=EvaluateOut, openapi_extra=_EVALUATE_BODY)
+async def evaluate(request: Request, caller: Caller, ctx: Ctx) -> EvaluateOut:
+    """Raise each blinded point to the server's key; each point counts against the quota."""
+    body = parse_body(EvaluateIn, await request.body())
+    points = await private_discovery.evaluate(ctx, caller.user_id, body.key_version, body.points)
+    return EvaluateOut(key_version=body.key_version, points=points)
+
+
+@router.post("/v1/discovery/resolve", response_model=ResolveOut)
+async def resolve(body: ResolveIn, caller: Caller, ctx: Ctx) -> dict[str, Any]:
+    """The users behind the tags the client matched in the filter."""
+    async with ctx.read() as tx:
+        users = await private_discovery.resolve(tx, caller.user_id, body.key_version, body.tags)
+    return {"users": users}
+
+
+@router.post("/v1/admin/discovery/rotate-key", response_model=KeyRotated, dependencies=[Admin])
+async def rotate_key(ctx: Ctx) -> KeyRotated:
+    """A new OPRF key: every user is tagged under it, then clients re-evaluate."""
+    return KeyRotated(key_version=await private_discovery.rotate(ctx))
