@@ -24,6 +24,7 @@ from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.services import push
 from tests.live import Live, emit, eventually, recv, recv_events, serve
+from tests.workers import redis_url
 
 SECRET = "webhook-secret-0123456789"
 
@@ -308,6 +309,9 @@ def test_backoff_grows_exponentially_up_to_the_cap() -> None:
 
 async def test_two_processes_share_the_outbox_and_deliver_each_once(fast: Settings) -> None:
     fast.push_batch_size = 5
+    # Several processes are one service through Redis: it tells b at once that a changed the
+    # webhook setting (each process caches the settings).
+    fast.redis_url = redis_url()
     async with (
         Receiver().running() as receiver,
         serve(fast, SystemClock()) as a,
