@@ -24,6 +24,7 @@ from contactsync.server.clock import ManualClock
 from contactsync.server.services import app_settings
 from tests.client.conftest import Factory, book
 from tests.conftest import Api
+from tests.live import eventually
 
 ME = "+14155550100"
 
@@ -239,6 +240,29 @@ async def test_the_discovery_quota_keeps_the_rest_queued_until_it_refills(
     again = await manager.sync()
     assert again.error is None and again.waiting == 0
     assert again.uploaded == 3 and len(await book(api, me)) == 5
+
+
+async def test_a_started_manager_sends_what_waited_once_the_quota_refills(
+    api: Api, managers: Factory, clock: ManualClock
+) -> None:
+    _, me = await api.user_with_token(ME)
+    async with api.ctx.tx() as tx:
+        await app_settings.update(
+            tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24}
+        )
+    manager = managers(MemorySource(people(5)), me, batch_size=2, watch_interval=0.02)
+    first = await manager.start()
+    assert first.waiting == 3 and len(await book(api, me)) == 2
+    assert first.resume_at is not None and first.resume_at > time.time() + 60
+    # the refill time comes (the server's clock, and the client's due time, move on)
+    clock.advance((first.retry_after or 0) * 3)
+    first.resume_at = time.time()
+    await eventually(lambda: book_size(api, me, 5), timeout=10)
+    assert manager.last_metrics is not None and manager.last_metrics.waiting == 0
+
+
+async def book_size(api: Api, me: dict[str, str], size: int) -> bool:
+    return len(await book(api, me)) == size
 
 
 async def test_server_limit_below_batch_size_replans(api: Api, managers: Factory) -> None:
