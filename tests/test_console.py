@@ -196,6 +196,26 @@ async def test_user_page_and_reveal(api: Api) -> None:
     assert (await api.client.get("/console/users/999999")).status_code == 404
 
 
+async def test_user_page_shows_who_can_find_the_user_and_the_discovery_mode(api: Api) -> None:
+    ann, ann_token = await api.user_with_token(ANN, "Ann")
+    await sign_in(api)
+    page = await api.client.get(f"/console/users/{ann['user_id']}")
+    assert 'id="discoverable-by">the app default<' in page.text
+    assert 'id="announce-join-to">everybody<' in page.text
+    assert "books-not-stored" not in page.text
+    r = await api.client.put(
+        "/v1/me/preferences",
+        json={"discoverable_by": "contacts", "announce_join_to": "nobody"},
+        headers=ann_token,
+    )
+    assert r.status_code == 200, r.text
+    api.ctx.settings.discovery_mode = "private"
+    page = await api.client.get(f"/console/users/{ann['user_id']}")
+    assert 'id="discoverable-by">contacts<' in page.text
+    assert 'id="announce-join-to">nobody<' in page.text
+    assert "address books are not stored" in page.text
+
+
 async def test_revoke_restrict_pair_unpair_delete(api: Api) -> None:
     ann, ann_token = await api.user_with_token(ANN, "Ann")
     bob = await api.create_user(BOB, "Bob")

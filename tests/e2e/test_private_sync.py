@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from contactsync.client import Contact, ContactsManager, Event, MemorySource
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
+from tests.e2e.test_sdk_sync import cli
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +223,60 @@ async def quota_left(db_url: str, owner: int) -> float:
         return float(await conn.fetchval(query + "$1", key))
     finally:
         await conn.close()
+
+
+def test_the_cli_shows_and_changes_the_controls_and_syncs_privately(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"CONTACTSYNC_DISCOVERY_MODE": "private"})
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers=ADMIN) as admin:
+            uid = admin.post("/v1/admin/users", json={"phone": OWNER}).json()["user_id"]
+            friend = admin.post("/v1/admin/users", json={"phone": "+14155550101"}).json()
+        state = tmp_path / "state"
+        login = cli(
+            "login",
+            "--server",
+            server.url,
+            "--admin-key",
+            ADMIN_KEY,
+            "--user-id",
+            str(uid),
+            "--device-id",
+            "cli",
+            "--state",
+            str(state),
+        )
+        assert login.returncode == 0, login.stderr
+        shown = cli("privacy", "--server", server.url, "--state", str(state))
+        assert shown.returncode == 0, shown.stderr
+        assert "discoverable by: the app default" in shown.stdout
+        assert "discovery: private" in shown.stdout
+        changed = cli(
+            "privacy",
+            "--discoverable-by",
+            "contacts",
+            "--announce-join-to",
+            "nobody",
+            "--server",
+            server.url,
+            "--state",
+            str(state),
+        )
+        assert changed.returncode == 0, changed.stderr
+        assert "discoverable by: contacts" in changed.stdout
+        assert "announce joining to: nobody" in changed.stdout
+        bad = cli("privacy", "--discoverable-by", "all", "--state", str(state))
+        assert bad.returncode == 2 and "all" in bad.stderr
+        book = tmp_path / "book.vcf"
+        book.write_text(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:1\r\nFN:Bob\r\nTEL:(415) 555-0101\r\nEND:VCARD\r\n"
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:2\r\nFN:Nobody\r\nTEL:(415) 555-0191\r\n"
+            "END:VCARD\r\n"
+        )
+        synced = cli("sync", str(book), "--region", "US", "--state", str(state), "--json")
+        assert synced.returncode == 0, synced.stderr
+        metrics = json.loads(synced.stdout)
+        assert metrics["uploaded"] == 0 and metrics["evaluated"] >= 2
+        assert [u["user_id"] for u in metrics["registered"]] == [friend["user_id"]]
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ command line."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import sys
@@ -418,6 +419,9 @@ def _table(metrics: SyncMetrics) -> None:
         ("failed", metrics.failed, "not synced: unreadable cards, or refused by the server"),
         ("registered", len(metrics.registered), "of your contacts use the app"),
     ]
+    if metrics.evaluated:
+        # private discovery: nothing is uploaded; numbers go through the OPRF instead
+        rows.append(("evaluated", metrics.evaluated, "numbers matched privately (never sent)"))
     for key, value, meaning in rows:
         table.add_row(key, f"{value:,}", meaning)
     table.add_row("batches", f"{metrics.batches:,}", "")
@@ -618,6 +622,71 @@ def logout(
     typer.echo("logged out; local sync state removed")
 
 
+class Audience(enum.StrEnum):
+    everybody = "everybody"
+    contacts = "contacts"
+    nobody = "nobody"
+
+
+def privacy(
+    discoverable_by: Annotated[
+        Audience | None,
+        typer.Option(
+            "--discoverable-by",
+            help="Who may learn that you use the app: everybody, contacts (people whose "
+            "number is in your book), nobody",
+        ),
+    ] = None,
+    announce_join_to: Annotated[
+        Audience | None,
+        typer.Option(
+            "--announce-join-to",
+            help='Who hears "X joined": everybody whose book holds you, contacts (mutual), '
+            "nobody",
+        ),
+    ] = None,
+    server: Server = None,
+    token: Token = None,
+    device_id: DeviceId = None,
+    state: State = None,
+) -> None:
+    """Show who can find you and who hears that you joined, and the server's discovery mode;
+    change them with the options."""
+    server = _server(server, state)
+    bearer = _token(token, state, server)
+    changes = {
+        key: value.value
+        for key, value in (
+            ("discoverable_by", discoverable_by),
+            ("announce_join_to", announce_join_to),
+        )
+        if value is not None
+    }
+
+    async def run() -> tuple[dict[str, Any], str]:
+        manager = _account_manager(server, bearer, device_id, state, events=False)
+        try:
+            await manager.initialize()
+            prefs = await (
+                manager.preferences.update(**changes) if changes else manager.preferences.sync()
+            )
+            return prefs, str(manager.discovery)
+        finally:
+            await manager.close()
+
+    try:
+        prefs, mode = asyncio.run(run())
+    except ClientError as exc:
+        typer.echo(f"privacy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"discoverable by: {prefs.get('discoverable_by') or 'the app default'}")
+    typer.echo(f"announce joining to: {prefs.get('announce_join_to') or 'everybody'}")
+    typer.echo(
+        f"discovery: {mode}"
+        + (" (your contacts' numbers never leave this device)" if mode == "private" else "")
+    )
+
+
 def _save_all_credentials(state: Path | None, data: dict[str, Any]) -> None:
     folder = state or default_state_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -702,4 +771,5 @@ def register(app: typer.Typer) -> None:
     app.command()(events)
     app.command()(conversations)
     app.command()(logout)
+    app.command()(privacy)
     app.command()(demo)

@@ -33,6 +33,11 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
 
+class DiscoveryMode(enum.StrEnum):
+    stored = "stored"
+    private = "private"
+
+
 class LogFormat(enum.StrEnum):
     json = "json"
     text = "text"
@@ -67,6 +72,14 @@ def serve(
         LogFormat | None,
         typer.Option("--log-format", help="json (default): one object a line; text: for people"),
     ] = None,
+    discovery_mode: Annotated[
+        DiscoveryMode | None,
+        typer.Option(
+            "--discovery-mode",
+            help="stored (default): keep address books; private: keep none, discover "
+            "through the OPRF filter (docs/privacy.md) (env CONTACTSYNC_DISCOVERY_MODE)",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -91,6 +104,7 @@ def serve(
         "default_region": default_region,
         "log_level": log_level,
         "log_format": log_format.value if log_format else None,
+        "discovery_mode": discovery_mode.value if discovery_mode else None,
     }
     settings = _settings(**options)
     server_logging.configure(settings.log_level, settings.log_format)
@@ -122,7 +136,8 @@ def serve(
     typer.echo(
         f"contactsync on http://{settings.host}:{settings.port} "
         f"({'sqlite' if not settings.database_url else 'postgresql'}"
-        f"{f', {workers} workers' if workers > 1 else ''})"
+        f"{f', {workers} workers' if workers > 1 else ''}"
+        f"{', private discovery' if settings.discovery_mode == 'private' else ''})"
     )
     uvicorn.run(
         application,

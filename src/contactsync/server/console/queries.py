@@ -172,6 +172,8 @@ class UserPage:
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     relation_rows: list[dict[str, Any]] = field(default_factory=list)
     conversations: list[dict[str, Any]] = field(default_factory=list)
+    # who may find the user and who hears that they joined (None: the app default)
+    privacy: dict[str, str | None] = field(default_factory=dict)
 
 
 SHOWN = 50  # rows of each list on a user's page (the counts above them say how many in all)
@@ -311,7 +313,19 @@ async def user_page(tx: Tx, user_id: int) -> UserPage:
         recent_events=await _recent_events(tx, user_id),
         relation_rows=await _relation_rows(tx, user_id) if relations is not None else [],
         conversations=await _conversations(tx, user_id),
+        privacy=await _privacy(tx, user_id),
     )
+
+
+async def _privacy(tx: Tx, user_id: int) -> dict[str, str | None]:
+    row = (
+        await tx.conn.execute(
+            sa.select(users_table.c.discoverable_by, users_table.c.announce_join_to).where(
+                users_table.c.id == user_id
+            )
+        )
+    ).one()
+    return {"discoverable_by": row.discoverable_by, "announce_join_to": row.announce_join_to}
 
 
 async def resolve_user(tx: Tx, text: str, *, default_region: str | None) -> users.User:

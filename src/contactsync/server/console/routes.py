@@ -349,7 +349,12 @@ async def _user_page(
     return page(
         request,
         "user.html",
-        {"p": data, "reveal": reveal, "error": error},
+        {
+            "p": data,
+            "reveal": reveal,
+            "error": error,
+            "mode": ctx.settings.discovery_mode,
+        },
         session=session,
         status=status,
     )
