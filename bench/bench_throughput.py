@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -53,6 +54,14 @@ BOOK = 1_000
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TARGET_REQ_PER_CPU_S = 300  # incremental uploads, 32 clients
 TARGET_SINGLE_P50_MS = 5.0
+
+
+def ephemeral_port() -> int:
+    """A port the kernel picks (not the tests' fixed ranges, which other runs on this machine
+    may be using at the same moment)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def tree_cpu(pid: int) -> float:
@@ -305,6 +314,7 @@ async def _measure(backend: str) -> list[Figure]:
                     url.replace("+asyncpg", "") if backend != "sqlite" else None,
                     env=env,
                     args=args,
+                    port=ephemeral_port(),
                 )
                 if backend == "sqlite":
                     (Path(tmp) / "server").mkdir()

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from contactsync.server import cursors
 from contactsync.server.clock import ManualClock
 from contactsync.server.services import app_settings
+from contactsync.server.store.tables import metadata
 from tests.conftest import Api
 
 A, B, C, D = "+14155550101", "+14155550102", "+14155550103", "+14155550104"
@@ -402,3 +403,38 @@ async def test_relations_by_number_count_against_the_same_quota(api: Api) -> Non
     assert r.status_code == 429
     r = await api.client.put("/v1/relations/+14155557100", headers=me, json={"subscribe": False})
     assert r.status_code == 200  # checked today already: free
+
+
+async def _every_row(api: Api) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: what 'nothing written' is checked against."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    async with api.ctx.read() as tx:
+        for table in metadata.sorted_tables:
+            rows = await tx.conn.execute(sa.select(table))
+            out[table.name] = sorted((tuple(map(repr, row)) for row in rows), key=repr)
+    return out
+
+
+async def test_a_recheck_of_what_the_book_holds_writes_nothing(api: Api) -> None:
+    friend = await api.create_user(B, "Bob")
+    await api.create_user(C, "Cy")
+    _, me = await api.user_with_token("+14155550100")
+    contacts = [
+        {"phone": A, "name": "Ann"},
+        {"phone": B, "name": "Bob"},
+        {"phone": C, "name": "Cy"},
+        {"phone": D, "name": "Dee"},
+    ]
+    await upload(api, me, contacts)
+    before = await _every_row(api)
+    assert before["book_entries"] and before["events"]  # the snapshot covers what can change
+    for again in (contacts, [{"phone": c["phone"]} for c in contacts]):  # names kept, too
+        r = await upload(api, me, again)
+        assert (r["created"], r["updated"], r["deleted"], r["unchanged"]) == (0, 0, 0, 4)
+        assert [u["user_id"] for u in r["registered"]] == [friend["user_id"], friend["user_id"] + 1]
+        assert await _every_row(api) == before  # row counts, updated_at, everything
+    # A rename is news for the other devices: only the renamed registered contact.
+    await upload(api, me, [{"phone": B, "name": "Bobby"}, {"phone": C, "name": "Cy"}])
+    last = (await api.events(me))[-1]
+    assert last["type"] == "contacts.registered"
+    assert [u["phone"] for u in last["data"]["users"]] == [B]

@@ -20,6 +20,7 @@ from contactsync.server.cache import Caches
 from contactsync.server.clock import Clock, SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.context import Context
+from contactsync.server.edge import Edge, Limiter
 from contactsync.server.http import (
     addressbook,
     admin_pairs,
@@ -42,9 +43,7 @@ from contactsync.server.http import (
 )
 from contactsync.server.http import push as push_admin
 from contactsync.server.http import settings as settings_api
-from contactsync.server.http.limits import BodySizeLimit
-from contactsync.server.logging import RequestIdMiddleware
-from contactsync.server.metrics import Metrics, MetricsMiddleware
+from contactsync.server.metrics import Metrics
 from contactsync.server.services import admin, private_discovery, retention
 from contactsync.server.services.otp_senders import OtpSender, sender_from_settings
 from contactsync.server.store import migrate
@@ -191,10 +190,13 @@ def create_app(
     console.install(app)
     docs.install(app)
     openapi.install(app)
-    # The last added runs first: request id around everything (even a 413), then metrics.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    # One pure ASGI layer before routing: request id, access line, metrics, the concurrency
+    # limit and the body gate (edge.py).
+    limiter = Limiter(settings.max_concurrent_requests, settings.overload_wait_seconds)
+    ctx.services["limiter"] = limiter
+    app.add_middleware(
+        Edge, metrics=metrics, max_body_bytes=settings.max_body_bytes, limiter=limiter
+    )
     if settings.trusted_proxies:
         # Outermost: everything inside sees the client the trusted proxy names. uvicorn's own
         # header handling is off (`serve`), so nothing else believes the header.

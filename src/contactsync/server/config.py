@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # file (`<data_dir>/discovery_keys` by default) must be the same for every process.
     discovery_mode: Literal["stored", "private"] = "stored"
     discovery_key_file: Path | None = None
+    # At most this many HTTP requests are worked on at once in one process; one that gets no
+    # slot within overload_wait_seconds is answered 503 overloaded with Retry-After (it
+    # changed nothing), so accepted requests stay fast and the rest are refused at once.
+    max_concurrent_requests: int = 32
+    overload_wait_seconds: float = 0.5
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"
     otp_webhook_url: str | None = None

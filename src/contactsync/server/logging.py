@@ -6,11 +6,11 @@
   looks like a token or admin key, or a `token=`/`key=` query value (uvicorn's own line for a
   WebSocket handshake carries the raw query string); DEBUG keeps them for local
   troubleshooting. The text format masks the same.
-- `RequestIdMiddleware` gives every HTTP request and WebSocket an id (the caller's
-  `X-Request-ID` when it is a sane token, else a new one), keeps it in a context variable that
-  the formatter reads, returns it in the `X-Request-ID` response header, and writes one access
-  line per request with the route *template* (`/v1/admin/users/{user_id}`), never the raw path
-  or query string: paths such as `/v1/relations/+E164` carry numbers.
+- `edge.Edge` gives every HTTP request and WebSocket an id (the caller's `X-Request-ID` when
+  it is a sane token, else a new one), keeps it in `request_id_var`, which the formatter reads,
+  returns it in the `X-Request-ID` response header, and writes one access line per request to
+  `access_log` with the route *template* (`route_template`: `/v1/admin/users/{user_id}`), never
+  the raw path or query string: paths such as `/v1/relations/+E164` carry numbers.
 - `configure(level, fmt)` installs the formatter on the root logger and routes uvicorn's own
   loggers through it; `contactsync serve` calls it and turns uvicorn's access log off.
 """
@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from contactsync import phone as phones
 
@@ -50,7 +50,6 @@ _SECRET_QUERY = re.compile(
 _NOT_TEXT = frozenset({"ts", "level", "logger", "request_id"})
 # uvicorn's ANSI-coloured copy of its message: noise in a JSON line.
 _DROPPED = frozenset({"color_message"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 
 # LogRecord attributes that are not `extra` fields.
 _STANDARD = frozenset(
@@ -171,63 +170,3 @@ def route_template(scope: Scope) -> str:
         # A mounted app (the console's static files): the router names no route for it.
         return f"{scope['root_path']}/{{path}}"
     return "<unmatched>"
-
-
-class RequestIdMiddleware:
-    """Tags each request with an id, answers it in `X-Request-ID`, logs one access line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = _header(scope, b"x-request-id")
-        # A caller's id is kept when it is a sane token (and not something like a number).
-        usable = given and _REQUEST_ID.fullmatch(given) and redact(given) == given
-        request_id = given if given and usable else new_request_id()
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            elif message["type"] == "websocket.accept":
-                status = 101
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            access_log.info(
-                "%s %s %s",
-                scope.get("method", "WS"),
-                route_template(scope),
-                status,
-                extra={
-                    "method": scope.get("method", "WS"),
-                    "route": route_template(scope),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            request_id_var.reset(token)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or []:
-        if key == name:
-            try:
-                return str(value.decode("latin-1"))
-            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any bytes
-                return None
-    return None

@@ -2,7 +2,7 @@
 
 Three kinds of figure:
 
-- Per-request, recorded by `MetricsMiddleware`: `contactsync_http_requests_total{method,route,
+- Per-request, recorded by `edge.Edge`: `contactsync_http_requests_total{method,route,
   status}` and `contactsync_http_request_duration_seconds{method,route}` (a histogram). `route`
   is the route template (`/v1/admin/users/{user_id}`), or `<unmatched>`, so labels stay bounded.
 - Counters the services bump, reached as `ctx.services["metrics"]` (a `Metrics`):
@@ -37,18 +37,15 @@ Three kinds of figure:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactsync.errors import Unauthorized
 from contactsync.server.context import Context
-from contactsync.server.logging import route_template
 from contactsync.server.services import admin, secrets
 from contactsync.server.store.tables import book_entries, users
 
@@ -169,35 +166,6 @@ async def db_figures(ctx: Context) -> dict[str, Any]:
         entry_count = await tx.conn.scalar(sa.select(sa.func.count()).select_from(book_entries))
         outbox = await outbox_counts(tx.conn)
     return {"users": int(user_count or 0), "book_entries": int(entry_count or 0), "outbox": outbox}
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by its route template."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe)
-        finally:
-            route = route_template(scope)
-            method = str(scope.get("method", ""))
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)
 
 
 router = APIRouter(tags=["operations"])

@@ -121,6 +121,9 @@ async def upload(
             details={"field": "batch_id"},
         )
     open_batch = False
+    # Only a caller's own batch_id can come back in a retry: a request without one keeps no
+    # record of its answer (one it made up could never be asked for again).
+    recorded = batch_id is not None
     if batch_id is not None:
         row = (
             await tx.conn.execute(
@@ -147,15 +150,20 @@ async def upload(
     held = await _held(tx, owner.user_id, list(desired))
     await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
 
+    news: set[str] = set()  # numbers this upload put in the book or renamed there
     if staging:
         counts = await _stage(tx, owner.user_id, batch_id, desired)
     elif request.force:
-        counts = await _replace(tx, owner.user_id, book, batch_id if open_batch else None, desired)
+        counts, news = await _replace(
+            tx, owner.user_id, book, batch_id if open_batch else None, desired
+        )
     else:
         existing = {p: books[book] for p, books in held.items() if book in books}
-        counts = await _merge(tx, owner.user_id, book, desired, existing)
+        counts, news = await _merge(tx, owner.user_id, book, desired, existing)
 
     registered = await _registered(tx, owner.user_id, {p: desired[p][0] for p in adds})
+    # The caller's other devices hear of registered contacts this upload put in the book or
+    # renamed; a re-check of what the book already holds writes nothing.
     response: dict[str, Any] = {
         "batch_id": batch_id,
         "final": not staging,
@@ -164,17 +172,19 @@ async def upload(
         "registered": registered,
         "rewritten": rewritten,
     }
-    await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
+    if recorded:
+        await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
     tx.counts["contacts_uploaded"] += len(request.contacts)
     tx.counts["matches"] += len(registered)
-    if registered:
+    learnt = [user for user in registered if user["phone"] in news]
+    if learnt:
         await events.append(
             tx,
             [
                 events.NewEvent(
                     owner.user_id,
                     "contacts.registered",
-                    {"users": registered, "batch_id": batch_id, "device_id": request.device_id},
+                    {"users": learnt, "batch_id": batch_id, "device_id": request.device_id},
                 )
             ],
         )
@@ -240,7 +250,7 @@ async def _merge(
     book: str,
     desired: dict[str, tuple[str | None, bool]],
     existing: dict[str, str | None],
-) -> dict[str, int]:
+) -> tuple[dict[str, int], set[str]]:
     create: list[tuple[str, str | None]] = []
     rename: list[tuple[str, str | None]] = []
     delete: list[str] = []
@@ -258,12 +268,13 @@ async def _merge(
         else:
             unchanged += 1
     await _apply(tx, owner_id, book, create, rename, delete)
-    return {
+    counts = {
         "created": len(create),
         "updated": len(rename),
         "deleted": len(delete),
         "unchanged": unchanged,
     }
+    return counts, {number for number, _ in (*create, *rename)}
 
 
 async def _replace(
@@ -272,7 +283,7 @@ async def _replace(
     book: str,
     staged_batch: str | None,
     desired: dict[str, tuple[str | None, bool]],
-) -> dict[str, int]:
+) -> tuple[dict[str, int], set[str]]:
     """The book becomes exactly the staged parts plus this request (later entries win)."""
     wanted: dict[str, tuple[str | None, bool]] = {}
     if staged_batch is not None:
@@ -300,12 +311,13 @@ async def _replace(
     ]
     delete = [n for n in existing if n not in keep]
     await _apply(tx, owner_id, book, create, rename, delete)
-    return {
+    counts = {
         "created": len(create),
         "updated": len(rename),
         "deleted": len(delete),
         "unchanged": len(keep) - len(create) - len(rename),
     }
+    return counts, {number for number, _ in (*create, *rename)}
 
 
 async def _stage(
@@ -419,36 +431,41 @@ async def _record_batch(
     staging: bool,
     response: dict[str, Any],
 ) -> None:
+    """Keep the answer to a caller's batch_id (one upsert), and forget old ones."""
     state, stored = ("open", None) if staging else ("done", response)
-    updated = await tx.conn.execute(
-        sa.update(upload_batches)
-        .where(upload_batches.c.owner_id == owner_id, upload_batches.c.batch_id == batch_id)
-        .values(state=state, response=stored)
+    await tx.conn.execute(
+        _RECORD,
+        {
+            "owner": owner_id,
+            "batch": batch_id,
+            "book": book,
+            "force": force,
+            "state": state,
+            "response": stored,
+            "now": tx.now,
+        },
     )
-    if updated.rowcount == 0:
-        await tx.conn.execute(
-            sa.insert(upload_batches).values(
-                owner_id=owner_id,
-                batch_id=batch_id,
-                book=book,
-                force=force,
-                state=state,
-                response=stored,
-                created_at=tx.now,
-            )
-        )
     # Forget old answers; an abandoned multi-part force upload is dropped after a day.
     await tx.conn.execute(
-        sa.delete(upload_batches).where(
-            upload_batches.c.owner_id == owner_id,
-            sa.or_(
-                upload_batches.c.created_at < tx.now - BATCH_KEEP_MS,
-                sa.and_(
-                    upload_batches.c.state == "open", upload_batches.c.created_at < tx.now - DAY_MS
-                ),
-            ),
-        )
+        _FORGET, {"owner": owner_id, "old": tx.now - BATCH_KEEP_MS, "open": tx.now - DAY_MS}
     )
+
+
+_RECORD = sa.text(
+    "INSERT INTO upload_batches (owner_id, batch_id, book, force, state, response, created_at) "
+    "VALUES (:owner, :batch, :book, :force, :state, :response, :now) "
+    "ON CONFLICT (owner_id, batch_id) "
+    "DO UPDATE SET state = excluded.state, response = excluded.response"
+).bindparams(sa.bindparam("response", type_=upload_batches.c.response.type))
+_FORGET = sa.delete(upload_batches).where(
+    upload_batches.c.owner_id == sa.bindparam("owner"),
+    sa.or_(
+        upload_batches.c.created_at < sa.bindparam("old"),
+        sa.and_(
+            upload_batches.c.state == "open", upload_batches.c.created_at < sa.bindparam("open")
+        ),
+    ),
+)
 
 
 async def _changed(tx: Tx, owner_id: int, book: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from contactsync.errors import InvalidRequest, Unauthorized
+from contactsync.server.cache import Caches
 from contactsync.server.cache import sessions_changed as changed
 from contactsync.server.context import Tx
 from contactsync.server.services import secrets
@@ -92,6 +93,14 @@ _AUTHENTICATE = (
     .join(devices, devices.c.id == tokens.c.device_pk)
     .where(tokens.c.token_hash == sa.bindparam("token_hash"))
 )
+
+
+def cached(caches: Caches | None, token: str) -> Session | None:
+    """The session behind a token when this process has it cached, else None."""
+    if caches is None or not token.startswith(secrets.TOKEN_PREFIX) or len(token) > 100:
+        return None
+    found: Session | None = caches.sessions.get(secrets.sha256(token))
+    return found
 
 
 async def authenticate(tx: Tx, token: str, *, cached: bool = True) -> Session:
