@@ -13,8 +13,9 @@ database answers again: no restart needed.
 
 No ping on every checkout (it cost a round trip and ~0.8 ms of CPU per transaction). A pooled
 PostgreSQL connection whose socket was closed while it sat in the pool (a restart, a proxy
-that cut it) is known closed without a round trip and replaced before the request uses it;
-one that sat idle for `IDLE_PING_S` is pinged first (a peer that vanished without closing).
+that cut it) is seen without a round trip (a poll of its socket) and pinged, so it is replaced
+before the request uses it; one that sat idle for `IDLE_PING_S` is pinged too (a peer that
+vanished without closing).
 A connection that breaks while busy fails its statement: that request ends with
 `StoreUnavailable` and SQLAlchemy replaces every older connection of the pool.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -268,12 +270,13 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     @event.listens_for(pool, "checkout")
     def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         # A connection the server (or anything between) closed while it sat in the pool is
-        # known closed without asking: the driver saw the end of its socket.
+        # known closed without a round trip: the driver saw the end of its socket, or the
+        # socket has something to read (an idle connection has nothing to say but goodbye).
         driver = getattr(record, "driver_connection", None)
         if driver is not None and driver.is_closed():
             raise DisconnectionError("the pooled connection was closed")
         since = record.info.get("idle_since")
-        if since is None or time.monotonic() - since < idle_seconds:
+        if not _readable(driver) and (since is None or time.monotonic() - since < idle_seconds):
             return
         try:
             alive = dialect.do_ping(dbapi_conn)
@@ -282,6 +285,17 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
         if not alive:
             # The pool throws this connection away and checks out a fresh one.
             raise DisconnectionError("the pooled connection did not answer a ping")
+
+
+def _readable(driver: Any) -> bool:
+    """Whether the driver connection's socket is readable (or closed) right now."""
+    transport = getattr(driver, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+    return bool(poller.poll(0))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
