@@ -38,7 +38,7 @@ _MEANING = {
     429: "Too many requests or over a quota: wait `Retry-After` seconds.",
     503: "The server is overloaded or its database is unreachable: retry after `Retry-After`.",
 }
-# errors a client sees outside the error classes (server/http/errors.py, http/limits.py)
+# errors a client sees outside the error classes (server/http/errors.py, server/edge.py)
 _EXTRA_CODES = {400: ["bad_request"], 404: ["not_found"], 413: ["body_too_large"]}
 
 EXAMPLES: dict[str, Any] = {
