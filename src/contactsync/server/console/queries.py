@@ -78,7 +78,8 @@ async def overview(tx: Tx) -> Overview:
     user_count = await tx.conn.scalar(sa.select(sa.func.count()).select_from(users_table))
     entries = await tx.conn.scalar(sa.select(sa.func.count()).select_from(book_entries))
     joins = await _per_hour(tx, users_table.c.created_at, since)
-    # Every upload request leaves a row in upload_batches (kept for days), so it counts them.
+    # Every upload that changed a book or carried a batch_id leaves a row in upload_batches
+    # (kept for days), so it counts them; a re-check that changed nothing is not counted.
     uploads = await _per_hour(tx, upload_batches.c.created_at, since)
     hours = [first_hour + i for i in range(CHART_HOURS)]
     return Overview(

@@ -121,8 +121,9 @@ async def upload(
             details={"field": "batch_id"},
         )
     open_batch = False
-    # Only a caller's own batch_id can come back in a retry: a request without one keeps no
-    # record of its answer (one it made up could never be asked for again).
+    # Only a caller's own batch_id can come back in a retry; an upload without one is recorded
+    # only when it changed the book (the console counts uploads by these rows): a re-check of
+    # what the book holds writes nothing.
     recorded = batch_id is not None
     if batch_id is not None:
         row = (
@@ -172,7 +173,7 @@ async def upload(
         "registered": registered,
         "rewritten": rewritten,
     }
-    if recorded:
+    if recorded or staging or counts["created"] or counts["updated"] or counts["deleted"]:
         await _record_batch(tx, owner.user_id, batch_id, book, request.force, staging, response)
     tx.counts["contacts_uploaded"] += len(request.contacts)
     tx.counts["matches"] += len(registered)
