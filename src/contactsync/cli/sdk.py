@@ -381,6 +381,18 @@ async def _sync(
     try:
         with progress:
             metrics = await (manager.force_sync() if force else manager.sync())
+            if not metrics.error and not metrics.waiting:
+                # a resync sends only what changed: the bar ends full, at what was sent
+                done = progress.tasks[0].completed
+                if done:
+                    progress.update(task, total=done, completed=done)
+                else:
+                    progress.update(
+                        task,
+                        description=f"{records:,} contacts: nothing to send",
+                        total=1,
+                        completed=1,
+                    )
     except ClientError as exc:
         typer.echo(f"sync failed: {exc}", err=True)
         raise typer.Exit(1) from None
