@@ -493,7 +493,7 @@ class SyncRequested(Output):
 # --- private discovery (docs/privacy.md) ---------------------------------------------------
 
 MAX_POINTS = 100_000  # the hard bound; the app's max_contacts_per_request is the real limit
-Point = Annotated[str, StringConstraints(max_length=64)]
+Point = Annotated[str, StringConstraints(max_length=64), STORABLE]
 
 
 class DiscoveryInfo(Output):
@@ -503,7 +503,7 @@ class DiscoveryInfo(Output):
 
 
 class EvaluateIn(Input):
-    key_version: int
+    key_version: Seq
     points: Annotated[list[Point], Field(max_length=MAX_POINTS)]
 
 
@@ -513,7 +513,7 @@ class EvaluateOut(Output):
 
 
 class ResolveIn(Input):
-    key_version: int
+    key_version: Seq
     tags: Annotated[list[Point], Field(max_length=MAX_POINTS)]
 
 
