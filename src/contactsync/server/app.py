@@ -105,6 +105,7 @@ async def prepare(settings: Settings) -> None:
         key = await admin.ensure_admin_key(ctx)
         if key.source == "generated":
             log.warning("created an admin key; it is in %s", key.path)
+        await private_discovery.ensure_key(ctx)  # one key for all the workers
     finally:
         await ctx.db.dispose()
 

@@ -122,12 +122,21 @@ async def state(tx: Tx, *, lock: bool = False) -> State:
 async def start(ctx: Context) -> None:
     """On start: make sure a key exists and the database uses one the file holds, then tag
     the users who have no tag yet (in the background)."""
+    await ensure_key(ctx)
+    ctx.services["discovery_filter"] = FilterCache()
+    ctx.services["discovery_backfill"] = asyncio.create_task(backfill(ctx), name="discovery-tags")
+
+
+async def ensure_key(ctx: Context) -> KeyRing:
+    """The key file, created with a first key if needed; the database's key version made one
+    the file holds (a lost file: a new key, as a rotation)."""
     keys = KeyRing(ctx.settings.resolved_discovery_key_file())
     ctx.services["discovery_keys"] = keys
-    ctx.services["discovery_filter"] = FilterCache()
-    keys.load()
     async with ctx.tx() as tx:
         current = await state(tx, lock=True)
+        # read under the state row's lock: a process starting beside this one (serve
+        # --workers N) may have just written the first key
+        keys.load()
         if current.key_version in keys.keys:
             pass
         elif current.key_version == 0:
@@ -143,7 +152,7 @@ async def start(ctx: Context) -> None:
                 version,
             )
             await _switch(tx, version)
-    ctx.services["discovery_backfill"] = asyncio.create_task(backfill(ctx), name="discovery-tags")
+    return keys
 
 
 async def stop(ctx: Context) -> None:
