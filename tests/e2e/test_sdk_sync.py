@@ -257,8 +257,10 @@ def test_malformed_csv_rows_are_reported_and_the_rest_syncs(server: Server, tmp_
         "Junk,Number,call me,(415) 555-0123\n".encode("cp1252")
     )
     run = cli(*sync_args(server, token, path, tmp_path / "state", "--json"))
-    assert run.returncode == 0, run.stderr
+    # A row that cannot be read is a failure, named, not a silent drop: exit 1, the rest synced.
+    assert run.returncode == 1, run.stderr
     metrics = json.loads(run.stdout)
+    assert metrics["failed"] == 1 and metrics["error"] is None
     invalid = sorted((i["reason"], i["where"] or i["phone"]) for i in metrics["invalid"])
     assert invalid == [("malformed_csv_row", "outlook.csv:3"), ("not_a_number", "call me")]
     assert server.book(token) == {"+4915123456789": "Jürgen Müller", "+14155550123": "Junk Number"}
