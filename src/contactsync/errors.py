@@ -1,8 +1,13 @@
 """Domain errors: one class per failure, each with a stable code and an HTTP status.
 
-Services raise these; the HTTP layer turns them into the contract's JSON error body in one
-place (`server/http/errors.py`), and the WebSocket endpoint into a close code. Driver and
-library exceptions are translated at the boundary where they happen.
+This module is part of the wire contract, shared by the server and the SDK: every code a client
+can see is a class here (`code`, `status`, and the docstring or `message` for its meaning), and
+the SDK maps each one to its own exception (`contactsync.client._errors`; a test checks that
+none is missing). Services raise these; the HTTP layer turns them into the contract's JSON error
+body in one place (`server/http/errors.py`), deriving HTTP headers from the error's fields
+(`retry_after` -> Retry-After), and the WebSocket endpoint into a close code. Domain errors
+carry no HTTP headers. Driver and library exceptions are translated at the boundary where they
+happen.
 """
 
 from __future__ import annotations
@@ -26,17 +31,10 @@ class ApiError(Exception):
     status = 400
     message = "The request failed."
 
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        details: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
         self.details = details
-        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message, self.details)
@@ -84,13 +82,11 @@ class InvalidRegion(ApiError):
 
 
 class Unauthorized(ApiError):
+    """Answered with `WWW-Authenticate: Bearer` (RFC 6750)."""
+
     code = "unauthorized"
     status = 401
     message = "A valid bearer token is required."
-
-    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
-        super().__init__(message, **kwargs)
 
 
 class Forbidden(ApiError):
@@ -141,7 +137,7 @@ class RateLimited(ApiError):
     def __init__(self, retry_after: int, message: str | None = None, **kwargs: Any) -> None:
         retry_after = max(1, int(retry_after))
         kwargs.setdefault("details", {"retry_after": retry_after})
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 
@@ -157,6 +153,12 @@ class OtpTooManyAttempts(ApiError):
     message = "Too many wrong codes; request a new one."
 
 
+class OtpSenderFailed(ApiError):
+    code = "otp_delivery_failed"
+    status = 502
+    message = "The code could not be sent; try again."
+
+
 class StoreUnavailable(ApiError):
     """The database did not answer in time or the connection to it was lost; the request
     changed nothing (its transaction never committed). Retry after."""
@@ -168,7 +170,7 @@ class StoreUnavailable(ApiError):
     def __init__(self, message: str | None = None, *, retry_after: int = 2, **kwargs: Any) -> None:
         retry_after = max(1, int(retry_after))
         kwargs.setdefault("details", {"retry_after": retry_after})
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 
@@ -182,7 +184,7 @@ class Overloaded(ApiError):
     def __init__(self, retry_after: int = 1, message: str | None = None, **kwargs: Any) -> None:
         retry_after = max(1, int(retry_after))
         kwargs.setdefault("details", {"retry_after": retry_after})
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 
@@ -350,3 +352,43 @@ class BooksNotStored(Conflict):
         "This server runs private discovery: address books are not stored. "
         "Use /v1/discovery (the SDK does so by itself)."
     )
+
+
+# --- answered by the HTTP layer itself (routing, media types, bugs) -------------------------
+
+
+class BadRequest(ApiError):
+    code = "bad_request"
+    status = 400
+    message = "The request could not be read."
+
+
+class MethodNotAllowed(ApiError):
+    code = "method_not_allowed"
+    status = 405
+    message = "This method is not allowed here."
+
+
+class UnsupportedMediaType(ApiError):
+    code = "unsupported_media_type"
+    status = 415
+    message = "The request body must be JSON."
+
+
+class InternalError(ApiError):
+    """A bug on the server: logged there with its trace, never shown to the client."""
+
+    code = "internal_error"
+    status = 500
+    message = "Something went wrong on the server."
+
+
+def every_error() -> list[type[ApiError]]:
+    """Every error class of the contract (the SDK's mapping test walks this)."""
+    found: list[type[ApiError]] = []
+    pending: list[type[ApiError]] = [ApiError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return [cls for cls in found if cls is not ApiError]

@@ -409,6 +409,27 @@ class SyncRequest(Input):
     message_limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
+class Preferences(Output):
+    """Every preference of a user with its default (GET/PUT /v1/me/preferences). Unknown keys
+    are refused; the types are strict (a boolean is `true`/`false`, not `"yes"` or `1`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # The consent a new conversation starts with for this user, when it was started by someone
+    # whose number is in one of the user's address books, and when it was not.
+    consent_from_contacts: Literal["allowed", "unknown"] = "allowed"
+    consent_from_others: Literal["unknown", "denied"] = "unknown"
+    # Notification choices, read by push delivery and by discovery.
+    notify_messages: bool = True
+    notify_message_requests: bool = True
+    notify_conversations: bool = True
+    notify_contact_joined: bool = True
+    # Who may learn that this user is registered (None: the app's discoverable_by_default),
+    # and who hears "X joined" when they register (services/discoverability.py).
+    discoverable_by: Literal["everybody", "contacts", "nobody"] | None = None
+    announce_join_to: Literal["everybody", "contacts", "nobody"] = "everybody"
+
+
 class DeviceSyncRequest(Input):
     reason: Annotated[Text | None, Field(max_length=200)] = None
 
@@ -483,6 +504,29 @@ class DeviceOut(Output):
 
 class DevicesOut(Output):
     devices: list[DeviceOut]
+
+
+class TokensRevoked(Output):
+    revoked: int
+
+
+class BookCleared(Output):
+    deleted: int
+
+
+class PairsOut(Output):
+    user_id: int
+    paired_with: list[int]
+
+
+class PushOutboxPage(Output):
+    items: list[dict[str, Any]]
+    counts: dict[str, int]
+    next_cursor: str | None = None
+
+
+class PushRequeued(Output):
+    requeued: int
 
 
 class SyncRequested(Output):

@@ -32,7 +32,7 @@ from contactsync.client._models import ConversationView, Event, Message, SyncSum
 from contactsync.client._store import LocalStore, stored_view
 from contactsync.protocol import CONSENT_STATES
 
-__all__ = ["CONSENT_STATES", "Conversation", "Conversations"]
+__all__ = ["Conversation", "Conversations"]
 
 log = logging.getLogger("contactsync.client.conversations")
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from contactsync.client._errors import ApiError, AuthError, NetworkError, RateLimited
+from contactsync.client._errors import ApiError, NetworkError, error_for
+from contactsync.protocol import ErrorOut
 
 __all__ = ["RetryPolicy", "ApiClient"]
 
@@ -131,9 +132,7 @@ class ApiClient:
                 wait = policy.delay(attempt) if asked is None else asked
                 if asked is not None and asked > policy.max_retry_after:
                     if response.status_code == 429:
-                        raise RateLimited(
-                            last.status, last.code, last.message, last.details, asked
-                        ) from None
+                        raise last from None
                     wait = policy.delay(attempt)
             attempt += 1
             out_of_attempts = policy.attempts is not None and attempt >= policy.attempts
@@ -145,8 +144,6 @@ class ApiClient:
                 f"The server at {self.server} did not answer for "
                 f"{self.clock() - started:.0f} s ({attempt} attempts; last: {last})"
             )
-        if last.status == 429:
-            raise RateLimited(last.status, last.code, last.message, last.details, asked or 0.0)
         raise last
 
 
@@ -161,14 +158,12 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _error(response: httpx.Response) -> ApiError:
+    """The exception of the tree (`_errors.py`) for an error answer, parsed with the
+    contract's error model; a body that is not one still gives an error by its status."""
     code, message, details = "http_error", response.reason_phrase, None
     try:
-        body = response.json()
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        code = str(error.get("code", code))
-        message = str(error.get("message", message))
-        details = error.get("details")
+        body = ErrorOut.model_validate_json(response.content).error
+        code, message, details = body.code, body.message, body.details
     except ValueError:
         pass
-    cls = AuthError if response.status_code == 401 else ApiError
-    return cls(response.status_code, code, message, details)
+    return error_for(response.status_code, code, message, details, _retry_after(response))

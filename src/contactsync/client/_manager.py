@@ -34,9 +34,11 @@ from contactsync.client._conversations import Conversation, Conversations
 from contactsync.client._errors import (
     ApiError,
     AuthError,
+    BookChanged,
     ClientError,
-    RateLimited,
+    QuotaExceeded,
     StateError,
+    TooManyContacts,
 )
 from contactsync.client._events import Callback, EventListener, call
 from contactsync.client._http import ApiClient, RetryPolicy
@@ -66,9 +68,6 @@ _FIRST_CHUNK = 1_000  # a first sync's first chunk (the next ones double, up to 
 _PREPARE_SLICE = 250  # records parsed and normalised between two turns of the event loop
 _SLICE = 2_000  # records scanned between two turns of the event loop
 _LISTING_ATTEMPTS = 5  # readings of the server's book that another device's upload may spoil
-
-
-QUOTA = "discovery_quota_exceeded"
 
 
 def default_state_dir() -> Path:
@@ -511,8 +510,8 @@ class ContactsManager:
             await self._scan_and_send(store, metrics, force)
         except AuthError:
             raise
-        except RateLimited as exc:
-            if exc.code == QUOTA and store.is_open:
+        except QuotaExceeded as exc:
+            if store.is_open:
                 self._wait_for_quota(store, metrics, exc)
             else:
                 metrics.error = str(exc)
@@ -534,12 +533,12 @@ class ContactsManager:
         return metrics
 
     @staticmethod
-    def _wait_for_quota(store: LocalStore, metrics: SyncMetrics, exc: RateLimited) -> None:
+    def _wait_for_quota(store: LocalStore, metrics: SyncMetrics, exc: QuotaExceeded) -> None:
         """Not a failure: the server checks no more new numbers for now. What it has not
         taken stays queued and goes on the first sync after `resume_at` (a started manager's
         background watcher runs that sync by itself)."""
         details = exc.details if isinstance(exc.details, dict) else {}
-        wait = float(details.get("retry_after") or exc.retry_after or 0)
+        wait = exc.retry_after or 0.0
         metrics.total = metrics.total or store.count_contacts()
         metrics.waiting = store.count_unsynced_contacts()
         metrics.retry_after = wait
@@ -555,7 +554,7 @@ class ContactsManager:
             except ApiError as exc:
                 # the book changed while we paged through it (another device's upload):
                 # a listing mixing both versions would be wrong, so read it again
-                if exc.code != "book_changed" or attempt + 1 == _LISTING_ATTEMPTS:
+                if not isinstance(exc, BookChanged) or attempt + 1 == _LISTING_ATTEMPTS:
                     raise
         with store.transaction():
             store.seed_server_book(book)
@@ -836,9 +835,9 @@ class ContactsManager:
             try:
                 result = await self.api.request("POST", "/v1/addressbook", json_body=body)
             except ApiError as exc:
-                if exc.status == 413 and isinstance(exc.details, dict) and exc.details.get("max"):
+                if isinstance(exc, TooManyContacts) and exc.max:
                     # the server's limit is lower than our batch size: plan again, smaller
-                    self.batch_size = max(1, int(exc.details["max"]))
+                    self.batch_size = exc.max
                     with store.transaction():
                         store.clear_outbox()
                         store.unqueue_all()

@@ -207,7 +207,8 @@ class CsvSource(_FileSource):
         problem = problem_of(row, layout, where)
         if problem is not None:
             return problem
-        return layout.contact(row, fallback_id=f"{label}#{content_key(*row)[:16]}")
+        contact: Contact = layout.contact(row, fallback_id=f"{label}#{content_key(*row)[:16]}")
+        return contact
 
 
 def open_source(path: str | os.PathLike[str]) -> ContactSource:

@@ -188,10 +188,7 @@ def _may_scrape(request: Request, ctx: Context) -> bool:
 async def scrape(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     if not _may_scrape(request, ctx):
-        raise Unauthorized(
-            "Send the admin key or the metrics token as a bearer token.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("Send the admin key or the metrics token as a bearer token.")
     metrics = metrics_of(ctx)
     await metrics.refresh_from_db(ctx)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -268,10 +268,10 @@ class RedisBus(MemoryBus):
             if message.get("p") == self.process_id:
                 return
             if "c" in message:
-                kind, data = str(message["c"]), message.get("d") or {}
-                if not isinstance(data, dict):
+                kind, control = str(message["c"]), message.get("d") or {}
+                if not isinstance(control, dict):
                     raise TypeError("control data must be an object")
-                self.deliver_control(kind, data)
+                self.deliver_control(kind, control)
                 return
             latest = {int(u): int(s) for u, s in message["u"]}
         except (ValueError, KeyError, TypeError, AttributeError):

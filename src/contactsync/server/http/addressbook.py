@@ -12,6 +12,7 @@ from contactsync.protocol import (
     AddressBookPage,
     AddressBookResult,
     AddressBookUpload,
+    BookCleared,
     BookContact,
     DeviceId,
     RegisteredUsers,
@@ -111,9 +112,9 @@ async def registered(
     return RegisteredUsers(users=found)
 
 
-@router.delete("")
-async def clear(caller: Caller, ctx: Ctx, device_id: DeviceQuery = None) -> dict[str, int]:
+@router.delete("", response_model=BookCleared)
+async def clear(caller: Caller, ctx: Ctx, device_id: DeviceQuery = None) -> BookCleared:
     """Empty the caller's book for one device."""
     async with ctx.tx() as tx:
         deleted = await addressbook.clear(tx, caller.user_id, device_id)
-    return {"deleted": deleted}
+    return BookCleared(deleted=deleted)

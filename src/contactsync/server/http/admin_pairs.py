@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from contactsync.protocol import PairIn, PairOut
+from contactsync.protocol import PairIn, PairOut, PairsOut
 from contactsync.server.http.deps import Admin, Ctx, UserIdPath
 from contactsync.server.services import pairs
 
@@ -27,8 +27,8 @@ async def delete_pair(body: PairIn, ctx: Ctx) -> PairOut:
     return PairOut(a=body.a, b=body.b, paired=False)
 
 
-@router.get("/{user_id}")
-async def list_pairs(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
+@router.get("/{user_id}", response_model=PairsOut)
+async def list_pairs(user_id: UserIdPath, ctx: Ctx) -> PairsOut:
     """Everyone paired with a user."""
     async with ctx.read() as tx:
-        return {"user_id": user_id, "paired_with": await pairs.partners(tx, user_id)}
+        return PairsOut(user_id=user_id, paired_with=await pairs.partners(tx, user_id))

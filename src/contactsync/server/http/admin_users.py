@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from contactsync.protocol import CreateUser, MintToken, PatchUser, TokenOut, UserOut
+from contactsync.protocol import (
+    CreateUser,
+    DevicesOut,
+    MintToken,
+    PatchUser,
+    TokenOut,
+    TokensRevoked,
+    UserOut,
+)
 from contactsync.server.http.deps import Admin, Ctx, UserIdPath
 from contactsync.server.services import joins, numbers, sessions, users
 
@@ -85,16 +93,16 @@ async def mint_token(user_id: UserIdPath, body: MintToken, ctx: Ctx) -> TokenOut
     return TokenOut(user_id=user_id, device_id=body.device_id, token=token)
 
 
-@router.delete("/{user_id}/tokens", status_code=200)
-async def revoke_tokens(user_id: UserIdPath, ctx: Ctx) -> dict[str, int]:
+@router.delete("/{user_id}/tokens", status_code=200, response_model=TokensRevoked)
+async def revoke_tokens(user_id: UserIdPath, ctx: Ctx) -> TokensRevoked:
     """Revoke every token of the user: all their devices are signed out."""
     async with ctx.tx() as tx:
         await users.get(tx, user_id)
         revoked = await sessions.revoke_all(tx, user_id)
-    return {"revoked": revoked}
+    return TokensRevoked(revoked=revoked)
 
 
-@router.get("/{user_id}/devices")
+@router.get("/{user_id}/devices", response_model=DevicesOut)
 async def list_devices(user_id: UserIdPath, ctx: Ctx) -> dict[str, object]:
     """The user's devices and whether each is signed in."""
     async with ctx.read() as tx:

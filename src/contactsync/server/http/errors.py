@@ -17,19 +17,35 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contactsync import errors
 from contactsync.errors import ApiError, error_body, invalid_input
 
 log = logging.getLogger("contactsync.http")
 
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
+# What Starlette's own refusals (routing, body parsing) are in the contract.
+_HTTP_ERRORS: dict[int, type[ApiError]] = {
+    cls.status: cls
+    for cls in (
+        errors.BadRequest,
+        errors.Unauthorized,
+        errors.Forbidden,
+        errors.NotFound,
+        errors.MethodNotAllowed,
+        errors.BodyTooLarge,
+        errors.UnsupportedMediaType,
+    )
 }
+
+
+def error_headers(exc: ApiError) -> dict[str, str]:
+    """The HTTP headers an error implies, derived from its fields (the one place)."""
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    if isinstance(exc, errors.Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
 
 
 def error_response(
@@ -80,7 +96,9 @@ def _body_problem(request: Request, exc: RequestValidationError) -> str | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return error_response(
+            exc.status, exc.code, exc.message, exc.details, error_headers(exc) or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,7 +108,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        known = _HTTP_ERRORS.get(exc.status_code)
+        code = known.code if known is not None else "http_error"
         message = exc.detail if isinstance(exc.detail, str) else code
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
@@ -123,7 +142,6 @@ class UnexpectedErrors:
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                response = error_response(
-                    500, "internal_error", "Something went wrong on the server."
-                )
+                error = errors.InternalError()
+                response = error_response(error.status, error.code, error.message)
                 await response(scope, receive, send)

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from contactsync.errors import StoreUnavailable
 from contactsync.server.http.deps import Ctx
-from contactsync.server.http.errors import error_response
+from contactsync.server.http.errors import error_headers, error_response
 
 router = APIRouter(tags=["health"])
 
@@ -28,4 +28,6 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     if await ctx.db.ping(READY_TIMEOUT_SECONDS):
         return JSONResponse({"status": "ok", "database": ctx.db.dialect})
     error = StoreUnavailable()
-    return error_response(error.status, error.code, error.message, error.details, error.headers)
+    return error_response(
+        error.status, error.code, error.message, error.details, error_headers(error)
+    )

@@ -31,15 +31,20 @@ _MEANING = {
     401: "No valid bearer token (or a wrong one-time code).",
     403: "The caller may not do this (not the admin, blocked, restricted, not a group admin).",
     404: "No such resource (or one the caller may not see).",
+    405: "This method is not allowed on this path.",
     409: "The request conflicts with the current state.",
     410: "What was asked for is gone (events removed by the retention period): resync.",
     413: "The body, or a part of it, is too large.",
+    415: "The body is not JSON.",
     422: "The request is not valid: `details` lists the fields and why.",
     429: "Too many requests or over a quota: wait `Retry-After` seconds.",
+    500: "A bug on the server (logged there); the request may be retried.",
+    502: "A service the server depends on (the login code sender) failed: try again.",
     503: "The server is overloaded or its database is unreachable: retry after `Retry-After`.",
 }
-# errors a client sees outside the error classes (server/http/errors.py, server/edge.py)
-_EXTRA_CODES = {400: ["bad_request"], 404: ["not_found"], 413: ["body_too_large"]}
+# Every code a client can see is an error class (contactsync/errors.py), those the HTTP layer
+# answers itself (bad_request, method_not_allowed, unsupported_media_type) included.
+_EXTRA_CODES: dict[int, list[str]] = {}
 
 EXAMPLES: dict[str, Any] = {
     "CreateUser": {"phone": "+1 415 555 0100", "name": "Ann", "region": "US"},

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from contactsync.protocol import Input, Seq
+from contactsync.protocol import Input, PushOutboxPage, PushRequeued, Seq
 from contactsync.server.http.deps import Admin, Ctx
 from contactsync.server.services import push
 
@@ -18,31 +18,31 @@ class RetryIn(Input):
     ids: list[Seq] | None = Field(None, max_length=10_000)
 
 
-@router.get("/outbox")
+@router.get("/outbox", response_model=PushOutboxPage)
 async def outbox(
     ctx: Ctx,
     state: Literal["pending", "failed"] = "failed",
     cursor: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> PushOutboxPage:
     """Push webhook deliveries in one state (failed by default, or pending), with each one's
     last error, and the counts of every state."""
     async with ctx.read() as tx:
         items = await push.listing(tx, state, cursor, limit)
         counts = await push.counts(tx)
-    return {
-        "items": items,
-        "counts": counts,
-        "next_cursor": str(items[-1]["id"]) if len(items) == limit else None,
-    }
+    return PushOutboxPage(
+        items=items,
+        counts=counts,
+        next_cursor=str(items[-1]["id"]) if len(items) == limit else None,
+    )
 
 
-@router.post("/outbox/retry")
-async def retry(body: RetryIn, ctx: Ctx) -> dict[str, int]:
+@router.post("/outbox/retry", response_model=PushRequeued)
+async def retry(body: RetryIn, ctx: Ctx) -> PushRequeued:
     """Send failed push deliveries again now."""
     async with ctx.tx() as tx:
         count = await push.retry_failed(tx, body.ids)
     worker = ctx.services.get("push")
     if worker is not None and count:
         await worker.wake()
-    return {"requeued": count}
+    return PushRequeued(requeued=count)

@@ -14,18 +14,12 @@ from typing import Protocol
 
 import httpx
 
-from contactsync.errors import ApiError
+from contactsync.errors import OtpSenderFailed
 from contactsync.phone import mask
 from contactsync.server.config import Settings
 from contactsync.server.services.secrets import sign
 
 log = logging.getLogger("contactsync.otp")
-
-
-class OtpSenderFailed(ApiError):
-    code = "otp_delivery_failed"
-    status = 502
-    message = "The code could not be sent; try again."
 
 
 class OtpSender(Protocol):

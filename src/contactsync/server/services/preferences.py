@@ -8,38 +8,17 @@ default until the user sets it. A change is announced to all of the user's devic
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from contactsync.errors import invalid_input
+from contactsync.protocol import Preferences
 from contactsync.server.context import Tx
 from contactsync.server.services import events, private_discovery
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import user_preferences, users
-
-
-class Preferences(BaseModel):
-    """Every preference with its default. Unknown keys are refused; the types are strict (a
-    boolean is `true`/`false`, not `"yes"` or `1`)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    # The consent a new conversation starts with for this user, when it was started by someone
-    # whose number is in one of the user's address books, and when it was not.
-    consent_from_contacts: Literal["allowed", "unknown"] = "allowed"
-    consent_from_others: Literal["unknown", "denied"] = "unknown"
-    # Notification choices, read by push delivery and by discovery.
-    notify_messages: bool = True
-    notify_message_requests: bool = True
-    notify_conversations: bool = True
-    notify_contact_joined: bool = True
-    # Who may learn that this user is registered (None: the app's discoverable_by_default),
-    # and who hears "X joined" when they register (services/discoverability.py).
-    discoverable_by: Literal["everybody", "contacts", "nobody"] | None = None
-    announce_join_to: Literal["everybody", "contacts", "nobody"] = "everybody"
-
 
 DEFAULTS = Preferences().model_dump()
 
