@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     otp_webhook_secret: SecretStr | None = None
     # The key OTP codes are hashed with; default: made on first use in <data_dir>/otp_pepper.
     # Never stored in the database. Give every host the same one when several share a database.
-    otp_pepper: SecretStr | None = Field(None, min_length=32)
+    otp_pepper: SecretStr | None = Field(default=None, min_length=32)
     otp_ttl_seconds: int = 300
     otp_max_attempts: int = 5
     otp_per_phone_per_hour: int = 5
