@@ -7,15 +7,17 @@
         ├── InvalidRequest          422/400: the request is malformed; resending it will not help
         │   ├── InvalidText, InvalidPhone, InvalidRegion, InvalidLevel, InvalidCursor, SelfRelation,
         │   │   TooManyFields, EmptyMessage, NotAGroup, UnknownUsers, TooManyMembers,
-        │   └── InvalidFrame, BadRequest, UnsupportedMediaType, MethodNotAllowed
+        │   └── InvalidPoint, InvalidTag, InvalidFrame, BadRequest, UnsupportedMediaType,
+        │       MethodNotAllowed
         ├── Unauthorized            401: token missing, wrong or revoked (alias AuthError)
         │   └── InvalidCode         a wrong, expired or used login code
         ├── Forbidden               403: AdminRequired, Blocked, Restricted, NotGroupAdmin
         ├── NotFound                404: ConversationNotFound
-        ├── Conflict                409: AfterBeyondEnd, BookChanged
+        ├── Conflict                409: AfterBeyondEnd, BookChanged, DiscoveryKeyChanged,
+        │                                BooksNotStored
         ├── Gone                    410: EventsTrimmed
         ├── RequestTimeout          408: SlowConsumer
-        ├── TooLarge                413: BodyTooLarge, MessageTooLarge,
+        ├── TooLarge                413: BodyTooLarge, MessageTooLarge, TooManyPoints
         │   └── TooManyContacts     `max`: the most a request may hold
         ├── RateLimited             429, `retry_after` seconds
         │   ├── QuotaExceeded       the discovery quota (new numbers per 24 h)
@@ -105,6 +107,18 @@ class InvalidText(InvalidRequest):
     """A text holds a character no store can keep (NUL): clean the text, not the request."""
 
     codes = _codes(wire.InvalidText)
+
+
+class InvalidPoint(InvalidRequest):
+    """Private discovery: a blinded point that is not a canonical ristretto255 element."""
+
+    codes = _codes(wire.InvalidPoint)
+
+
+class InvalidTag(InvalidRequest):
+    """Private discovery: a tag that is not 32 hexadecimal digits."""
+
+    codes = _codes(wire.InvalidTag)
 
 
 class InvalidPhone(InvalidRequest):
@@ -222,6 +236,18 @@ class AfterBeyondEnd(Conflict):
     codes = _codes(wire.AfterBeyondEnd)
 
 
+class DiscoveryKeyChanged(Conflict):
+    """Private discovery: the server's OPRF key changed; fetch the filter again, re-evaluate."""
+
+    codes = _codes(wire.DiscoveryKeyChanged)
+
+
+class BooksNotStored(Conflict):
+    """The server runs private discovery and stores no address books (use /v1/discovery)."""
+
+    codes = _codes(wire.BooksNotStored)
+
+
 class BookChanged(Conflict):
     """The address book changed while it was being listed page by page: list it again."""
 
@@ -257,6 +283,12 @@ class BodyTooLarge(TooLarge):
 
 class MessageTooLarge(TooLarge):
     codes = _codes(wire.MessageTooLarge)
+
+
+class TooManyPoints(TooLarge):
+    """Private discovery: too many points or tags in one request."""
+
+    codes = _codes(wire.TooManyPoints)
 
 
 class TooManyContacts(TooLarge):

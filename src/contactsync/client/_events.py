@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from contactsync.client._errors import ApiError, AuthError, ClientError
+from contactsync.client._errors import ApiError, AuthError, ClientError, EventsTrimmed
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event
 
@@ -93,7 +93,7 @@ class EventListener:
                     "GET", "/v1/events", params={"after": self.load_cursor(), "limit": limit}
                 )
             except ApiError as exc:
-                if exc.code != "events_trimmed":
+                if not isinstance(exc, EventsTrimmed):
                     raise
                 await self._trimmed(exc.details)
                 continue

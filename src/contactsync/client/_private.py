@@ -28,7 +28,7 @@ from typing import Any
 
 from contactsync import oprf, tagfilter
 from contactsync import phone as phones
-from contactsync.client._errors import ApiError, ClientError
+from contactsync.client._errors import ApiError, ClientError, DiscoveryKeyChanged
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event, SyncMetrics
 from contactsync.client._store import LocalStore
@@ -226,7 +226,7 @@ class PrivateDiscovery:
                     await self._sync(store, metrics)
                     return
                 except ApiError as exc:
-                    if exc.code != "discovery_key_changed" or attempt:
+                    if not isinstance(exc, DiscoveryKeyChanged) or attempt:
                         raise
                     # the key rotated between the filter and our request: start again
 
