@@ -31,6 +31,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactsync.errors import BodyTooLarge, Overloaded
+from contactsync.server.http.errors import error_headers
 from contactsync.server.logging import access_log, new_request_id, redact, request_id_var
 from contactsync.server.logging import route_template as _route
 from contactsync.server.metrics import Metrics
@@ -85,7 +86,7 @@ def _given_request_id(scope: Scope) -> str | None:
 def _error_body(error: BodyTooLarge | Overloaded) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = json.dumps(error.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(error).items()]
     return body, headers
 
 
