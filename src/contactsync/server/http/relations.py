@@ -73,7 +73,9 @@ async def sync_relations(body: SyncRelations, caller: Caller, ctx: Ctx) -> SyncR
 @router.get("/{target}", response_model=RelationOut)
 async def get_relation(target: str, caller: Caller, ctx: Ctx) -> RelationOut:
     """The caller's relation to a user (by id or +E.164 number)."""
-    async with ctx.read() as tx:
+    # A write transaction: a look-up by number is charged to the discovery quota (it tells
+    # whether the number is registered), and the charge is a write.
+    async with ctx.tx() as tx:
         key, relation = await relations.lookup(tx, _caller(caller), target)
     return _out(key, relation)
 
