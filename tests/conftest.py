@@ -204,6 +204,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         # cores; tests/faults sets the real, short timeouts where they are the point.
         db_connect_timeout_seconds=30,
         db_command_timeout_seconds=60,
+        # and bursts of concurrent requests queue for a slot rather than being refused at once
+        # (tests/test_overload.py sets the real, short wait).
+        overload_wait_seconds=30,
     )
 
 
