@@ -14,7 +14,6 @@ on from the server's `last_seq`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import inspect
 import json
@@ -25,6 +24,7 @@ from typing import Any
 from contactsync.client._errors import ApiError, AuthError, ClientError, EventsTrimmed
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event
+from contactsync.client._tasks import Background
 
 log = logging.getLogger("contactsync.client.events")
 
@@ -63,18 +63,13 @@ class EventListener:
         self.websocket_retry = websocket_retry
         self.on_frame = on_frame
         self.state = ListenerState.STOPPED
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(self._run, "contactsync-events")
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="contactsync-events")
+        self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._task.stop()
         self.state = ListenerState.STOPPED
 
     async def _deliver(self, raw: dict[str, Any]) -> None:

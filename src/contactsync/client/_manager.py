@@ -57,6 +57,7 @@ from contactsync.client._private import PrivateDiscovery
 from contactsync.client._profiles import ContactSynchronizer, Profile
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
+from contactsync.client._tasks import cancel
 from contactsync.protocol import MAX_NAME
 
 log = logging.getLogger("contactsync.client")
@@ -274,11 +275,7 @@ class ContactsManager:
     async def _stop_background(self) -> None:
         tasks, self._tasks = self._tasks + list(self._answers), []
         self._answers.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel(*tasks)
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -712,10 +709,7 @@ class ContactsManager:
                     raise exc
             return seen
         finally:
-            if sending is not None and not sending.done():
-                sending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sending
+            await cancel(sending)
 
     @staticmethod
     async def _read(

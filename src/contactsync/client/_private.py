@@ -32,6 +32,7 @@ from contactsync.client._errors import ApiError, ClientError, DiscoveryKeyChange
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event, SyncMetrics
 from contactsync.client._store import LocalStore
+from contactsync.client._tasks import Background, cancel
 
 log = logging.getLogger("contactsync.client.private")
 
@@ -82,7 +83,7 @@ class PrivateDiscovery:
         self._state: tagfilter.FilterState | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(self._follow, "contactsync-private")
 
     # --- the local store ---------------------------------------------------------------
 
@@ -199,11 +200,7 @@ class PrivateDiscovery:
                 await pending
             await producer
         finally:
-            for task in (producer, pending):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            await cancel(producer, pending)
 
     async def _resolve(
         self, store: LocalStore, tags: dict[str, str], key_version: int
@@ -290,15 +287,10 @@ class PrivateDiscovery:
         self._changed.set()
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._follow(), name="contactsync-private")
+        self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._task.stop()
 
     async def _follow(self) -> None:
         while True:
