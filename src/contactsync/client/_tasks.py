@@ -7,8 +7,6 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Background", "cancel"]
-
 
 async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
     """Cancel the tasks that are still running and wait for each to end; what they raise on
