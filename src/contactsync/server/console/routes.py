@@ -25,6 +25,7 @@ from starlette.templating import Jinja2Templates
 from contactsync import phone as phones
 from contactsync.errors import ApiError, RateLimited
 from contactsync.protocol import Text
+from contactsync.server import outbound
 from contactsync.server.console import forms, queries
 from contactsync.server.console import sessions as console_sessions
 from contactsync.server.console.sessions import ConsoleSession
@@ -540,7 +541,7 @@ async def send_test(current: app_settings.AppSettings, now: int) -> dict[str, An
         "X-Contactsync-Signature": secrets.sign(current.push_webhook_secret, body),
     }
     try:
-        async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
+        async with outbound.client(timeout=5.0, follow_redirects=False) as client:
             answer = await client.post(str(current.push_webhook_url), content=body, headers=headers)
     except httpx.HTTPError as exc:
         return {"ok": False, "message": f"The webhook could not be reached ({type(exc).__name__})."}

@@ -16,6 +16,7 @@ import httpx
 
 from contactsync.errors import OtpSenderFailed
 from contactsync.phone import mask
+from contactsync.server import outbound
 from contactsync.server.config import Settings
 from contactsync.server.services.secrets import sign
 
@@ -64,7 +65,7 @@ class WebhookSender:
             "X-Contactsync-Signature": sign(self.secret, body),
         }
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            async with outbound.client(timeout=self.timeout) as client:
                 response = await client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             log.warning("OTP webhook unreachable: %s", type(exc).__name__)

@@ -36,6 +36,7 @@ import httpx
 import sqlalchemy as sa
 
 from contactsync.errors import StoreUnavailable
+from contactsync.server import outbound
 from contactsync.server.bus.base import Bus
 from contactsync.server.context import Context, Tx
 from contactsync.server.services import app_settings
@@ -221,7 +222,7 @@ class PushWorker:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
+            self._client = outbound.client(timeout=self.timeout)
         self._task = asyncio.create_task(self._run(), name="push-worker")
 
     async def stop(self) -> None:

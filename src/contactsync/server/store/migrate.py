@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -40,20 +43,41 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
+def heads() -> frozenset[str]:
+    """The heads of the migrations this package ships (read from the files once a process)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Alembic's own step lines off (`upgrade` says what was applied in one line)."""
+    level = _STEPS.level
+    _STEPS.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        _STEPS.setLevel(level)
+
+
+def _at(connection: Connection) -> set[str]:
+    with _quiet():
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
 async def upgrade(db: Database, revision: str = "heads") -> None:
-    """Bring the schema to `revision` (all heads by default)."""
+    """Bring the schema to `revision` (all heads by default). A database already at the heads
+    costs one read of its version table (every start of the server asks)."""
+    if revision == "heads" and await current(db) == heads():
+        return
 
     def run(connection: Connection) -> None:
         cfg = alembic_config(connection)
         script = ScriptDirectory.from_config(cfg)
-        level = _STEPS.level
-        _STEPS.setLevel(logging.WARNING)
-        try:
-            before = set(MigrationContext.configure(connection).get_current_heads())
+        before = _at(connection)
+        with _quiet():
             command.upgrade(cfg, revision)
-            after = set(MigrationContext.configure(connection).get_current_heads())
-        finally:
-            _STEPS.setLevel(level)
+        after = _at(connection)
         applied = sorted(_ancestors(script, after) - _ancestors(script, before), key=_numeric)
         if applied:
             log.info(
@@ -74,10 +98,5 @@ async def upgrade(db: Database, revision: str = "heads") -> None:
 
 async def current(db: Database) -> set[str]:
     """The revisions the database is at."""
-    from alembic.runtime.migration import MigrationContext
-
-    def run(connection: Connection) -> set[str]:
-        return set(MigrationContext.configure(connection).get_current_heads())
-
     async with db.read() as conn:
-        return await conn.run_sync(run)
+        return await conn.run_sync(_at)
