@@ -240,7 +240,36 @@ def _asyncpg_connection_class() -> type:
                 return
             await super().close(timeout=timeout)
 
+        async def _introspect_types(self, typeoids: Any, timeout: Any) -> Any:
+            # asyncpg has no built-in codec for some arrays of built-in types (varchar[],
+            # bigint[]) and asks the server about them on every new connection, a catalog
+            # query of ~10 ms: a new connection's first set-based statement paid it. Built-in
+            # types have the same OIDs and descriptions in every database of a server
+            # version, so they are asked once a process.
+            oids = frozenset(typeoids)
+            if max(oids, default=_FIRST_NORMAL_OID) >= _FIRST_NORMAL_OID:
+                return await super()._introspect_types(typeoids, timeout)
+            key = (self.get_server_version(), oids)
+            if key not in _BUILTIN_TYPES:
+                types, _ = await super()._introspect_types(typeoids, timeout)
+                _BUILTIN_TYPES[key] = types
+            # The second item is the introspection's statement: asyncpg re-prepares an
+            # unnamed statement after it, which an anonymous stand-in keeps doing.
+            return _BUILTIN_TYPES[key], _ANONYMOUS
+
     return Connection
+
+
+# OIDs below this are PostgreSQL's own (fixed at initdb); see `_introspect_types` above.
+_FIRST_NORMAL_OID = 16384
+_BUILTIN_TYPES: dict[tuple[Any, frozenset[int]], Any] = {}
+
+
+class _Anonymous:
+    name = ""
+
+
+_ANONYMOUS = _Anonymous()
 
 
 def _in_memory(url: str) -> bool:
