@@ -45,6 +45,12 @@ _TAKE = sa.text(
 )
 
 
+_CREATE = sa.text(
+    "INSERT INTO rate_buckets (key, tokens, at) VALUES (:key, :cap, :now) "
+    "ON CONFLICT (key) DO NOTHING"
+)
+
+
 def _available(row: Any, capacity: float, now: int, per_ms: float) -> float:
     return float(min(capacity, row.tokens + max(0, now - row.at) * per_ms))
 
@@ -61,33 +67,24 @@ async def take(
         "per_ms": per_ms,
         "now": tx.now,
     }
-    row = None
-    for _ in range(4):
+    left = await tx.conn.scalar(_TAKE, params)
+    if left is None:
+        # No bucket yet, or too few tokens. Make sure the bucket exists (it starts full), then
+        # take again. The second take is conclusive; the first is not: under READ COMMITTED
+        # each statement sees what was committed when it began, so a first take of a new key
+        # can miss a row that a concurrent first take commits a moment later (a read after
+        # the miss would then find it full, and a refusal would be wrong). The INSERT waits
+        # for a concurrent inserter of the key to finish; after it the row is committed or
+        # ours, and an UPDATE re-checks its condition on the latest committed version.
+        await tx.conn.execute(_CREATE, params)
         left = await tx.conn.scalar(_TAKE, params)
-        if left is not None:
-            return float(left)
-        row = (
-            await tx.conn.execute(
-                sa.select(rate_buckets.c.tokens, rate_buckets.c.at).where(rate_buckets.c.key == key)
-            )
-        ).first()
-        if row is None:
-            # A first take: the bucket starts full. DO NOTHING when a concurrent first take
-            # made it; the next round then takes from that one.
-            await tx.conn.execute(
-                sa.text(
-                    "INSERT INTO rate_buckets (key, tokens, at) VALUES (:key, :cap, :now) "
-                    "ON CONFLICT (key) DO NOTHING"
-                ),
-                params,
-            )
-            continue
-        if _available(row, capacity, tx.now, per_ms) < n - EPSILON:
-            break  # truly short: refuse
-        # The bucket holds enough, yet the take missed it: under forty concurrent takes of one
-        # new bucket on PostgreSQL a take was seen to (429 with 49,999 of 50,000 left; cause
-        # not found). Take again rather than refuse.
-    assert row is not None
+    if left is not None:
+        return float(left)
+    row = (
+        await tx.conn.execute(
+            sa.select(rate_buckets.c.tokens, rate_buckets.c.at).where(rate_buckets.c.key == key)
+        )
+    ).one()
     available = _available(row, capacity, tx.now, per_ms) + EPSILON
     missing = min(n, capacity) - available
     if refill_per_s <= 0:
