@@ -68,6 +68,7 @@ class Database:
         # a new one: bounded as a whole.
         self.acquire_timeout = pool_timeout + connect_timeout
         self._ping: asyncio.Task[bool] | None = None
+        self._writer = asyncio.Lock()
         if self.is_sqlite:
             _configure_sqlite(engine)
 
@@ -169,6 +170,27 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        if write and self.is_sqlite:
+            # SQLite has one writer at a time. Writers of this process queue here, in order,
+            # instead of on the file lock, where a waiting writer sleeps in steps of up to
+            # 100 ms (SQLite's busy handler) and 30 of them took 50 ms each. Other processes
+            # on the file (the CLI) still meet the busy timeout.
+            try:
+                async with asyncio.timeout(SQLITE_BUSY_SECONDS):
+                    await self._writer.acquire()
+            except TimeoutError as exc:
+                raise Overloaded() from exc
+            try:
+                async with self._transaction_on(write=True) as conn:
+                    yield conn
+            finally:
+                self._writer.release()
+            return
+        async with self._transaction_on(write=write) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction_on(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         conn = await self._connect()
         try:
             if write and self.is_sqlite:
