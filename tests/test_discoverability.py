@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contactsync.server.clock import ManualClock
 from tests.conftest import Api
 
 ME, THEM, OTHER = "+14155550100", "+14155550101", "+14155550102"
@@ -137,3 +138,49 @@ async def test_announce_join_to_chooses_who_hears_x_joined(api: Api) -> None:
         headers=api.admin,
     )
     assert r.status_code == 422
+
+
+async def test_announce_join_to_contacts_tells_mutual_contacts_only(api: Api) -> None:
+    # ME and OTHER hold the newcomer's number; the newcomer, once its book arrives, holds ME
+    # only: ME is a mutual contact and hears "X joined", OTHER (not held back) does not
+    me, mh = await api.user_with_token(ME)
+    other, oh = await api.user_with_token(OTHER)
+    for who in (mh, oh):
+        await upload(api, who, THEM)
+    r = await api.client.post(
+        "/v1/admin/users",
+        json={"phone": THEM, "announce_join_to": "contacts"},
+        headers=api.admin,
+    )
+    assert r.status_code == 201, r.text
+    them = r.json()["user_id"]
+    # a brand-new user holds nobody: nobody is mutual yet
+    assert await joined(api, mh) == [] and await joined(api, oh) == []
+    th = await api.token(them)
+    assert await upload(api, th, ME) == [me["user_id"]]
+    assert await joined(api, mh) == [them]
+    assert await joined(api, oh) == []
+    # once: the same holder kept in the book, renamed, or in a second book tells no more
+    r = await api.client.post(
+        "/v1/addressbook", json={"contacts": [{"phone": ME, "name": "Me again"}]}, headers=th
+    )
+    assert r.status_code == 200, r.text
+    await upload(api, th, ME, OTHER)
+    assert await joined(api, mh) == [them]
+    # OTHER became mutual with this upload: it hears now, a day has not passed yet
+    assert await joined(api, oh) == [them]
+    assert other["user_id"] != me["user_id"]
+
+
+async def test_a_contacts_announcement_waits_a_day_at_most(api: Api, clock: ManualClock) -> None:
+    _, mh = await api.user_with_token(ME)
+    await upload(api, mh, THEM)
+    r = await api.client.post(
+        "/v1/admin/users",
+        json={"phone": THEM, "announce_join_to": "contacts"},
+        headers=api.admin,
+    )
+    them = r.json()["user_id"]
+    clock.advance(24 * 3600 + 1)
+    await upload(api, await api.token(them), ME)
+    assert await joined(api, mh) == []  # a day later it is no join any more

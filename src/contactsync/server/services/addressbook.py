@@ -29,6 +29,7 @@ from contactsync.server.context import Tx
 from contactsync.server.services import (
     app_settings,
     events,
+    joins,
     matching,
     numbers,
     policy,
@@ -178,6 +179,10 @@ async def upload(
     tx.counts["contacts_uploaded"] += len(request.contacts)
     tx.counts["matches"] += len(registered)
     learnt = [user for user in registered if user["phone"] in news]
+    # a new user who announces the join to mutual contacts: those this upload makes mutual
+    await joins.on_contacts_held(
+        tx, owner.user_id, [u["user_id"] for u in learnt if u["phone"] not in held]
+    )
     if learnt:
         await events.append(
             tx,

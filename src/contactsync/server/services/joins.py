@@ -13,6 +13,10 @@ switch `notify_contact_joined` is off, holders who muted the notice are skipped,
 holders who may not learn that the user is registered (`policy.learners`), the new user's
 `announce_join_to` chooses who may hear it (services/discoverability), and a number that
 joins, leaves and joins again within a day notifies once. A join creates no conversation.
+
+`announce_join_to: contacts` names mutual contacts, and a new user holds no one yet: their
+holders hear "X joined" when the user's own book first holds them, within a day of the join
+(`on_contacts_held`, from the upload).
 """
 
 from __future__ import annotations
@@ -290,6 +294,31 @@ async def on_relations_attached_late(tx: Tx, user: User, owners: set[int]) -> No
             events.NewEvent(owner, "contact.joined", event_data(user, None))
             for owner in sorted(told)
         ],
+    )
+
+
+async def on_contacts_held(tx: Tx, owner_id: int, held: Collection[int]) -> None:
+    """The owner's book now holds these registered users, who did not hold them before: when
+    the owner joined within a day and announces the join to mutual contacts only, those of
+    them who hold the owner hear "X joined" now (they could not at the join itself, when
+    the owner's book was empty), under the join's own rules."""
+    if not held or not (await app_settings.load(tx)).notify_contact_joined:
+        return
+    waiting = await tx.conn.scalar(
+        sa.select(users_table.c.id).where(
+            users_table.c.id == owner_id,
+            users_table.c.announce_join_to == discoverability.CONTACTS,
+            users_table.c.created_at > tx.now - DAY_MS,
+        )
+    )
+    if waiting is None:
+        return
+    user = await users.get(tx, owner_id)
+    found = await _holders(tx, user)
+    told = await audience(tx, owner_id, [h for h in held if h in found])
+    await events.append(
+        tx,
+        [events.NewEvent(h, "contact.joined", event_data(user, *found[h])) for h in sorted(told)],
     )
 
 
