@@ -146,14 +146,67 @@ async def test_blockers_and_hidden_users_are_misses(api: Api) -> None:
     # B blocks A but is listed (the filter is the same for everybody): resolve says no
     assert matched(state, tags) == {B}
     assert await resolve(api, ha, list(tags.values()), key_version) == []
-    # a `contacts` user is found by the users it holds, where the server can check it
+    # a `contacts` user is found by the users it holds, where the server can check it (a
+    # relation marked as contact: no books are stored in private mode)
+    assert await own_keys(api, ha, key_version) == set()
     r = await api.client.put(f"/v1/relations/{a['user_id']}", json={"contact": True}, headers=hd)
     assert r.status_code == 200, r.text
-    r = await api.client.put(
-        "/v1/me/preferences", json={"discoverable_by": "everybody"}, headers=hd
-    )
+    assert await own_keys(api, ha, key_version) == {oprf.filter_key(bytes.fromhex(tags[D]))}
     found = await resolve(api, ha, [tags[D]], key_version)
     assert [u["user_id"] for u in found] == [d["user_id"]]
+    # still not in the filter, so nobody else learns that D is registered
+    state, _, _ = await filter_state(api, ha)
+    assert matched(state, tags) == {B}
+
+
+async def own_keys(api: Api, headers: dict[str, str], key_version: int) -> set[int]:
+    r = await api.client.get(f"/v1/discovery/contacts?key_version={key_version}", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["key_version"] == key_version
+    return {int(k, 16) for k in r.json()["keys"]}
+
+
+async def test_a_contacts_user_is_in_the_own_list_of_those_it_lets_find_it_only(
+    api: Api,
+) -> None:
+    a, ha = await api.user_with_token(A)
+    b, hb = await api.user_with_token(B)
+    c, hc = await api.user_with_token(C)
+    d, hd = await api.user_with_token(D)
+    for who in (hc, hd):
+        r = await api.client.put(
+            "/v1/me/preferences", json={"discoverable_by": "contacts"}, headers=who
+        )
+        assert r.status_code == 200
+    key_version = (await info(api, ha))["key_version"]
+    tags = await evaluate(api, ha, [C, D])
+    keys = {n: oprf.filter_key(bytes.fromhex(t)) for n, t in tags.items()}
+    # C holds A, D holds B: each is in the list of the one it holds only
+    for holder, target in ((hc, a), (hd, b)):
+        r = await api.client.put(
+            f"/v1/relations/{target['user_id']}", json={"contact": True}, headers=holder
+        )
+        assert r.status_code == 200, r.text
+    assert await own_keys(api, ha, key_version) == {keys[C]}
+    assert [u["user_id"] for u in await resolve(api, ha, list(tags.values()), key_version)] == [
+        c["user_id"]
+    ]
+    assert keys[C] not in await own_keys(api, hb, key_version)
+    # a block either way takes C out; so does C choosing nobody
+    r = await api.client.put(f"/v1/blocks/{c['user_id']}", headers=ha)
+    assert r.status_code in (200, 204), r.text
+    assert await own_keys(api, ha, key_version) == set()
+    assert await resolve(api, ha, [tags[C]], key_version) == []
+    r = await api.client.delete(f"/v1/blocks/{c['user_id']}", headers=ha)
+    assert r.status_code in (200, 204), r.text
+    assert await own_keys(api, ha, key_version) == {keys[C]}
+    r = await api.client.put("/v1/me/preferences", json={"discoverable_by": "nobody"}, headers=hc)
+    assert await own_keys(api, ha, key_version) == set()
+    assert await resolve(api, ha, [tags[C]], key_version) == []
+    # a key version no longer in force is refused as everywhere
+    r = await api.client.get(f"/v1/discovery/contacts?key_version={key_version + 1}", headers=ha)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "discovery_key_changed"
+    assert d["user_id"] != c["user_id"]
 
 
 async def test_each_point_counts_against_the_discovery_quota(api: Api) -> None:

@@ -578,5 +578,10 @@ class FilterDelta(Output):
     changes: str  # base64 of 9-byte records (contactsync.tagfilter)
 
 
+class DiscoveryContacts(Output):
+    key_version: int
+    keys: list[str]  # filter keys, 16 hex digits each
+
+
 class KeyRotated(Output):
     key_version: int

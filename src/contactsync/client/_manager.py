@@ -492,7 +492,7 @@ class ContactsManager:
             if self._private is not None:
                 # nothing is uploaded: the book is matched through the OPRF filter
                 await self._scan_and_send(store, metrics, force, upload=False)
-                await self._private.sync(store, metrics)
+                await self._private.sync(store, metrics, full=force)
                 return metrics
             interrupted_force = store.has_force_outbox()
             await self._send_outbox(store, metrics)  # what a crash left behind

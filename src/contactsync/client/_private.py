@@ -1,13 +1,19 @@
 """Private discovery in the SDK: the book's numbers never leave the device, plain or hashed.
 
 A sync (the manager has scanned the source into the local store first):
-1. the filter: downloaded whole once (binary), then only the changes after its version;
+1. the filter: downloaded whole once (binary), then only the changes after its version, in a
+   task that runs beside the blinding of the new numbers;
 2. each number (and its variant forms) without a tag for the key version in force is blinded,
    evaluated by the server and unblinded to its tag F_k(n), kept in the local store, so a
    number costs quota once per key version. Batches overlap: while the server evaluates one,
    the client blinds the next and unblinds the last (libsodium runs outside the GIL);
-3. the tags are matched against the filter locally, and the matches alone are resolved to
-   users (id and visible profile).
+3. the tags are matched locally against the filter and against the caller's own list (the
+   users discoverable by their contacts who let the caller find them), and the matches alone
+   are resolved to users (id and visible profile).
+A sync is incremental: the numbers of the book as last matched are kept (`private_book`), and
+only the numbers added since, plus those whose filter keys changed in the deltas since
+(`private_pending`), are matched and resolved again; earlier matches stay in the store. A
+whole filter (a new key, or deltas the server no longer has) or `force_sync` matches all.
 "X joined": on `discovery.changed` (pushed on the event socket), at start and every
 `interval` seconds, the changes after the stored version are fetched; an announced addition
 whose key is one of the stored tags is resolved and reported as `contact.joined`, with the
@@ -23,7 +29,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from contactsync import oprf, tagfilter
@@ -54,7 +60,13 @@ CREATE TABLE IF NOT EXISTS private_filter (
     id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS private_changes (fkey INTEGER PRIMARY KEY, added INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS private_book (phone TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS private_pending (
+    fkey INTEGER PRIMARY KEY, announce INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS private_own (fkey INTEGER PRIMARY KEY);
 """
+_SCHEMA_VERSION = "2"
 
 
 def forms(e164: str) -> list[str]:
@@ -90,9 +102,11 @@ class PrivateDiscovery:
     @staticmethod
     def _db(store: LocalStore) -> sqlite3.Connection:
         db = store.db
-        if store.get("private_schema") is None:
+        if store.get("private_schema") != _SCHEMA_VERSION:
             db.executescript(_SCHEMA)
-            store.put("private_schema", "1")
+            # a store from before incremental syncs: its first one matches the whole book
+            store.put("private_full", "1")
+            store.put("private_schema", _SCHEMA_VERSION)
         return db
 
     def reset(self) -> None:
@@ -114,7 +128,9 @@ class PrivateDiscovery:
         return self._state
 
     async def refresh(self, store: LocalStore) -> list[int]:
-        """Bring the filter up to date; returns the announced additions' keys in the delta."""
+        """Bring the filter up to date; returns the announced additions' keys in the delta.
+        Every key the delta changes is kept in `private_pending` (its tags are matched again
+        by the next sync); a whole filter sets `private_full` (all of them are)."""
         db = self._db(store)
         state = self._load(store)
         version = store.get("private_version")
@@ -123,9 +139,8 @@ class PrivateDiscovery:
         if state is not None and version is not None and key_version is not None:
             params = {"since": int(version), "key_version": int(key_version)}
         response = await self.api.request_response("GET", "/v1/discovery/filter", params=params)
-        announced: list[int] = []
         if response.headers.get("content-type", "").startswith(FILTER_TYPE):
-            base = tagfilter.Filter.decode(response.content)
+            base = await asyncio.to_thread(tagfilter.Filter.decode, response.content)
             state = tagfilter.FilterState(base)
             with store.transaction():
                 db.execute(
@@ -133,11 +148,13 @@ class PrivateDiscovery:
                     (response.content,),
                 )
                 db.execute("DELETE FROM private_changes")
+                db.execute("DELETE FROM private_pending")
                 if str(base.key_version) != key_version:
                     # another key: every tag is stale, every match is to be found again
                     db.execute("DELETE FROM private_tags")
                 store.put("private_version", str(base.version))
                 store.put("private_key_version", str(base.key_version))
+                store.put("private_full", "1")
             self._state = state
             # the base is as of its version: the changes since follow as a delta
             return await self.refresh(store)
@@ -150,26 +167,82 @@ class PrivateDiscovery:
                 "INSERT OR REPLACE INTO private_changes (fkey, added) VALUES (?, ?)",
                 [(key, int(added)) for key, added, _ in changes],
             )
+            db.executemany(
+                "INSERT INTO private_pending (fkey, announce) VALUES (?, ?) ON CONFLICT (fkey) "
+                "DO UPDATE SET announce = max(announce, excluded.announce)",
+                [(key, int(added and announce)) for key, added, announce in changes],
+            )
             store.put("private_version", str(body["version"]))
-        announced = [key for key, added, announce in changes if added and announce]
-        return announced
+        return [key for key, added, announce in changes if added and announce]
+
+    async def _fetch_own(self, key_version: int) -> set[int]:
+        """The caller's own list: the filter keys of the users discoverable by their contacts
+        who let the caller find them (`GET /v1/discovery/contacts`)."""
+        try:
+            answer = await self.api.request(
+                "GET", "/v1/discovery/contacts", params={"key_version": key_version}
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return set()  # a server from before the list
+        return {int(k, 16) for k in answer["keys"]}
+
+    def _keep_own(self, store: LocalStore, now: set[int]) -> None:
+        """Store the own list; a key that came or went since is pending like a change of the
+        filter."""
+        db = self._db(store)
+        before = {k for (k,) in db.execute("SELECT fkey FROM private_own")}
+        if now == before:
+            return
+        with store.transaction():
+            db.execute("DELETE FROM private_own")
+            db.executemany("INSERT INTO private_own (fkey) VALUES (?)", [(k,) for k in now])
+            db.executemany(
+                "INSERT OR IGNORE INTO private_pending (fkey, announce) VALUES (?, 0)",
+                [(k,) for k in now ^ before],
+            )
+
+    @staticmethod
+    def _book(db: sqlite3.Connection, phones: Iterable[str] | None) -> dict[str, str | None]:
+        """{number: name} of the book (the local store's wanted entries), or of those of
+        `phones` that are in it."""
+        if phones is None:
+            return dict(db.execute("SELECT phone, want_name FROM entries WHERE want = 1"))
+        return dict(
+            db.execute(
+                "SELECT phone, want_name FROM entries WHERE want = 1 "
+                "AND phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(set(phones))),),
+            )
+        )
 
     # --- evaluate, match, resolve ----------------------------------------------------------
 
     async def _evaluate(
-        self, store: LocalStore, numbers: Sequence[str], key_version: int, metrics: SyncMetrics
+        self,
+        store: LocalStore,
+        numbers: Sequence[str],
+        key_version: Callable[[], Awaitable[int]],
+        metrics: SyncMetrics,
     ) -> None:
-        """Tags for `numbers`, stored as each batch comes back."""
+        """Tags for `numbers`, stored as each batch comes back. Blinding needs no key, so it
+        starts at once; the first request waits for `key_version()` (the filter's)."""
         db = self._db(store)
         queue: asyncio.Queue[tuple[list[str], list[tuple[bytes, bytes]]] | None] = asyncio.Queue(2)
+        # a small book in a few batches too, so that blinding, the server and unblinding
+        # overlap (one batch of 1,000 would run them one after the other)
+        size = max(100, min(self.batch_size, -(-len(numbers) // 4)))
 
         async def blind_all() -> None:
-            for i in range(0, len(numbers), self.batch_size):
-                part = list(numbers[i : i + self.batch_size])
+            for i in range(0, len(numbers), size):
+                part = list(numbers[i : i + size])
                 await queue.put((part, await asyncio.to_thread(_blind, part)))
             await queue.put(None)
 
-        async def finish(part: list[str], blinded: list[tuple[bytes, bytes]], answer: Any) -> None:
+        async def finish(
+            part: list[str], blinded: list[tuple[bytes, bytes]], answer: Any, version: int
+        ) -> None:
             points = [base64.b64decode(p) for p in answer["points"]]
             tags = await asyncio.to_thread(_unblind, part, blinded, points)
             with store.transaction():
@@ -177,7 +250,7 @@ class PrivateDiscovery:
                     "INSERT OR REPLACE INTO private_tags (number, key_version, tag, fkey) "
                     "VALUES (?, ?, ?, ?)",
                     [
-                        (n, key_version, t.hex(), oprf.filter_key(t))
+                        (n, version, t.hex(), oprf.filter_key(t))
                         for n, t in zip(part, tags, strict=True)
                     ],
                 )
@@ -186,16 +259,19 @@ class PrivateDiscovery:
         producer = asyncio.create_task(blind_all())
         pending: asyncio.Task[None] | None = None
         try:
+            version: int | None = None
             while (item := await queue.get()) is not None:
                 part, blinded = item
+                if version is None:
+                    version = await key_version()
                 body = {
-                    "key_version": key_version,
+                    "key_version": version,
                     "points": [base64.b64encode(p).decode() for _, p in blinded],
                 }
                 answer = await self.api.request("POST", "/v1/discovery/evaluate", json_body=body)
                 if pending is not None:
                     await pending
-                pending = asyncio.create_task(finish(part, blinded, answer))
+                pending = asyncio.create_task(finish(part, blinded, answer, version))
             if pending is not None:
                 await pending
             await producer
@@ -215,60 +291,170 @@ class PrivateDiscovery:
                 found[user["tag"]] = user
         return found
 
-    async def sync(self, store: LocalStore, metrics: SyncMetrics) -> None:
-        """Evaluate what is new, match everything against the filter, resolve the matches."""
+    async def sync(self, store: LocalStore, metrics: SyncMetrics, *, full: bool = False) -> None:
+        """Evaluate what is new, match it (and what the filter's changes touch) against the
+        filter, resolve the matches. `full`: match and resolve the whole book again."""
         async with self._lock:
             for attempt in range(2):
                 try:
-                    await self._sync(store, metrics)
+                    await self._sync(store, metrics, full=full)
                     return
                 except ApiError as exc:
                     if not isinstance(exc, DiscoveryKeyChanged) or attempt:
                         raise
                     # the key rotated between the filter and our request: start again
 
-    async def _sync(self, store: LocalStore, metrics: SyncMetrics) -> None:
-        await self.refresh(store)
+    async def _sync(self, store: LocalStore, metrics: SyncMetrics, *, full: bool) -> None:
         db = self._db(store)
-        key_version = int(store.get("private_key_version") or 0)
-        book = {phone: name for phone, name in store.wanted_entries()}
-        wanted = {form: phone for phone in book for form in forms(phone)}
+        stored_key = int(store.get("private_key_version") or 0)
+        # the filter and the own list come while the new numbers are blinded
+        refreshing = asyncio.create_task(self.refresh(store))
+        own = asyncio.create_task(self._fetch_own(stored_key)) if stored_key else None
+        try:
+            if full or store.get("private_full") is not None:
+                new = set(self._book(db, None))
+            else:
+                new = {
+                    phone
+                    for (phone,) in db.execute(
+                        "SELECT phone FROM entries WHERE want = 1 "
+                        "EXCEPT SELECT phone FROM private_book"
+                    )
+                }
+            first = self._missing(db, new, stored_key)
+
+            async def key_version() -> int:
+                await refreshing
+                return int(store.get("private_key_version") or 0)
+
+            if first:
+                await self._evaluate(store, first, key_version, metrics)
+            key = await key_version()
+            own_keys: set[int] | None = None
+            if own is not None:
+                with contextlib.suppress(DiscoveryKeyChanged):
+                    own_keys = await own
+        finally:
+            for task in (refreshing, own):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        if store.get("private_full") is not None:
+            new = set(self._book(db, None))  # a whole filter came: match every number again
+        # numbers the first pass did not cover: another key came with the filter
+        rest = self._missing(db, new, key)
+        if rest:
+            await self._evaluate(store, rest, key_version, metrics)
+        if own_keys is None or key != stored_key:
+            own_keys = await self._fetch_own(key)
+        self._keep_own(store, own_keys)
+        await self._match(store, new, key, metrics=metrics)
+
+    @staticmethod
+    def _missing(db: sqlite3.Connection, phones: set[str], key_version: int) -> list[str]:
+        """The forms of these numbers without a tag under `key_version`."""
+        wanted = {form for phone in sorted(phones) for form in forms(phone)}
+        if not wanted:
+            return []
         known = {
             number
             for (number,) in db.execute(
-                "SELECT number FROM private_tags WHERE key_version = ?", (key_version,)
+                "SELECT number FROM private_tags WHERE key_version = ? "
+                "AND number IN (SELECT value FROM json_each(?))",
+                (key_version, json.dumps(sorted(wanted))),
             )
         }
-        missing = [n for n in wanted if n not in known]
-        if missing:
-            await self._evaluate(store, missing, key_version, metrics)
+        return sorted(wanted - known)
+
+    async def _match(
+        self,
+        store: LocalStore,
+        phones: set[str],
+        key_version: int,
+        *,
+        metrics: SyncMetrics | None = None,
+        announced_only: bool = False,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Match `phones` again, and the book's numbers whose filter keys are pending; resolve
+        what matches and keep the result in `private_matches`. Returns the new matches.
+        `announced_only`: only the pending keys of announced joins (a sync takes the rest),
+        and nothing else of the book changes."""
+        db = self._db(store)
         state = self._state
         assert state is not None
-        rows = db.execute(
-            "SELECT number, tag, fkey FROM private_tags WHERE key_version = ?", (key_version,)
-        ).fetchall()
-        matched = {
-            tag: number for number, tag, fkey in rows if number in wanted and state.contains(fkey)
-        }
+        pending_query = "SELECT fkey FROM private_pending" + (
+            " WHERE announce = 1" if announced_only else ""
+        )
+        pending = [k for (k,) in db.execute(pending_query)]
+        # the book's numbers one of whose forms has a pending key (forms are symmetric)
+        near: set[str] = set()
+        if pending:
+            for (number,) in db.execute(
+                "SELECT number FROM private_tags WHERE key_version = ? "
+                "AND fkey IN (SELECT value FROM json_each(?))",
+                (key_version, json.dumps(pending)),
+            ):
+                near.update(forms(number))
+        check = phones | set(self._book(db, near - phones)) if near else set(phones)
+        own = {k for (k,) in db.execute("SELECT fkey FROM private_own")}
+        numbers = sorted({form for phone in check for form in forms(phone)})
+        rows = (
+            db.execute(
+                "SELECT number, tag, fkey FROM private_tags WHERE key_version = ? "
+                "AND number IN (SELECT value FROM json_each(?))",
+                (key_version, json.dumps(numbers)),
+            ).fetchall()
+            if numbers
+            else []
+        )
+        matched = {tag: number for number, tag, fkey in rows if fkey in own or state.contains(fkey)}
         found = (
             await self._resolve(store, dict.fromkeys(matched, ""), key_version) if matched else {}
         )
-        before = {phone for (phone,) in db.execute("SELECT phone FROM private_matches")}
-        now: dict[str, dict[str, Any]] = {}
-        for tag, user in found.items():
-            phone = wanted[matched[tag]]
-            now.setdefault(phone, user)
+        now = _once_per_user(check, {matched[tag]: user for tag, user in found.items()})
+        gone: list[str] = []
+        if not announced_only:
+            gone = [
+                phone
+                for (phone,) in db.execute(
+                    "SELECT phone FROM private_book EXCEPT SELECT phone FROM entries WHERE want = 1"
+                )
+            ]
+        before = {
+            phone
+            for (phone,) in db.execute(
+                "SELECT phone FROM private_matches WHERE phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(check)),),
+            )
+        }
+        drop = sorted(now) if announced_only else sorted(check | set(gone))
         with store.transaction():
-            db.execute("DELETE FROM private_matches")
+            db.execute(
+                "DELETE FROM private_matches WHERE phone IN (SELECT value FROM json_each(?))",
+                (json.dumps(drop),),
+            )
             db.executemany(
                 "INSERT INTO private_matches (phone, user_id, profile) VALUES (?, ?, ?)",
                 [(p, u["user_id"], json.dumps(u.get("profile") or {})) for p, u in now.items()],
             )
-        metrics.registered.extend(
-            {"user_id": u["user_id"], "phone": p, "name": book.get(p)}
-            for p, u in sorted(now.items())
-            if p not in before
-        )
+            db.executemany("DELETE FROM private_pending WHERE fkey = ?", [(k,) for k in pending])
+            if not announced_only:
+                db.execute(
+                    "DELETE FROM private_book WHERE phone IN (SELECT value FROM json_each(?))",
+                    (json.dumps(gone),),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO private_book (phone) VALUES (?)", [(p,) for p in phones]
+                )
+                store.put("private_full", None)
+        added = [(p, u) for p, u in sorted(now.items()) if p not in before]
+        if metrics is not None and added:
+            names = self._book(db, [p for p, _ in added])
+            metrics.registered.extend(
+                {"user_id": u["user_id"], "phone": p, "name": names.get(p)} for p, u in added
+            )
+        return added
 
     def matches(self, store: LocalStore) -> list[dict[str, Any]]:
         """The registered users among the book's numbers, as the last sync found them."""
@@ -305,46 +491,42 @@ class PrivateDiscovery:
 
     async def follow_once(self) -> int:
         """Apply the filter's changes; report announced joins of numbers in the book.
-        Returns how many `contact.joined` were reported."""
+        Returns how many `contact.joined` were reported. (Other changes are matched by the
+        next sync: they are no joins.)"""
         store = await self._ready()
         async with self._lock:
             if store.get("private_version") is None:
                 return 0  # no private sync yet: nothing to match against
             announced = await self.refresh(store)
-            if not announced:
+            if not announced or store.get("private_full") is not None:
                 return 0
-            db = self._db(store)
             key_version = int(store.get("private_key_version") or 0)
-            rows = db.execute(
-                "SELECT number, tag FROM private_tags WHERE key_version = ? AND fkey IN "
-                "(SELECT value FROM json_each(?))",
-                (key_version, json.dumps(announced)),
-            ).fetchall()
-            if not rows:
-                return 0
-            book = {phone: name for phone, name in store.wanted_entries()}
-            wanted = {form: phone for phone in book for form in forms(phone)}
-            tags = {tag: number for number, tag in rows if number in wanted}
-            found = await self._resolve(store, dict.fromkeys(tags, ""), key_version)
-            joined: list[tuple[str, dict[str, Any]]] = []
-            with store.transaction():
-                for tag, user in found.items():
-                    phone = wanted[tags[tag]]
-                    exists = db.execute(
-                        "SELECT 1 FROM private_matches WHERE phone = ?", (phone,)
-                    ).fetchone()
-                    if exists is None:
-                        db.execute(
-                            "INSERT INTO private_matches (phone, user_id, profile) "
-                            "VALUES (?, ?, ?)",
-                            (phone, user["user_id"], json.dumps(user.get("profile") or {})),
-                        )
-                        joined.append((phone, user))
+            joined = await self._match(store, set(), key_version, announced_only=True)
+            book = self._book(self._db(store), [phone for phone, _ in joined])
         for phone, user in joined:
             at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             data = {"user_id": user["user_id"], "phone": phone, "name": book.get(phone)}
             await self._dispatch(Event(0, "contact.joined", at, data))
         return len(joined)
+
+
+def _once_per_user(
+    phones: Iterable[str], users: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """{book number: user} as stored mode matches (server/services/matching.py): a number is
+    the user registered under it, else under one of its variants; each user once, under
+    their own number when the book holds it, else under the first number that matched."""
+    hits: dict[str, tuple[dict[str, Any], str]] = {}
+    for phone in phones:
+        for form in forms(phone):  # the number itself first
+            if (user := users.get(form)) is not None:
+                hits[phone] = (user, form)
+                break
+    best: dict[int, str] = {}
+    for phone, (user, form) in sorted(hits.items()):
+        if user["user_id"] not in best or phone == form:
+            best[user["user_id"]] = phone
+    return {phone: hits[phone][0] for phone in best.values()}
 
 
 def _blind(numbers: list[str]) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from contactsync.protocol import (
+    DiscoveryContacts,
     DiscoveryInfo,
     EvaluateIn,
     EvaluateOut,
@@ -23,6 +24,7 @@ router = APIRouter(tags=["discovery"])
 
 FILTER_TYPE = "application/vnd.contactsync.filter"
 Version = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+KeyVersion = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
 
 @router.get("/v1/discovery", response_model=DiscoveryInfo)
@@ -86,6 +88,15 @@ async def resolve(body: ResolveIn, caller: Caller, ctx: Ctx) -> dict[str, Any]:
     async with ctx.read() as tx:
         users = await private_discovery.resolve(tx, caller.user_id, body.key_version, body.tags)
     return {"users": users}
+
+
+@router.get("/v1/discovery/contacts", response_model=DiscoveryContacts)
+async def own_contacts(caller: Caller, ctx: Ctx, key_version: KeyVersion) -> DiscoveryContacts:
+    """The filter keys of the users discoverable by their contacts who let the caller find
+    them: the caller's own addition to the filter."""
+    async with ctx.read() as tx:
+        keys = await private_discovery.contacts(tx, caller.user_id, key_version)
+    return DiscoveryContacts(key_version=key_version, keys=keys)
 
 
 @router.post("/v1/admin/discovery/rotate-key", response_model=KeyRotated, dependencies=[Admin])

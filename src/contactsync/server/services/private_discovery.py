@@ -12,6 +12,10 @@ docs/privacy.md and `contactsync.oprf`):
 3. `evaluate` raises blinded points to k; each point counts against the discovery quota.
 4. `resolve` turns tags the client matched into users, under the same rule as stored mode
    (`policy.learnable`): a blocker or a hidden user is a miss.
+5. Users discoverable by their contacts only are not in the filter (it would tell everybody
+   they are registered): each caller gets its own short list of them instead (`contacts`),
+   those the caller may learn under the same rule, as far as the server can check who holds
+   whom without books (a contact relation, an existing relation or conversation).
 The server keeps no address book and nothing derived from a number that is not a user's.
 """
 
@@ -37,7 +41,15 @@ from contactsync.server.context import Context, Tx
 from contactsync.server.services import app_settings, discoverability, policy, profiles, quota
 from contactsync.server.services.users import User
 from contactsync.server.store import bulk
-from contactsync.server.store.tables import discovery_log, discovery_state, discovery_tags, users
+from contactsync.server.store.tables import (
+    book_entries,
+    conversation_members,
+    discovery_log,
+    discovery_state,
+    discovery_tags,
+    relations,
+    users,
+)
 
 log = logging.getLogger("contactsync.discovery")
 
@@ -48,6 +60,8 @@ DAY_MS = 24 * 3600 * 1000
 LOG_KEEP_MS = 30 * DAY_MS
 # A delta longer than this is answered with the whole filter instead.
 MAX_DELTA = 20_000
+# At most this many users in a caller's own list (users discoverable by their contacts).
+MAX_OWN = 20_000
 _TAG = re.compile(r"[0-9a-f]{32}")
 _BATCH = 500  # users tagged per transaction when backfilling or rotating
 
@@ -523,8 +537,9 @@ async def evaluate(ctx: Context, owner_id: int, key_version: int, raw: Sequence[
 async def resolve(
     tx: Tx, caller_id: int, key_version: int, tags: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """The users behind tags the client matched: listed, that the caller may learn are
-    registered (`policy.learnable`: no block either way, `discoverable_by`), never the caller."""
+    """The users behind tags the client matched: listed or discoverable by their contacts,
+    that the caller may learn are registered (`policy.learnable`: no block either way,
+    `discoverable_by`), never the caller. A `nobody` user is a miss."""
     current = await state(tx)
     _check_key(current, key_version)
     await _limit(tx, len(tags))
@@ -533,10 +548,13 @@ async def resolve(
             raise InvalidTag(details={"index": index})
     if not tags:
         return []
+    level = discoverability.effective(await discoverability.default(tx))
     rows = await tx.conn.execute(
-        sa.select(discovery_tags.c.tag, discovery_tags.c.user_id).where(
+        sa.select(discovery_tags.c.tag, discovery_tags.c.user_id)
+        .select_from(discovery_tags.join(users, users.c.id == discovery_tags.c.user_id))
+        .where(
             discovery_tags.c.key_version == current.key_version,
-            discovery_tags.c.listed,
+            sa.or_(discovery_tags.c.listed, level == discoverability.CONTACTS),
             bulk.member(discovery_tags.c.tag, list(dict.fromkeys(tags)), tx.dialect),
             discovery_tags.c.user_id != caller_id,
         )
@@ -549,3 +567,47 @@ async def resolve(
     return [
         {"tag": found[uid], "user_id": uid, "profile": seen.get(uid, {})} for uid in sorted(shown)
     ]
+
+
+async def contacts(tx: Tx, caller_id: int, key_version: int) -> list[str]:
+    """The filter keys (16 hex digits) of the users discoverable by their contacts only whom
+    the caller may learn are registered: the caller's own addition to the filter.
+
+    The rule is `policy.learnable`'s, so exactly the users `resolve` would show: those who
+    hold the caller where the server can see it (a relation marked as contact; a book entry,
+    which exists only where books are stored) and those who share a relation or a
+    conversation with the caller. Nobody else's list holds them, so the filter still tells
+    nobody that they are registered. The answer tells the caller nothing about a user until
+    it holds the user's number too (a key is matched against the caller's own tags)."""
+    current = await state(tx)
+    _check_key(current, key_version)
+    phone = sa.select(users.c.phone).where(users.c.id == caller_id).scalar_subquery()
+    mine = conversation_members.alias("mine")
+    theirs = conversation_members.alias("theirs")
+    near = sa.union(
+        sa.select(book_entries.c.owner_id.label("id")).where(book_entries.c.phone == phone),
+        sa.select(relations.c.owner_id).where(relations.c.target_id == caller_id),
+        sa.select(relations.c.target_id).where(
+            relations.c.owner_id == caller_id, relations.c.target_id.is_not(None)
+        ),
+        sa.select(theirs.c.user_id)
+        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+        .where(mine.c.user_id == caller_id),
+    ).subquery()
+    level = discoverability.effective(await discoverability.default(tx))
+    rows = (
+        await tx.conn.execute(
+            sa.select(discovery_tags.c.user_id, discovery_tags.c.tag)
+            .select_from(discovery_tags.join(users, users.c.id == discovery_tags.c.user_id))
+            .where(
+                discovery_tags.c.key_version == current.key_version,
+                level == discoverability.CONTACTS,
+                discovery_tags.c.user_id != caller_id,
+                discovery_tags.c.user_id.in_(sa.select(near.c.id)),
+            )
+            .order_by(discovery_tags.c.user_id)
+            .limit(MAX_OWN)
+        )
+    ).all()
+    allowed = await policy.learnable(tx, caller_id, [r.user_id for r in rows])
+    return sorted(f"{_key_of(r.tag):016x}" for r in rows if r.user_id in allowed)
