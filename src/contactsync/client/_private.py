@@ -335,11 +335,7 @@ class PrivateDiscovery:
                 with contextlib.suppress(DiscoveryKeyChanged):
                     own_keys = await own
         finally:
-            for task in (refreshing, own):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            await cancel(refreshing, own)
         if store.get("private_full") is not None:
             new = set(self._book(db, None))  # a whole filter came: match every number again
         # numbers the first pass did not cover: another key came with the filter
