@@ -157,3 +157,21 @@ def test_settings_assignment_parsing() -> None:
     assert parse_assignment('a=["x","y"]') == ("a", ["x", "y"])
     assert parse_assignment("url=http://h/x?a=b") == ("url", "http://h/x?a=b")
     assert parse_assignment("a=") == ("a", "")
+
+
+def test_admin_uses_the_server_login_saved(server: ServerProcess, tmp_path: Path) -> None:
+    """After `contactsync login`, `admin` talks to that server with no --server (issue 16.2)."""
+    env = {"CONTACTSYNC_STATE_DIR": str(tmp_path / "state"), "CONTACTSYNC_SERVER": None}
+    code, out, _ = run(server, "users", "create", "+1 415 555 0177")
+    uid = str(json.loads(out)["user_id"])
+    login = CliRunner().invoke(
+        app,
+        ["login", "--server", server.url, "--admin-key", ADMIN_KEY, "--user-id", uid],
+        env=env,
+    )
+    assert login.exit_code == 0, login.output
+    result = CliRunner().invoke(
+        app, ["admin", "--admin-key", ADMIN_KEY, "users", "get", uid], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["phone"] == "+14155550177"

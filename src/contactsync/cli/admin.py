@@ -9,8 +9,9 @@ Talks to a running server over HTTP with the admin key, exactly as the app's own
     contactsync admin users revoke 42 | delete 42 --yes
     contactsync admin pairs add 42 43 | remove 42 43 | list 42
 
-The server is `--server` (env CONTACTSYNC_SERVER, as for every other command; default
-http://127.0.0.1:8080; the older `--url` and CONTACTSYNC_URL still work). The key is
+The server is `--server` (env CONTACTSYNC_SERVER, as for every other command; default: the
+server `contactsync login` saved, else http://127.0.0.1:8080; the older `--url` and
+CONTACTSYNC_URL still work). The key is
 `--admin-key` (env CONTACTSYNC_ADMIN_KEY), else read from `--admin-key-file` (default
 `<CONTACTSYNC_DATA_DIR or ./data>/admin_key`, where the server writes a key it generated).
 Output is JSON on stdout; a refused call prints `error: <code>: <message>` on stderr and exits
@@ -28,7 +29,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+from contactsync.cli.sdk import DEFAULT_SERVER as DEFAULT_URL
+from contactsync.cli.sdk import saved_server
+
 # click's plain help: no `<bool>` after flags, paragraphs wrapped whole
 admin_app = typer.Typer(
     no_args_is_help=True,
@@ -112,7 +115,8 @@ def target(
         typer.Option(
             "--server",
             envvar="CONTACTSYNC_SERVER",
-            help=f"Server base URL [default: {DEFAULT_URL}]",
+            help="Server base URL (default: the one `contactsync login` saved, "
+            f"else {DEFAULT_URL})",
             show_default=False,
         ),
     ] = None,
@@ -133,7 +137,8 @@ def target(
     ] = None,
 ) -> None:
     """Where the server is and how to prove we are its admin (the key is read when needed)."""
-    ctx.obj = Target((server or url or DEFAULT_URL).rstrip("/"), admin_key, admin_key_file)
+    chosen = server or url or saved_server() or DEFAULT_URL
+    ctx.obj = Target(chosen.rstrip("/"), admin_key, admin_key_file)
 
 
 def _target(ctx: typer.Context) -> Target:
