@@ -240,7 +240,10 @@ async def test_the_outbox_survives_a_restart(fast: Settings) -> None:
     refused.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
     dead_url = f"http://127.0.0.1:{refused.getsockname()[1]}/hook"
     async with serve(fast, SystemClock()) as live:
-        await configure(live, dead_url)
+        # Pending across the restart however often the dead receiver is tried meanwhile: the
+        # default 8 tries take ~3 s here, which a loaded machine's wait below can outlast, and
+        # a row out of tries is `failed`, which no restart retries.
+        await configure(live, dead_url, push_max_attempts=50)
         uid = (await live.api.create_user("+14155550137"))["user_id"]
         await emit(live.ctx, uid, 2)
         # refused at once, or timed out on a loaded machine: either way it failed and stays

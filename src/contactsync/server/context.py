@@ -23,29 +23,41 @@ from contactsync.server.store.database import Database
 
 
 @dataclass
-class Tx:
+class ReadTx:
+    """A read transaction (`Context.read()`): what a service needs to read. Service functions
+    that write take a `Tx`, so mypy refuses a write inside a read (on PostgreSQL a read has no
+    BEGIN: a write there would commit at once, alone)."""
+
     conn: AsyncConnection
     dialect: str
     now: int
+    # The app's process-local caches (None: read everything from the database).
+    caches: Caches | None = None
+    # The process's long-lived services (`Context.services`), for the few service functions
+    # that need one (the OPRF keys at registration).
+    services: dict[str, Any] = field(default_factory=dict)
+    # What this transaction did, for the metrics ("joins", "event:contact.joined", "matches"),
+    # reported once it has ended well.
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def changed(self, kind: str) -> bool:
+        """Whether this transaction changed something of `kind`: a read changes nothing."""
+        return False
+
+
+@dataclass
+class Tx(ReadTx):
     latest: dict[int, int] = field(default_factory=dict)
     first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
     # Follow-up steps run in a new write transaction once this one has committed: for work
     # that must see what other transactions committed meanwhile (see joins.attach_late).
     then: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
-    # What this transaction did, for the metrics ("joins", "event:contact.joined", ...);
-    # reported only once it has committed.
-    counts: Counter[str] = field(default_factory=Counter)
-    # The app's process-local caches (None: read everything from the database), and the bus
-    # control messages to send once this transaction has committed (see `control`).
-    caches: Caches | None = None
+    # The bus control messages to send once this transaction has committed (see `control`).
     controls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # Bus keys to wake once committed without an event of their own (the discovery filter's
     # channel, `private_discovery.WAKE`), with the value they moved to.
     signals: dict[int, int] = field(default_factory=dict)
-    # The process's long-lived services (`Context.services`), for the few service functions
-    # that need one (the OPRF keys at registration).
-    services: dict[str, Any] = field(default_factory=dict)
 
     def control(self, kind: str, **data: Any) -> None:
         """After the commit, tell every process that something it may cache changed."""
@@ -97,9 +109,12 @@ class Context:
                     await step(later)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
+    async def read(self) -> AsyncIterator[ReadTx]:
         async with self.db.read() as conn:
-            yield self._tx(conn)
+            tx = ReadTx(conn, self.db.dialect, self.clock.now_ms(), self.caches, self.services)
+            yield tx
+        if tx.counts and "metrics" in self.services:
+            self.services["metrics"].record(tx.counts)
 
     def _tx(self, conn: AsyncConnection) -> Tx:
         return Tx(

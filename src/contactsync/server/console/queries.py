@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import InvalidRequest
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.metrics import outbox_counts, table_exists
 from contactsync.server.services import numbers, sessions, users
 from contactsync.server.store.tables import (
@@ -64,7 +64,7 @@ class Overview:
     messages: int = 0
 
 
-async def _per_hour(tx: Tx, column: sa.ColumnElement[Any], since: int) -> dict[int, int]:
+async def _per_hour(tx: ReadTx, column: sa.ColumnElement[Any], since: int) -> dict[int, int]:
     hour = (column // HOUR_MS).label("hour")
     rows = await tx.conn.execute(
         sa.select(hour, sa.func.count().label("n")).where(column >= since).group_by(hour)
@@ -72,7 +72,7 @@ async def _per_hour(tx: Tx, column: sa.ColumnElement[Any], since: int) -> dict[i
     return {int(row.hour): int(row.n) for row in rows}
 
 
-async def overview(tx: Tx) -> Overview:
+async def overview(tx: ReadTx) -> Overview:
     first_hour = tx.now // HOUR_MS - (CHART_HOURS - 1)
     since = first_hour * HOUR_MS
     user_count = await tx.conn.scalar(sa.select(sa.func.count()).select_from(users_table))
@@ -127,7 +127,7 @@ def _book_size(owner: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
 
 
 async def search_users(
-    tx: Tx, query: str, *, default_region: str | None, limit: int = PAGE
+    tx: ReadTx, query: str, *, default_region: str | None, limit: int = PAGE
 ) -> list[UserRow]:
     """Users matching `query`, newest first.
 
@@ -180,7 +180,7 @@ class UserPage:
 SHOWN = 50  # rows of each list on a user's page (the counts above them say how many in all)
 
 
-async def _book(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+async def _book(tx: ReadTx, user_id: int) -> list[dict[str, Any]]:
     """The first entries of the user's books, with whether each number is registered."""
     b = book_entries.c
     rows = await tx.conn.execute(
@@ -193,7 +193,7 @@ async def _book(tx: Tx, user_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-async def _recent_events(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+async def _recent_events(tx: ReadTx, user_id: int) -> list[dict[str, Any]]:
     rows = await tx.conn.execute(
         sa.select(events.c.seq, events.c.type, events.c.at)
         .where(events.c.user_id == user_id)
@@ -203,7 +203,7 @@ async def _recent_events(tx: Tx, user_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-async def _relation_rows(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+async def _relation_rows(tx: ReadTx, user_id: int) -> list[dict[str, Any]]:
     r = _relations_table.c
     rows = await tx.conn.execute(
         sa.select(r.target_id, r.phone, r.contact, r.subscribe, users_table.c.name)
@@ -215,7 +215,7 @@ async def _relation_rows(tx: Tx, user_id: int) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
-async def _conversations(tx: Tx, user_id: int) -> list[dict[str, Any]]:
+async def _conversations(tx: ReadTx, user_id: int) -> list[dict[str, Any]]:
     """The user's conversations, most recently active first, each with its size, message
     count and (for a DM) the other member."""
     c, m = conversations.c, conversation_members.c
@@ -258,7 +258,7 @@ async def _conversations(tx: Tx, user_id: int) -> list[dict[str, Any]]:
     return found
 
 
-async def user_page(tx: Tx, user_id: int) -> UserPage:
+async def user_page(tx: ReadTx, user_id: int) -> UserPage:
     user = await users.get(tx, user_id)
     size = await tx.conn.scalar(
         sa.select(sa.func.count())
@@ -318,7 +318,7 @@ async def user_page(tx: Tx, user_id: int) -> UserPage:
     )
 
 
-async def _privacy(tx: Tx, user_id: int) -> dict[str, str | None]:
+async def _privacy(tx: ReadTx, user_id: int) -> dict[str, str | None]:
     row = (
         await tx.conn.execute(
             sa.select(users_table.c.discoverable_by, users_table.c.announce_join_to).where(

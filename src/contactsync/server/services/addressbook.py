@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import BookChanged, Conflict, InvalidRequest, TooManyContacts
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     app_settings,
     events,
@@ -493,7 +493,7 @@ class BookPage:
 
 
 async def list_contacts(
-    tx: Tx,
+    tx: ReadTx,
     owner_id: int,
     device_id: str | None,
     after: str | None,
@@ -528,7 +528,9 @@ async def list_contacts(
     return BookPage(page, now, rows[limit - 1].phone if len(rows) > limit else None)
 
 
-async def registered_in_book(tx: Tx, owner_id: int, device_id: str | None) -> list[dict[str, Any]]:
+async def registered_in_book(
+    tx: ReadTx, owner_id: int, device_id: str | None
+) -> list[dict[str, Any]]:
     """Registered users among the numbers in the book (and their variants), each under the
     number in the book with the book's name for it."""
     base = {"owner": owner_id, "book": book_of(device_id)}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from contactsync.protocol import Text
 from contactsync.server.cache import SETTINGS_CHANGED
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.store.tables import app_settings
 
 EVENT_TYPES = (
@@ -89,7 +89,7 @@ _LOAD = sa.select(app_settings.c.key, app_settings.c.value).where(
 )
 
 
-async def load(tx: Tx) -> AppSettings:
+async def load(tx: ReadTx) -> AppSettings:
     cache = tx.caches.settings if tx.caches is not None else None
     if cache is not None and not tx.changed(SETTINGS_CHANGED):
         found: AppSettings | None = cache.get("")

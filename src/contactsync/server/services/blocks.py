@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.errors import SelfRelation
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import joins, users
 from contactsync.server.store.tables import blocks
 
@@ -50,7 +50,7 @@ async def unblock(tx: Tx, blocker_id: int, blocked_id: int) -> bool:
     return True
 
 
-async def blocked_by(tx: Tx, blocker_id: int, after: int, limit: int) -> list[int]:
+async def blocked_by(tx: ReadTx, blocker_id: int, after: int, limit: int) -> list[int]:
     """The users `blocker_id` has blocked, by id, after `after`."""
     rows = await tx.conn.execute(
         sa.select(blocks.c.blocked_id)

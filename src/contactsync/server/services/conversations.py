@@ -42,7 +42,7 @@ from contactsync.errors import (
 )
 from contactsync.protocol import CONSENT_STATES, MAX_GROUP_MEMBERS
 from contactsync.server import cursors
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import events, policy, preferences
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import (
@@ -148,7 +148,7 @@ def joined() -> sa.FromClause:
 
 
 async def membership(
-    tx: Tx, conversation_id: int, user_id: int, *, lock: bool = False
+    tx: ReadTx, conversation_id: int, user_id: int, *, lock: bool = False
 ) -> Membership:
     """The caller's view of a conversation; ConversationNotFound for non-members.
 
@@ -168,7 +168,9 @@ async def membership(
     return membership_from_row(row)
 
 
-async def members_of(tx: Tx, conversation_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+async def members_of(
+    tx: ReadTx, conversation_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
     """The member lists of several conversations in one query (ids and roles only: consent is
     each member's private choice)."""
     out: dict[int, list[dict[str, Any]]] = {cid: [] for cid in conversation_ids}
@@ -184,7 +186,7 @@ async def members_of(tx: Tx, conversation_ids: Sequence[int]) -> dict[int, list[
     return out
 
 
-async def view(tx: Tx, conversation_id: int, user_id: int) -> dict[str, Any]:
+async def view(tx: ReadTx, conversation_id: int, user_id: int) -> dict[str, Any]:
     """The conversation object for a member."""
     m = await membership(tx, conversation_id, user_id)
     return m.wire((await members_of(tx, [m.id]))[m.id])
@@ -670,7 +672,7 @@ def parse_consent(values: Iterable[str]) -> list[str]:
 
 
 async def list_for_user(
-    tx: Tx,
+    tx: ReadTx,
     user_id: int,
     *,
     consent: Sequence[str],

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import app_settings
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import (
@@ -36,7 +36,7 @@ NOBODY: Audience = "nobody"
 AUDIENCES = (EVERYBODY, CONTACTS, NOBODY)
 
 
-async def default(tx: Tx) -> Audience:
+async def default(tx: ReadTx) -> Audience:
     return (await app_settings.load(tx)).discoverable_by_default
 
 
@@ -45,7 +45,7 @@ def effective(column_default: str) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(users.c.discoverable_by, sa.literal(column_default))
 
 
-async def holds_number_of(tx: Tx, owners: Collection[int], user_id: int) -> set[int]:
+async def holds_number_of(tx: ReadTx, owners: Collection[int], user_id: int) -> set[int]:
     """Which of `owners` hold `user_id`: their number in one of their books, or a relation
     marked as contact."""
     if not owners:
@@ -68,7 +68,7 @@ async def holds_number_of(tx: Tx, owners: Collection[int], user_id: int) -> set[
     return {row[0] for row in rows}
 
 
-async def connected(tx: Tx, user_id: int, others: Collection[int]) -> set[int]:
+async def connected(tx: ReadTx, user_id: int, others: Collection[int]) -> set[int]:
     """Which of `others` already share a relation (either way) or a conversation with
     `user_id`: there a hidden user stays reachable."""
     if not others:
@@ -94,7 +94,7 @@ async def connected(tx: Tx, user_id: int, others: Collection[int]) -> set[int]:
     return {row[0] for row in rows}
 
 
-async def hidden_by_choice(tx: Tx, viewer_id: int, candidates: Collection[int]) -> set[int]:
+async def hidden_by_choice(tx: ReadTx, viewer_id: int, candidates: Collection[int]) -> set[int]:
     """The candidates whose `discoverable_by` keeps `viewer_id` from learning that they are
     registered (`policy.learnable` asks this; blocks are its own part)."""
     rest = [c for c in candidates if c != viewer_id]

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.store.tables import events
 
 MAX_PAGE = 1000
@@ -149,7 +149,7 @@ async def append(tx: Tx, new: Sequence[NewEvent]) -> list[tuple[int, int]]:
     return written
 
 
-async def read(tx: Tx, user_id: int, after: int, limit: int) -> list[Event]:
+async def read(tx: ReadTx, user_id: int, after: int, limit: int) -> list[Event]:
     rows = await tx.conn.execute(
         sa.select(events.c.seq, events.c.type, events.c.at, events.c.data)
         .where(events.c.user_id == user_id, events.c.seq > after)
@@ -159,7 +159,7 @@ async def read(tx: Tx, user_id: int, after: int, limit: int) -> list[Event]:
     return [Event(r.seq, r.type, r.at, r.data) for r in rows]
 
 
-async def last_seq(tx: Tx, user_id: int) -> int:
+async def last_seq(tx: ReadTx, user_id: int) -> int:
     value = await tx.conn.scalar(
         sa.text("SELECT last_seq FROM event_counters WHERE user_id = :u"), {"u": user_id}
     )

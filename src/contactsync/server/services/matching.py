@@ -18,13 +18,13 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync import phone_variants
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import policy
 from contactsync.server.store.bulk import in_list, rows_source
 
 
 async def registered(
-    tx: Tx, numbers: Sequence[str], *, exclude: int | None = None
+    tx: ReadTx, numbers: Sequence[str], *, exclude: int | None = None
 ) -> dict[str, tuple[int, str]]:
     """{number: (user id, the user's own number)} for those of `numbers` that match a user
     other than `exclude`: the user registered under the number itself, else under one of its
@@ -59,7 +59,7 @@ async def registered(
 
 
 async def registered_for(
-    tx: Tx, viewer_id: int, numbers: Sequence[str], *, exclude: int | None = None
+    tx: ReadTx, viewer_id: int, numbers: Sequence[str], *, exclude: int | None = None
 ) -> dict[str, tuple[int, str]]:
     """`registered`, as `viewer_id` may learn it (`policy.learnable`): a number whose user the
     viewer may not learn about is left out, exactly like a number nobody registered."""

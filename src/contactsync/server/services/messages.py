@@ -36,7 +36,7 @@ from contactsync.errors import (
     MessageTooLarge,
     SendRateLimited,
 )
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     app_settings,
     conversations,
@@ -309,7 +309,7 @@ async def _after_message(tx: Tx, message: Message, member_ids: Sequence[int]) ->
 
 
 async def list_page(
-    tx: Tx, conversation_id: int, user_id: int, *, after: int, limit: int
+    tx: ReadTx, conversation_id: int, user_id: int, *, after: int, limit: int
 ) -> tuple[list[Message], int]:
     """Messages after `after` in server order, as the member may see them; (page, next_after).
 

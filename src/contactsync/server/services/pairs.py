@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.errors import SelfRelation
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import policy, users
 from contactsync.server.store.tables import pairs
 
@@ -34,7 +34,7 @@ async def unpair(tx: Tx, a: int, b: int) -> bool:
     return bool(result.rowcount)
 
 
-async def partners(tx: Tx, user_id: int) -> list[int]:
+async def partners(tx: ReadTx, user_id: int) -> list[int]:
     """Everyone paired with `user_id` (NotFound for an unknown user)."""
     await users.get(tx, user_id)
     rows = await tx.conn.execute(

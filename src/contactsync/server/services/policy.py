@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.errors import Blocked, Restricted
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import discoverability
 from contactsync.server.store.tables import blocks, pairs, users
 
@@ -46,7 +46,7 @@ async def paired(tx: Tx, a: int, b: int) -> bool:
     return found is not None
 
 
-async def blocked_ids(tx: Tx, user_id: int) -> set[int]:
+async def blocked_ids(tx: ReadTx, user_id: int) -> set[int]:
     """Everyone `user_id` has blocked or is blocked by."""
     rows = await tx.conn.execute(
         sa.select(blocks.c.blocked_id.label("other"))
@@ -56,7 +56,7 @@ async def blocked_ids(tx: Tx, user_id: int) -> set[int]:
     return {row.other for row in rows}
 
 
-async def learnable(tx: Tx, viewer_id: int, user_ids: Iterable[int]) -> set[int]:
+async def learnable(tx: ReadTx, viewer_id: int, user_ids: Iterable[int]) -> set[int]:
     """Which of these registered users `viewer_id` may learn are registered, and their ids.
 
     Not anyone in a block with the viewer, either way: to a blocked user the blocker answers

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from contactsync.errors import invalid_input
 from contactsync.protocol import Preferences
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import events, private_discovery
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import user_preferences, users
@@ -51,7 +51,7 @@ def _query() -> sa.Select[Any]:
     ).select_from(users.outerjoin(user_preferences, user_preferences.c.user_id == users.c.id))
 
 
-async def get_preferences(tx: Tx, user_id: int) -> dict[str, Any]:
+async def get_preferences(tx: ReadTx, user_id: int) -> dict[str, Any]:
     """The user's preferences with defaults filled in (the defaults for an unknown user)."""
     row = (await tx.conn.execute(_query().where(users.c.id == user_id))).first()
     return _merged(None) if row is None else _merged(row.value, row)

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from contactsync import oprf, tagfilter
 from contactsync.errors import DiscoveryKeyChanged, InvalidPoint, InvalidTag, TooManyPoints
-from contactsync.server.context import Context, Tx
+from contactsync.server.context import Context, ReadTx, Tx
 from contactsync.server.services import app_settings, discoverability, policy, profiles, quota
 from contactsync.server.services.users import User
 from contactsync.server.store import bulk
@@ -123,7 +123,7 @@ class State:
     key_version: int
 
 
-async def state(tx: Tx, *, lock: bool = False) -> State:
+async def state(tx: ReadTx, *, lock: bool = False) -> State:
     query = sa.select(discovery_state.c.version, discovery_state.c.key_version).where(
         discovery_state.c.id == 1
     )
@@ -420,7 +420,7 @@ class Delta:
     changes: bytes
 
 
-async def delta(tx: Tx, since: int, key_version: int) -> Delta | None:
+async def delta(tx: ReadTx, since: int, key_version: int) -> Delta | None:
     """The changes after `since` under `key_version`, or None when the client must download
     the whole filter (another key version, a version from the future, or deltas dropped)."""
     now = await state(tx)
@@ -495,7 +495,7 @@ def _check_key(current: State, key_version: int) -> None:
         raise DiscoveryKeyChanged(details={"key_version": current.key_version, "got": key_version})
 
 
-async def _limit(tx: Tx, count: int) -> None:
+async def _limit(tx: ReadTx, count: int) -> None:
     limit = (await app_settings.load(tx)).max_contacts_per_request
     if count > limit:
         raise TooManyPoints(
@@ -535,7 +535,7 @@ async def evaluate(ctx: Context, owner_id: int, key_version: int, raw: Sequence[
 
 
 async def resolve(
-    tx: Tx, caller_id: int, key_version: int, tags: Sequence[str]
+    tx: ReadTx, caller_id: int, key_version: int, tags: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The users behind tags the client matched: listed or discoverable by their contacts,
     that the caller may learn are registered (`policy.learnable`: no block either way,

@@ -29,7 +29,7 @@ from contactsync.errors import (
     ProfileReadsExceeded,
     TooManyFields,
 )
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import app_settings, events, policy, ratelimit
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import book_entries, profile_fields, relations, users
@@ -121,7 +121,7 @@ def view_diff(
 # --- reading -------------------------------------------------------------------------------
 
 
-async def fields_of(tx: Tx, user_id: int) -> dict[str, Field]:
+async def fields_of(tx: ReadTx, user_id: int) -> dict[str, Field]:
     rows = await tx.conn.execute(
         sa.select(profile_fields.c.name, profile_fields.c.value, profile_fields.c.level)
         .where(profile_fields.c.user_id == user_id)
@@ -130,7 +130,7 @@ async def fields_of(tx: Tx, user_id: int) -> dict[str, Field]:
     return {r.name: Field(r.value, r.level) for r in rows}
 
 
-async def granted_mask(tx: Tx, owner_id: int, viewer_id: int) -> int:
+async def granted_mask(tx: ReadTx, owner_id: int, viewer_id: int) -> int:
     """The access levels `owner_id` granted `viewer_id` as a contact (0 when not a contact)."""
     mask = await tx.conn.scalar(
         sa.select(relations.c.levels).where(
@@ -142,7 +142,7 @@ async def granted_mask(tx: Tx, owner_id: int, viewer_id: int) -> int:
     return int(mask or 0)
 
 
-async def visible_profile(tx: Tx, viewer_id: int, owner_id: int) -> dict[str, Value]:
+async def visible_profile(tx: ReadTx, viewer_id: int, owner_id: int) -> dict[str, Value]:
     """What `viewer_id` may see of `owner_id`'s profile.
 
     NotFound both for an unknown user and when either has blocked the other, with the same
@@ -207,7 +207,7 @@ async def count_read(tx: Tx, viewer_id: int, owner_id: int) -> None:
 
 
 async def visible_profiles(
-    tx: Tx, viewer_id: int, owner_ids: Sequence[int]
+    tx: ReadTx, viewer_id: int, owner_ids: Sequence[int]
 ) -> dict[int, dict[str, Value]]:
     """`visible_profile` for many owners in three queries (for discovery listings).
 

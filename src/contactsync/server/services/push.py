@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from contactsync.errors import StoreUnavailable
 from contactsync.server import outbound
 from contactsync.server.bus.base import Bus
-from contactsync.server.context import Context, Tx
+from contactsync.server.context import Context, ReadTx, Tx
 from contactsync.server.services import app_settings
 from contactsync.server.services.events import iso
 from contactsync.server.services.secrets import sign
@@ -148,7 +148,7 @@ async def enqueue(tx: Tx, bus: Bus | None = None) -> int:
     return int(result.rowcount or 0)
 
 
-async def listing(tx: Tx, state: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+async def listing(tx: ReadTx, state: str, after_id: int, limit: int) -> list[dict[str, Any]]:
     rows = await tx.conn.execute(
         sa.select(push_outbox)
         .where(push_outbox.c.state == state, push_outbox.c.id > after_id)
@@ -170,7 +170,7 @@ async def listing(tx: Tx, state: str, after_id: int, limit: int) -> list[dict[st
     ]
 
 
-async def counts(tx: Tx) -> dict[str, int]:
+async def counts(tx: ReadTx) -> dict[str, int]:
     rows = await tx.conn.execute(
         sa.select(push_outbox.c.state, sa.func.count()).group_by(push_outbox.c.state)
     )

@@ -33,7 +33,7 @@ from contactsync.errors import (
     TooManyContacts,
 )
 from contactsync.server import cursors
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     addressbook,
     app_settings,
@@ -445,7 +445,7 @@ async def sync(
 
 
 async def page(
-    tx: Tx, owner_id: int, cursor: str | None, limit: int
+    tx: ReadTx, owner_id: int, cursor: str | None, limit: int
 ) -> tuple[list[Relation], str | None]:
     """The owner's relations in creation order; a cursor when there may be more."""
     limit = max(1, min(limit, MAX_PAGE))

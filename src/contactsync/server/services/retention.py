@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.errors import EventsTrimmed
-from contactsync.server.context import Context, Tx
+from contactsync.server.context import Context, ReadTx, Tx
 from contactsync.server.services import app_settings
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import event_counters, events
@@ -66,7 +66,7 @@ async def trim(tx: Tx) -> int:
     return int(gone.rowcount or 0)
 
 
-async def check_replay(tx: Tx, user_id: int, after: int) -> None:
+async def check_replay(tx: ReadTx, user_id: int, after: int) -> None:
     """EventsTrimmed when events after `after` were already trimmed from the user's log."""
     row = (
         await tx.conn.execute(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from contactsync.errors import InvalidRequest, Unauthorized
 from contactsync.server.cache import Caches
 from contactsync.server.cache import sessions_changed as changed
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import secrets
 from contactsync.server.store.tables import devices, tokens, users
 
@@ -103,7 +103,7 @@ def cached(caches: Caches | None, token: str) -> Session | None:
     return found
 
 
-async def authenticate(tx: Tx, token: str, *, cached: bool = True) -> Session:
+async def authenticate(tx: ReadTx, token: str, *, cached: bool = True) -> Session:
     """The session behind a bearer token; `cached=False` always asks the database."""
     if not token.startswith(secrets.TOKEN_PREFIX) or len(token) > 100:
         raise Unauthorized("The token is not valid.", details={"reason": "invalid_token"})
@@ -147,7 +147,7 @@ async def revoke_all(tx: Tx, user_id: int) -> int:
     return int(result.rowcount or 0)
 
 
-async def list_devices(tx: Tx, user_id: int) -> list[dict[str, object]]:
+async def list_devices(tx: ReadTx, user_id: int) -> list[dict[str, object]]:
     rows = await tx.conn.execute(
         sa.select(devices.c.device_id, devices.c.created_at, tokens.c.created_at.label("token_at"))
         .select_from(devices.outerjoin(tokens, tokens.c.device_pk == devices.c.id))

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.errors import InvalidRequest
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx
 from contactsync.server.cursors import decode as decode_page
 from contactsync.server.cursors import encode as encode_page
 from contactsync.server.services import conversations, policy
@@ -96,7 +96,7 @@ def parse_cursors(raw: Mapping[str, int]) -> dict[int, int]:
 
 
 async def _messages(
-    tx: Tx, wanted: Sequence[tuple[int, int]], blocked: set[int], limit: int
+    tx: ReadTx, wanted: Sequence[tuple[int, int]], blocked: set[int], limit: int
 ) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {cid: [] for cid, _ in wanted}
     if not wanted:
@@ -136,7 +136,7 @@ async def _messages(
 
 
 async def sync(
-    tx: Tx,
+    tx: ReadTx,
     user_id: int,
     *,
     consent: Sequence[str],

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from contactsync import phone as phones
 from contactsync.errors import NotFound
 from contactsync.server.cache import sessions_changed
-from contactsync.server.context import Tx
+from contactsync.server.context import ReadTx, Tx
 from contactsync.server.store.tables import event_counters, users
 
 
@@ -37,7 +37,7 @@ def _row_to_user(row: sa.Row) -> User:
     )
 
 
-async def get(tx: Tx, user_id: int) -> User:
+async def get(tx: ReadTx, user_id: int) -> User:
     row = (await tx.conn.execute(sa.select(users).where(users.c.id == user_id))).first()
     if row is None:
         raise NotFound("No such user.", details={"user_id": user_id})
