@@ -569,7 +569,7 @@ async def resolve(
     ]
 
 
-async def contacts(tx: Tx, caller_id: int, key_version: int) -> list[str]:
+async def contacts(tx: ReadTx, caller_id: int, key_version: int) -> list[str]:
     """The filter keys (16 hex digits) of the users discoverable by their contacts only whom
     the caller may learn are registered: the caller's own addition to the filter.
 
