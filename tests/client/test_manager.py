@@ -358,8 +358,13 @@ async def test_start_follows_events_and_source_changes(api: Api, managers: Facto
     await api.create_user("+14155551001", "Joiner")
     event = await asyncio.wait_for(joined.get(), 5)
     assert event.data["name"] == "Person 1"
+    sdk_tasks = {"contactsync-watch", "contactsync-events", "contactsync-answer"}
+    running = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+    assert {"contactsync-watch", "contactsync-events"} <= set(running)
     await manager.logout()  # stops the listener and the watcher
-    assert manager._tasks == [] and manager._listener is None
+    assert manager.listener_state == "stopped"
+    running = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+    assert not sdk_tasks & set(running), running
 
 
 async def test_bad_arguments() -> None:
