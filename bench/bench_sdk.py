@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -72,28 +73,43 @@ def _token(client: httpx.Client, number: str) -> str:
     return str(r.json()["token"])
 
 
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0  # ended meanwhile
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += map(int, (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def _cpu(pid: int, *, itself: bool = True, besides: int | None = None) -> float:
     """CPU seconds used so far by a process and its live children (user + system): on a
     busy machine wall time swings, CPU time much less, so the figures show both. Children
     count: the SDK may normalise in a worker process, the server may run workers."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        child = int(stat.parent.name)
-        if child == besides:
-            continue
-        if (itself and child == pid) or int(fields[1]) == pid:
-            ticks += int(fields[11]) + int(fields[12])
+    pids = [child for child in _children(pid) if child != besides]
+    ticks = sum(map(_ticks, pids)) + (_ticks(pid) if itself else 0)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _client_cpu(server_pid: int) -> float:
-    """This process's CPU seconds (finer than /proc's ticks) and its children's but the
-    server's (this process started it)."""
-    return time.process_time() + _cpu(os.getpid(), itself=False, besides=server_pid)
+    """This process's CPU seconds (finer than /proc's ticks) and its children's, running or
+    ended (the SDK's number worker), but the server's (this process started it)."""
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (
+        time.process_time()
+        + ended.ru_utime
+        + ended.ru_stime
+        + _cpu(os.getpid(), itself=False, besides=server_pid)
+    )
 
 
 async def _runs(
