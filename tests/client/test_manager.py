@@ -247,9 +247,7 @@ async def test_a_started_manager_sends_what_waited_once_the_quota_refills(
 ) -> None:
     _, me = await api.user_with_token(ME)
     async with api.ctx.tx() as tx:
-        await app_settings.update(
-            tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24}
-        )
+        await app_settings.update(tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24})
     manager = managers(MemorySource(people(5)), me, batch_size=2, watch_interval=0.02)
     first = await manager.start()
     assert first.waiting == 3 and len(await book(api, me)) == 2

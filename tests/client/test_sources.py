@@ -130,6 +130,14 @@ def test_folder_of_vcards_and_stable_keys(tmp_path: Path) -> None:
     write(folder / "a.vcf", V30.replace("0102", "0109"))
     keys3 = [k for k, _ in source.scan()]
     assert keys3[1] == keys1[1] and keys3[0] != keys1[0]
+    # the same card in two files: distinct keys, the same ones on every scan
+    write(folder / "c.vcf", V30)
+    write(folder / "d.vcf", V30)
+    keys4 = [k for k, _ in source.scan()]
+    assert len(set(keys4)) == 4 and keys4 == [k for k, _ in source.scan()]
+    (folder / "c.vcf").unlink()
+    (folder / "sub" / "b.VCF").unlink()
+    assert [k for k, _ in source.scan()] == [keys3[0], keys4[1]]
 
 
 def test_files_written_by_programs_split_like_any_other() -> None:

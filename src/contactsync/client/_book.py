@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from contactsync import phone as phones
@@ -47,6 +49,7 @@ from contactsync.client._models import (
     SyncMetrics,
     SyncProgress,
 )
+from contactsync.client._numbers import Numbers, Result
 from contactsync.client._private import PrivateDiscovery
 from contactsync.client._sources import ContactSource
 from contactsync.client._store import LocalStore
@@ -347,6 +350,8 @@ class AddressBookSync:
                     return
 
         sending = asyncio.create_task(sender()) if send else None
+        numbers = Numbers()
+        pending: _Chunk | None = None
         try:
             seen: set[str] = set()
             chunk: list[tuple[str, Any]] = []
@@ -354,28 +359,27 @@ class AddressBookSync:
             # starts early, the next ones double (fewer, larger requests cost the server less)
             size = min(chunk_size, _FIRST_CHUNK) if send else chunk_size
             records = iter(self.source.scan())
+            # the numbers of chunk k+1 are read (on a worker process when the chunk is big)
+            # while chunk k is stored and sent
             while True:
                 done = await self._read(records, seen, known, chunk, size)
                 if chunk:
-                    rows, fresh = await self._prepare_in_slices(store, cached, region, chunk)
+                    if len(chunk) >= _FIRST_CHUNK and not done and numbers.parallel(chunk_size):
+                        numbers.prepare()  # a big scan: have the worker ready by chunk 2
+                    parsed = await self._parse(store, cached, region, chunk, numbers)
                     chunk = []
                     size = min(chunk_size, size * 2)
-                    with store.transaction():
-                        store.cache_numbers(region, fresh)
-                        numbers = store.add_contacts(rows)
-                        store.refresh_entries(numbers)
-                        if sending is not None and not sending.done():
-                            # this chunk's numbers only: the rest (renames of numbers in
-                            # flight, removals of what the server held before) is planned
-                            # after the scan
-                            self._plan(store, False, numbers)
-                            wake.set()
-                    # back-pressure: when the server is slower than the scan, wait instead
-                    # of piling the whole book into the outbox
-                    while sending is not None and not sending.done() and store.outbox_rows() > 2:
-                        await asyncio.sleep(0.002)
+                    ready, pending = pending, parsed
+                    if ready is not None:
+                        await self._store_chunk(store, region, ready, sending, wake)
+                    if not parsed.parallel:  # read in process: nothing to overlap with
+                        pending = None
+                        await self._store_chunk(store, region, parsed, sending, wake)
                 if done:
                     break
+            ready, pending = pending, None
+            if ready is not None:
+                await self._store_chunk(store, region, ready, sending, wake)
             reading = False
             wake.set()
             if sending is not None:
@@ -385,7 +389,8 @@ class AddressBookSync:
                     raise exc
             return seen
         finally:
-            await cancel(sending)
+            await cancel(sending, pending.reading if pending is not None else None)
+            await numbers.close()
 
     @staticmethod
     async def _read(
@@ -396,77 +401,71 @@ class AddressBookSync:
         size: int,
     ) -> bool:
         """Add new records to `chunk` until it holds `size`; True when the source is done.
-        The loop is given a turn every _SLICE records (a request in flight goes on)."""
-        count = 0
-        for key, record in records:
-            seen.add(key)
-            if key not in known:
-                chunk.append((key, record))
-                if len(chunk) >= size:
-                    return False
-            count += 1
-            if count % _SLICE == 0:
-                await asyncio.sleep(0)
-        return True
-
-    async def _prepare_in_slices(
-        self, store: LocalStore, cached: bool, region: str, chunk: list[tuple[str, Any]]
-    ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
-        """`_prepare` a few hundred records at a time, giving the loop a turn in between:
-        parsing and normalising is the client's CPU-bound part, and it runs on the event loop
-        (a worker thread would fight the loop for the GIL: every SQLite call and socket
-        operation of the loop would wait for it to let go, milliseconds each time)."""
-        rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
-        fresh: list[Any] = []
-        for i in range(0, len(chunk), _PREPARE_SLICE):
-            part_rows, part_fresh = self._prepare(
-                store, cached, region, chunk[i : i + _PREPARE_SLICE]
-            )
-            rows += part_rows
-            fresh += part_fresh
+        Records are taken up to _SLICE at a time (whole-list steps: a resync goes through
+        every record of the book) and the loop is given a turn in between."""
+        while True:
+            batch = list(itertools.islice(records, min(_SLICE, size - len(chunk))))
+            if not batch:
+                return True
+            seen.update([key for key, _ in batch])
+            chunk += [item for item in batch if item[0] not in known] if known else batch
+            if len(chunk) >= size:
+                return False
             await asyncio.sleep(0)
-        return rows, fresh
 
-    def _prepare(
-        self, store: LocalStore, cached: bool, region: str, chunk: list[tuple[str, Any]]
-    ) -> tuple[list[tuple[str, str, str | None, list[str], list[Any] | None]], list[Any]]:
-        """Parse records and normalise their numbers (cache first): rows for the store."""
-        parsed: list[tuple[str, Contact | SourceProblem]] = [
-            (key, self.source.parse(record)) for key, record in chunk
-        ]
-        raws = {p for _, c in parsed if isinstance(c, Contact) for p in c.phones}
-        results = store.cached_numbers(list(raws), region) if cached else {}
+    async def _parse(
+        self,
+        store: LocalStore,
+        cached: bool,
+        region: str,
+        chunk: list[tuple[str, Any]],
+        numbers: Numbers,
+    ) -> _Chunk:
+        """Parse records a few hundred at a time (the loop gets a turn in between), take
+        what the store's cache knows of their numbers and start reading the rest."""
+        parsed: list[tuple[str, Contact | SourceProblem]] = []
+        for i in range(0, len(chunk), _PREPARE_SLICE):
+            parsed += [
+                (key, self.source.parse(record)) for key, record in chunk[i : i + _PREPARE_SLICE]
+            ]
+            await asyncio.sleep(0)
+        raws = list({p: None for _, c in parsed if isinstance(c, Contact) for p in c.phones})
+        known = store.cached_numbers(raws, region) if cached else {}
+        todo = [raw for raw in raws if raw not in known]
+        reading = asyncio.create_task(numbers.read(todo, region or None))
+        return _Chunk(parsed, known, todo, reading, numbers.parallel(len(todo)))
+
+    async def _store_chunk(
+        self,
+        store: LocalStore,
+        region: str,
+        chunk: _Chunk,
+        sending: asyncio.Task[None] | None,
+        wake: asyncio.Event,
+    ) -> None:
+        """Store a parsed chunk once its numbers are read; on a first sync, plan its upload
+        and wake the sender."""
+        results = chunk.known
         fresh = []
-        for raw in raws:
-            if raw not in results:
-                outcome = phones.try_normalize(raw, region or None)
-                results[raw] = (outcome.e164, outcome.reason)
-                fresh.append((raw, outcome.e164, outcome.reason))
-                if outcome.rewritten:
-                    self._rewritten.append({"phone": raw, "e164": outcome.e164})
-        rows: list[tuple[str, str, str | None, list[str], list[Any] | None]] = []
-        for key, item in parsed:
-            if isinstance(item, SourceProblem):
-                bad = [
-                    {
-                        "phone": None,
-                        "reason": item.reason,
-                        "where": item.where,
-                        "message": item.message,
-                    }
-                ]
-                rows.append((key, item.where, item.name, [], bad))
-                continue
-            good: list[str] = []
-            invalid: list[dict[str, Any]] = []
-            for raw in item.phones:
-                e164, reason = results[raw]
-                if e164 is None:
-                    invalid.append(phones.invalid_entry(raw, reason or "invalid_number"))
-                elif e164 not in good:
-                    good.append(e164)
-            rows.append((key, item.id, item.name, good, invalid or None))
-        return rows, fresh
+        for raw, (e164, reason, rewritten) in zip(chunk.todo, await chunk.reading, strict=True):
+            results[raw] = (e164, reason)
+            fresh.append((raw, e164, reason))
+            if rewritten:
+                self._rewritten.append({"phone": raw, "e164": e164})
+        rows = _rows(chunk.parsed, results)
+        with store.transaction():
+            store.cache_numbers(region, fresh)
+            numbers = store.add_contacts(rows)
+            store.refresh_entries(numbers)
+            if sending is not None and not sending.done():
+                # this chunk's numbers only: the rest (renames of numbers in flight, removals
+                # of what the server held before) is planned after the scan
+                self._plan(store, False, numbers)
+                wake.set()
+        # back-pressure: when the server is slower than the scan, wait instead of piling the
+        # whole book into the outbox
+        while sending is not None and not sending.done() and store.outbox_rows() > 2:
+            await asyncio.sleep(0.002)
 
     def _plan(self, store: LocalStore, force: bool, numbers: set[str] | None = None) -> None:
         base: dict[str, Any] = {"region": self.region, "device_id": self.device_id}
@@ -548,6 +547,50 @@ class AddressBookSync:
                 # the total grows while the scan finds more to send
                 total = max(self._planned, metrics.uploaded)
                 self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
+
+
+@dataclass
+class _Chunk:
+    """Parsed records whose numbers are being read."""
+
+    parsed: list[tuple[str, Contact | SourceProblem]]
+    known: dict[str, tuple[str | None, str | None]]  # raw -> (e164, reason), from the cache
+    todo: list[str]  # the raws being read, in the order of `reading`'s results
+    reading: asyncio.Task[list[Result]]
+    parallel: bool  # read by the worker process
+
+
+Row = tuple[str, str, str | None, list[str], list[Any] | None]
+
+
+def _rows(
+    parsed: list[tuple[str, Contact | SourceProblem]],
+    results: dict[str, tuple[str | None, str | None]],
+) -> list[Row]:
+    """Rows for the store: (key, id, name, E.164 numbers, invalid entries) per record."""
+    rows: list[Row] = []
+    for key, item in parsed:
+        if isinstance(item, SourceProblem):
+            bad = [
+                {
+                    "phone": None,
+                    "reason": item.reason,
+                    "where": item.where,
+                    "message": item.message,
+                }
+            ]
+            rows.append((key, item.where, item.name, [], bad))
+            continue
+        good: list[str] = []
+        invalid: list[dict[str, Any]] = []
+        for raw in item.phones:
+            e164, reason = results[raw]
+            if e164 is None:
+                invalid.append(phones.invalid_entry(raw, reason or "invalid_number"))
+            elif e164 not in good:
+                good.append(e164)
+        rows.append((key, item.id, item.name, good, invalid or None))
+    return rows
 
 
 def _contact(phone: str, name: str | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ what makes a resync after a few edits cost milliseconds: unchanged cards are nev
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -64,11 +65,29 @@ class ContactSource:
 
 def _unique(records: Iterable[Record]) -> Iterator[Record]:
     """Identical records (the same card twice) still get distinct keys."""
-    seen: dict[str, int] = {}
+    return _unique_in(records, {})
+
+
+def _unique_in(records: Iterable[Record], seen: dict[str, int]) -> Iterator[Record]:
     for key, record in records:
         count = seen.get(key, 0)
         seen[key] = count + 1
         yield (key if count == 0 else f"{key}.{count}"), record
+
+
+def _unique_batches(batches: Iterable[list[Record]]) -> Iterator[Record]:
+    """`_unique` over records that come in lists (a file's cards): a list without a key
+    seen before passes whole, with no Python step per record (most of a resync's scan)."""
+    seen: dict[str, int] = {}
+
+    def unique(batch: list[Record]) -> list[Record]:
+        keys = dict.fromkeys([key for key, _ in batch], 1)
+        if len(keys) == len(batch) and seen.keys().isdisjoint(keys):
+            seen.update(keys)
+            return batch
+        return list(_unique_in(batch, seen))
+
+    return itertools.chain.from_iterable(map(unique, batches))
 
 
 class MemorySource(ContactSource):
@@ -132,23 +151,54 @@ class VCardSource(_FileSource):
 
     suffixes = (".vcf", ".vcard")
 
-    def scan(self) -> Iterator[Record]:
-        def records() -> Iterator[Record]:
-            for path in self.files():
-                label = self._label(path)
-                try:
-                    data = card_bytes(path.read_bytes())
-                except OSError:
-                    yield content_key("unreadable", label), (label, b"", -1, None)
-                    continue
-                for offset, body in split_cards(data):
-                    if body is None:
-                        yield content_key(label, str(offset)), (label, data, offset, None)
-                    else:
-                        key = hashlib.blake2b(body, digest_size=16).hexdigest()
-                        yield key, (label, data, offset, body)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        # a folder's files as the last scan read them, by path: (size, mtime, records); an
+        # unchanged file is not read again (one file per contact is the usual folder)
+        self._read_before: dict[Path, tuple[int, int, list[Record]]] = {}
 
-        return _unique(records())
+    def scan(self) -> Iterator[Record]:
+        # one file at a time, each file's cards as one list built with whole-list operations
+        if not self.path.is_dir():
+            self._read_before.clear()
+            return _unique_batches(map(self._records, self.files()))
+        files = self.files()
+        for gone in set(self._read_before) - set(files):
+            del self._read_before[gone]
+        return _unique_batches(map(self._folder_records, files))
+
+    def _folder_records(self, path: Path) -> list[Record]:
+        try:
+            st = path.stat()
+        except OSError:
+            return self._records(path)
+        before = self._read_before.get(path)
+        if before is not None and before[:2] == (st.st_size, st.st_mtime_ns):
+            return before[2]
+        records = self._records(path)
+        # an unreadable file is tried again: access may come back without a new mtime
+        if not records or records[0][1][2] >= 0:
+            self._read_before[path] = (st.st_size, st.st_mtime_ns, records)
+        return records
+
+    def _records(self, path: Path) -> list[Record]:
+        label = self._label(path)
+        try:
+            data = card_bytes(path.read_bytes())
+        except OSError:
+            return [(content_key("unreadable", label), (label, b"", -1, None))]
+        cards = list(split_cards(data))
+        offsets = [offset for offset, _ in cards]
+        bodies = [body for _, body in cards]
+        blake2b = hashlib.blake2b
+        keys = [
+            blake2b(body, digest_size=16).hexdigest()
+            if body is not None
+            else content_key(label, str(offset))
+            for offset, body in zip(offsets, bodies, strict=True)
+        ]
+        records = zip(itertools.repeat(label), itertools.repeat(data), offsets, bodies)
+        return list(zip(keys, records, strict=True))
 
     def parse(self, record: Any) -> Contact | SourceProblem:
         label, data, offset, body = record

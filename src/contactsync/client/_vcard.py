@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import quopri
 import re
 from collections.abc import Callable, Iterator
@@ -198,15 +199,14 @@ def _split_uniform(data: bytes, pieces: list[bytes]) -> Iterator[tuple[int, byte
     ):
         return None
 
-    def cards() -> Iterator[tuple[int, bytes]]:
-        yield 0, pieces[0][len(first) :]
-        offset = len(pieces[0]) + 9 + len(eol)  # where the next BEGIN:VCARD starts
-        skip = len(later)
-        for piece in middle:
-            yield offset, piece[skip:]
-            offset += len(piece) + 9
-
-    return cards()
+    # whole-list operations, no per-card Python frame: this is most of a resync's scan
+    skip = len(later)
+    bodies = [pieces[0][len(first) :], *[piece[skip:] for piece in middle]]
+    # card k > 0 starts at the end of piece k-1 and its END:VCARD line's 9 bytes, plus the
+    # line ending that opens piece k
+    ends = itertools.accumulate(len(piece) + 9 for piece in pieces[:-1])
+    offsets = [0, *(end + len(eol) for end in itertools.islice(ends, count - 1))]
+    return zip(offsets, bodies, strict=True)
 
 
 def line_at(data: bytes, offset: int) -> int:
