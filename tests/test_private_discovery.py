@@ -4,12 +4,16 @@ evaluation (quota, batch limit, bad points, key versions), resolving matches und
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contactsync import oprf, tagfilter
+from contactsync.server.services.private_discovery import KeyRing
 from tests.conftest import Api
 
 A, B, C, D = "+14155550101", "+14155550102", "+14155550103", "+14155550104"
@@ -293,7 +297,7 @@ async def test_key_rotation_makes_clients_evaluate_again_with_the_same_matches(
     state, version, key_version = await filter_state(api, ha)
     r = await api.client.post("/v1/admin/discovery/rotate-key", headers=api.admin)
     assert r.status_code == 200, r.text
-    assert r.json()["key_version"] == key_version + 1
+    assert r.json() == {"key_version": key_version + 1, "done": True}
     # the old key version is refused; a delta under it is a full filter under the new one
     point = base64.b64encode(oprf.blind(B)[1]).decode()
     r = await api.client.post(
@@ -334,3 +338,52 @@ async def test_the_app_default_moves_users_who_did_not_choose(api: Api) -> None:
     assert r.status_code == 200, r.text
     state, _, _ = await filter_state(api, ha)
     assert matched(state, tags) == {B}  # B chose everybody; C follows the default
+
+
+async def test_a_rotation_goes_on_after_the_request_and_is_never_doubled(api: Api) -> None:
+    _, ha = await api.user_with_token(A)
+    for phone in (B, C, D):
+        await api.create_user(phone)
+    key_version = (await info(api, ha))["key_version"]
+    # not waiting: 202, and the rotation goes on without the request
+    r = await api.client.post("/v1/admin/discovery/rotate-key?wait=0", headers=api.admin)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"key_version": key_version + 1, "done": False}
+    for _ in range(600):
+        r = await api.client.get("/v1/admin/discovery/rotation", headers=api.admin)
+        assert r.status_code == 200, r.text
+        if r.json()["rotating_to"] is None:
+            break
+        await asyncio.sleep(0.05)
+    assert r.json() == {
+        "key_version": key_version + 1,
+        "rotating_to": None,
+        "tagged": 4,
+        "users": 4,
+    }
+    # a rotation that a stop interrupted, or another process started, left a newer key in
+    # the file: asked to rotate, the server carries on with it and writes no third key (the
+    # file keeps two, and the one in force must stay in it)
+    keys = KeyRing(api.ctx.settings.resolved_discovery_key_file())
+    assert keys.add() == key_version + 2
+    r = await api.client.post("/v1/admin/discovery/rotate-key?wait=60", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"key_version": key_version + 2, "done": True}
+    assert set(keys.load()) == {key_version + 1, key_version + 2}
+    tags = await evaluate(api, ha, [B, C, D])
+    state, _, new_version = await filter_state(api, ha)
+    assert new_version == key_version + 2 and matched(state, tags) == {B, C, D}
+    r = await api.client.post("/v1/admin/discovery/rotate-key?wait=61", headers=api.admin)
+    assert r.status_code == 422
+    r = await api.client.get("/v1/admin/discovery/rotation")
+    assert r.status_code == 401
+
+
+def test_the_oprf_leaves_no_copy_of_libsodium_behind() -> None:
+    # rbcl writes its libsodium to a temporary file at import (contactsync.oprf removes it
+    # once loaded); the library keeps working from the mapping
+    sodium = sys.modules.get("rbcl._sodium") or sys.modules["_sodium"]
+    assert not Path(sodium.lib_path).exists()
+    key = oprf.new_key()
+    r, point = oprf.blind(A)
+    assert oprf.finalize(A, oprf.unblind(r, oprf.evaluate(key, point))) == oprf.tag(key, A)

@@ -15,7 +15,10 @@ our own: this module only chains libsodium calls and hashes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import sys
 from collections.abc import Iterable, Sequence
 
 import rbcl
@@ -38,6 +41,23 @@ __all__ = [
 POINT_BYTES = 32
 SCALAR_BYTES = 32
 TAG_BYTES = 16
+
+
+def _drop_library_copy() -> None:
+    """rbcl writes the libsodium it carries to a new temporary file at every import and
+    loads it from there, never deleting it: 2.8 MB left in $TMPDIR by every process that
+    imports it (each server worker, SDK app and CLI run; 647 files, 1.7 GB, in this
+    machine's /tmp after a morning of test runs). Once loaded, the mapping no longer needs
+    the file on Linux and macOS, so it goes now; Windows keeps a loaded DLL locked (the
+    unlink fails, harmlessly). The copy is also why $TMPDIR must not be mounted noexec."""
+    for name in ("rbcl._sodium", "_sodium"):
+        path = getattr(sys.modules.get(name), "lib_path", None)
+        if isinstance(path, str) and path.endswith((".so", ".pyd")):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+_drop_library_copy()
 
 _HASH_DOMAIN = b"contactsync/oprf/v1/hash-to-group\x00"
 _OUT_DOMAIN = b"contactsync/oprf/v1/out\x00"

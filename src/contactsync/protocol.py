@@ -585,3 +585,11 @@ class DiscoveryContacts(Output):
 
 class KeyRotated(Output):
     key_version: int
+    done: bool  # in force; else still tagging users (GET /v1/admin/discovery/rotation)
+
+
+class RotationStatus(Output):
+    key_version: int  # in force
+    rotating_to: int | None
+    tagged: int  # users tagged under `rotating_to` (all of them when none)
+    users: int

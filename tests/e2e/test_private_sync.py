@@ -211,6 +211,51 @@ async def test_private_sync_keeps_non_users_numbers_from_the_server(
         stored.stop()
 
 
+async def test_in_private_mode_only_joins_announced_to_everybody_reach_on_contact_joined(
+    tmp_path: Path, db_url: str
+) -> None:
+    """`announce_join_to` in private mode, as far as it applies: the server knows no holders
+    and no books, so it cannot tell a mutual contact; a `contacts` join is announced to
+    nobody, like a `nobody` one (docs/privacy.md), and the holders find both users at their
+    next sync. An `everybody` join reaches `on_contact_joined`."""
+    server = ServerProcess(
+        tmp_path / "data", db_url, env={"CONTACTSYNC_DISCOVERY_MODE": "private"}
+    ).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+            _, token = await admin_user(admin, OWNER)
+        sdk = manager(server, token, tmp_path / "sdk")
+        joined: asyncio.Queue[Event] = asyncio.Queue()
+        sdk.on_contact_joined(joined.put_nowait)
+        try:
+            first = await sdk.start()
+            assert first.error is None and first.registered == []
+            async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+                made = {}
+                for phone, audience in ((HIDDEN, "contacts"), (BLOCKER, "nobody"), (LATER, None)):
+                    body = {"phone": phone, "announce_join_to": audience}
+                    r = await admin.post(
+                        "/v1/admin/users", json={k: v for k, v in body.items() if v}
+                    )
+                    assert r.status_code == 201, r.text
+                    made[phone] = r.json()["user_id"]
+            # had HIDDEN's or BLOCKER's join been announced, it would have come first (in an
+            # earlier delta, or before LATER's in the same one: the SDK reports by number)
+            event = await asyncio.wait_for(joined.get(), 10)
+            assert event.data == {"user_id": made[LATER], "phone": LATER, "name": "Later"}
+            assert joined.empty()
+            again = await sdk.sync()
+            assert again.error is None
+            assert {(u["user_id"], u["phone"]) for u in again.registered} == {
+                (made[HIDDEN], HIDDEN),
+                (made[BLOCKER], BLOCKER),
+            }
+        finally:
+            await sdk.close()
+    finally:
+        server.stop()
+
+
 async def quota_left(db_url: str, owner: int) -> float:
     """The tokens left in the owner's discovery quota bucket (services/quota.py)."""
     query = "SELECT tokens FROM rate_buckets WHERE key = "

@@ -16,6 +16,7 @@ from contactsync.protocol import (
     KeyRotated,
     ResolveIn,
     ResolveOut,
+    RotationStatus,
 )
 from contactsync.server.http.deps import Admin, Caller, Ctx, parse_body
 from contactsync.server.services import private_discovery
@@ -99,7 +100,30 @@ async def own_contacts(caller: Caller, ctx: Ctx, key_version: KeyVersion) -> Dis
     return DiscoveryContacts(key_version=key_version, keys=keys)
 
 
-@router.post("/v1/admin/discovery/rotate-key", response_model=KeyRotated, dependencies=[Admin])
-async def rotate_key(ctx: Ctx) -> KeyRotated:
-    """A new OPRF key: every user is tagged under it, then clients re-evaluate."""
-    return KeyRotated(key_version=await private_discovery.rotate(ctx))
+@router.post(
+    "/v1/admin/discovery/rotate-key",
+    response_model=KeyRotated,
+    responses={202: {"model": KeyRotated, "description": "the rotation goes on"}},
+    dependencies=[Admin],
+)
+async def rotate_key(
+    ctx: Ctx,
+    response: Response,
+    wait: Annotated[float, Query(ge=0, le=60)] = private_discovery.ROTATE_WAIT_S,
+) -> KeyRotated:
+    """A new OPRF key: every user is tagged under it in the background, then it comes into
+    force and clients re-evaluate. Waits up to `wait` seconds: 200 when it is in force, else
+    202 (follow it with GET /v1/admin/discovery/rotation)."""
+    version, done = await private_discovery.rotate(ctx, wait=wait)
+    if not done:
+        response.status_code = 202
+    return KeyRotated(key_version=version, done=done)
+
+
+@router.get("/v1/admin/discovery/rotation", response_model=RotationStatus, dependencies=[Admin])
+async def rotation(ctx: Ctx) -> RotationStatus:
+    """The key version in force and the rotation under way, if any."""
+    now = await private_discovery.rotation(ctx)
+    return RotationStatus(
+        key_version=now.key_version, rotating_to=now.rotating_to, tagged=now.tagged, users=now.users
+    )

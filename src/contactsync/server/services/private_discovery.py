@@ -64,6 +64,8 @@ MAX_DELTA = 20_000
 MAX_OWN = 20_000
 _TAG = re.compile(r"[0-9a-f]{32}")
 _BATCH = 500  # users tagged per transaction when backfilling or rotating
+# How long the rotate request waits for its rotation before answering that it goes on.
+ROTATE_WAIT_S = 10.0
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -135,10 +137,18 @@ async def state(tx: ReadTx, *, lock: bool = False) -> State:
 
 async def start(ctx: Context) -> None:
     """On start: make sure a key exists and the database uses one the file holds, then tag
-    the users who have no tag yet (in the background)."""
-    await ensure_key(ctx)
+    the users who have no tag yet (in the background), and carry on with a rotation that a
+    stop interrupted (the file holds a newer key than the one in force)."""
+    keys = await ensure_key(ctx)
     ctx.services["discovery_filter"] = FilterCache()
+    ctx.services["discovery_rotation_lock"] = asyncio.Lock()
     ctx.services["discovery_backfill"] = asyncio.create_task(backfill(ctx), name="discovery-tags")
+    async with ctx.read() as tx:
+        current = await state(tx)
+    newer = [v for v in keys.keys if v > current.key_version]
+    if newer:
+        log.warning("discovery: resuming the rotation to key version %s", max(newer))
+        _spawn_rotation(ctx, max(newer))
 
 
 async def ensure_key(ctx: Context) -> KeyRing:
@@ -170,10 +180,11 @@ async def ensure_key(ctx: Context) -> KeyRing:
 
 
 async def stop(ctx: Context) -> None:
-    task = ctx.services.pop("discovery_backfill", None)
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for name in ("discovery_backfill", "discovery_rotation"):
+        task = ctx.services.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _switch(tx: Tx, version: int) -> None:
@@ -222,8 +233,10 @@ async def _tag_missing(tx: Tx, keys: KeyRing, version: int, *, limit: int | None
     key = keys.key(version)
     made = await asyncio.to_thread(oprf.tags, key, [r.phone for r in rows])
     listed = [r.level == discoverability.EVERYBODY for r in rows]
+    # a user who registers meanwhile is tagged by the registration too (`on_registered`), and
+    # two processes may carry on with one interrupted rotation: the first tag stands
     await tx.conn.execute(
-        sa.insert(discovery_tags),
+        bulk.insert_ignore(discovery_tags, tx.dialect),
         [
             {"user_id": r.id, "key_version": version, "tag": t.hex(), "listed": is_listed}
             for r, t, is_listed in zip(rows, made, listed, strict=True)
@@ -243,15 +256,52 @@ async def _tag_missing(tx: Tx, keys: KeyRing, version: int, *, limit: int | None
     return len(rows)
 
 
-async def rotate(ctx: Context) -> int:
-    """A new OPRF key: every user is tagged under it, then it comes into force and clients,
-    told by the filter's key version, evaluate their numbers again. Returns the new version.
-    Costs one scalar multiplication per user (about 50 us each)."""
+async def rotate(ctx: Context, *, wait: float = ROTATE_WAIT_S) -> tuple[int, bool]:
+    """A new OPRF key: every user is tagged under it (one scalar multiplication each, about
+    50 us: some 50 s of one core for a million users), then it comes into force and clients,
+    told by the filter's key version, evaluate their numbers again. The tagging runs in a
+    task of this process, not in the request: this waits for it up to `wait` seconds.
+    Returns (the new key version, whether it is in force). Asked again while a rotation is
+    under way (here, or in another process, or interrupted by a stop), it carries on with
+    that one rather than writing another key."""
+    async with ctx.services["discovery_rotation_lock"]:
+        running: asyncio.Task[int] | None = ctx.services.get("discovery_rotation")
+        if running is None or running.done():
+            keys: KeyRing = ctx.services["discovery_keys"]
+            async with ctx.read() as tx:
+                current = await state(tx)
+            keys.load()
+            newer = [v for v in keys.keys if v > current.key_version]
+            # never a second new key: the file keeps two, and the one in force must stay
+            version = max(newer) if newer else keys.add()
+            running = _spawn_rotation(ctx, version)
+        version = ctx.services["discovery_rotating_to"]
+    await asyncio.wait({running}, timeout=wait)  # the request going away leaves it running
+    if running.done():
+        return running.result(), True
+    return version, False
+
+
+def _spawn_rotation(ctx: Context, version: int) -> asyncio.Task[int]:
+    task = asyncio.create_task(_rotate(ctx, version), name="discovery-rotation")
+    ctx.services["discovery_rotation"] = task
+    ctx.services["discovery_rotating_to"] = version
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("discovery: the key rotation failed", exc_info=task.exception())
+
+
+async def _rotate(ctx: Context, version: int) -> int:
     keys: KeyRing = ctx.services["discovery_keys"]
-    version = keys.add()
     await backfill(ctx, version)
     async with ctx.tx() as tx:
-        await state(tx, lock=True)
+        current = await state(tx, lock=True)
+        if current.key_version >= version:
+            return current.key_version  # another process put it in force meanwhile
         await _tag_missing(tx, keys, version, limit=None)  # who registered meanwhile
         await _switch(tx, version)
         # the new key's filter: every listed user is an addition in the new log
@@ -264,6 +314,36 @@ async def rotate(ctx: Context) -> int:
     ctx.services["discovery_filter"].clear()
     log.info("discovery: rotated the OPRF key to version %s", version)
     return version
+
+
+@dataclass(frozen=True)
+class Rotation:
+    key_version: int
+    rotating_to: int | None
+    tagged: int
+    users: int
+
+
+async def rotation(ctx: Context) -> Rotation:
+    """The key in force and the rotation under way, if any (in whichever process): how many
+    users are tagged under the new key, of how many."""
+    keys: KeyRing = ctx.services["discovery_keys"]
+    async with ctx.read() as tx:
+        current = await state(tx)
+        keys.load()
+        newer = max([v for v in keys.keys if v > current.key_version], default=None)
+        total = int(await tx.conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)
+        tagged = total
+        if newer is not None:
+            tagged = int(
+                await tx.conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(discovery_tags)
+                    .where(discovery_tags.c.key_version == newer)
+                )
+                or 0
+            )
+    return Rotation(current.key_version, newer, tagged, total)
 
 
 # --- keeping the filter current ----------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 _PG_TYPES = {"text": "TEXT[]", "bigint": "BIGINT[]", "bool": "BOOLEAN[]"}
 
@@ -60,3 +62,10 @@ def member(column: Any, values: Sequence[Any], dialect: str) -> Any:
         return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
     each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
     return column.in_(sa.select(each.c.value))
+
+
+def insert_ignore(table: sa.Table, dialect: str) -> Any:
+    """INSERT that skips the rows whose key exists already (ON CONFLICT DO NOTHING)."""
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()
