@@ -91,7 +91,7 @@ async def _one(backend: str) -> list[Figure]:
                         response = await client.get(path)
                         assert response.status_code == 200, response.text[:500]
 
-                    metrics = app.state.ctx.services["metrics"]
+                    metrics = app.state.ctx.services.metrics
 
                     async def scrape() -> None:
                         metrics._db_read_at = -1e18  # no cache: the cost of a real refresh

@@ -146,8 +146,8 @@ async def test_forms_without_the_csrf_token_change_nothing(api: Api) -> None:
 
 async def test_a_new_admin_key_ends_console_sessions(api: Api) -> None:
     await sign_in(api)
-    key = api.ctx.services["admin_key"]
-    api.ctx.services["admin_key"] = type(key)("0" * 64, "environment", None)
+    key = api.ctx.services.admin_key
+    api.ctx.services.admin_key = type(key)("0" * 64, "environment", None)
     assert (await api.client.get("/console/overview")).status_code == 303
 
 

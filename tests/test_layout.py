@@ -91,3 +91,25 @@ def test_the_rule_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from contactsync.server.services import relations\n")
     assert "contactsync.server.services.relations" in imports_of(module)
+
+
+def test_the_process_services_are_typed_fields_not_a_string_keyed_bag() -> None:
+    """`Context.services` is a `Services` dataclass: a misspelt or missing service is a mypy
+    error, not a KeyError at run time (issue 15.5)."""
+    from contactsync.server.context import Context, ReadTx, Services
+
+    assert Context.__dataclass_fields__["services"].type == "Services"
+    assert ReadTx.__dataclass_fields__["services"].type == "Services"
+    assert "metrics" in Services.__dataclass_fields__
+    bag = []
+    for path in sorted((SRC / "server").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            # services["…"] or services.get("…") / .pop("…")
+            target = node.value if isinstance(node, ast.Subscript) else None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("get", "pop", "setdefault"):
+                    target = node.func.value
+            if isinstance(target, ast.Attribute) and target.attr == "services":
+                bag.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not bag, bag

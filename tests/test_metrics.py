@@ -153,7 +153,7 @@ async def test_product_counters_move_with_real_actions(api: Api) -> None:
 
 
 async def test_service_counters_are_exposed_under_their_documented_names(api: Api) -> None:
-    metrics: Metrics = api.ctx.services["metrics"]
+    metrics: Metrics = api.ctx.services.metrics
     metrics.contacts_uploaded.inc(5)
     metrics.matches.inc(2)
     metrics.joins.inc()
@@ -173,6 +173,6 @@ async def test_service_counters_are_exposed_under_their_documented_names(api: Ap
 
 async def test_each_app_has_its_own_registry(api: Api, tmp_path: Path) -> None:
     other = create_app(Settings(data_dir=tmp_path / "other"))
-    api.ctx.services["metrics"].joins.inc(7)
-    assert other.state.ctx.services["metrics"].joins._value.get() == 0
-    assert other.state.ctx.services["metrics"].registry is not api.ctx.services["metrics"].registry
+    api.ctx.services.metrics.joins.inc(7)
+    assert other.state.ctx.services.metrics.joins._value.get() == 0
+    assert other.state.ctx.services.metrics.registry is not api.ctx.services.metrics.registry

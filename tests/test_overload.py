@@ -15,7 +15,7 @@ from tests.faults.conftest import running
 
 
 def _limiter(api: object) -> Limiter:
-    limiter = api.ctx.services["limiter"]  # type: ignore[attr-defined]
+    limiter = api.ctx.services.limiter
     assert isinstance(limiter, Limiter)
     return limiter
 

@@ -124,7 +124,7 @@ async def test_fails_twice_then_delivered_exactly_once_more(fast: Settings) -> N
         assert deliveries[-1]["event"]["seq"] == seq
         assert deliveries[-1]["event"]["type"] == "sync.requested"
         assert deliveries[-1]["event"]["data"] == {"n": 0}
-        assert live.ctx.services["push"].delivered == 1
+        assert live.ctx.services.push.delivered == 1
 
 
 async def test_a_forged_signature_would_not_match(fast: Settings) -> None:
@@ -165,7 +165,7 @@ async def test_a_user_who_comes_online_before_delivery_is_not_pushed(fast: Setti
     async with Receiver().running() as receiver, serve(fast, SystemClock()) as live:
         await configure(live, receiver.url)
         created, headers = await live.api.user_with_token("+14155550129")
-        worker = live.ctx.services["push"]
+        worker = live.ctx.services.push
         await worker.stop()
         await emit(live.ctx, created["user_id"], 1)  # offline: queued
         assert len((await outbox(live))["items"]) == 1
@@ -267,7 +267,7 @@ async def test_only_configured_types_and_only_with_a_webhook(fast: Settings) -> 
         uid = (await live.api.create_user("+14155550138"))["user_id"]
         await emit(live.ctx, uid, 1)
         assert (await outbox(live))["counts"] == {"pending": 0, "failed": 0}
-        await live.ctx.services["push"].stop()  # keep rows where we can see them
+        await live.ctx.services.push.stop()  # keep rows where we can see them
         await configure(live, "http://127.0.0.1:9/hook", push_event_types=["contact.joined"])
         await emit(live.ctx, uid, 1, type="sync.requested")
         await emit(live.ctx, uid, 1, type="contact.joined")
@@ -328,7 +328,7 @@ async def test_two_processes_share_the_outbox_and_deliver_each_once(fast: Settin
         await eventually(lambda: empty_outbox(a), timeout=20)
         ids = [d["id"] for d in receiver.deliveries()]
         assert len(ids) == 40 and len(set(ids)) == 40
-        workers = [live.ctx.services["push"] for live in (a, b)]
+        workers = [live.ctx.services.push for live in (a, b)]
         assert sum(w.delivered for w in workers) == 40
         assert all(valid_signature(h, body) for h, body in receiver.requests)
 

@@ -123,7 +123,7 @@ async def test_no_gap_and_no_duplicate_while_events_arrive_during_replay(live: L
 
 
 async def test_sockets_and_deliveries_are_counted(live: Live) -> None:
-    metrics = live.ctx.services["metrics"]
+    metrics = live.ctx.services.metrics
 
     def delivered() -> float:
         return metrics.events_delivered.labels("ws")._value.get()
@@ -150,7 +150,7 @@ async def test_every_device_of_a_user_gets_every_event(live: Live) -> None:
         assert [e["seq"] for e in await recv_events(a, 6)] == [1, 2, 3, 4, 5, 6]
         assert [e["seq"] for e in await recv_events(b, 6)] == [1, 2, 3, 4, 5, 6]
         assert await live.ctx.bus.online([uid, uid + 1000]) == {uid}
-    await eventually(lambda: len(live.ctx.services["ws"]) == 0)
+    await eventually(lambda: len(live.ctx.services.ws) == 0)
     assert await live.ctx.bus.online([uid]) == set()
 
 
@@ -176,7 +176,7 @@ async def test_one_read_for_many_sockets_woken_together(live: Live) -> None:
     try:
         for ws in sockets:
             await recv(ws)
-        hub = live.ctx.services["ws"]
+        hub = live.ctx.services.ws
         await eventually(
             lambda: len(hub) == 20 and all(c.state is ConnState.LIVE for c in hub.connections)
         )
@@ -237,7 +237,7 @@ async def test_sockets_per_user_are_capped(settings: Settings) -> None:
                 error, code, _ = await closed_with(three)
             assert code == 4429 and error is not None
             assert error["code"] == "too_many_connections" and error["details"] == {"max": 2}
-        await eventually(lambda: not live.ctx.services["ws"].per_user)
+        await eventually(lambda: not live.ctx.services.ws.per_user)
         async with live.connect(headers) as again:
             assert (await recv(again))["op"] == "ready"
 
@@ -281,7 +281,7 @@ async def test_bad_credentials_close_with_4401(
     assert error is not None and error["code"] == "unauthorized"
     if reason:
         assert error["details"]["reason"] == reason
-    assert len(live.ctx.services["ws"]) == 0
+    assert len(live.ctx.services.ws) == 0
 
 
 @pytest.mark.parametrize(
@@ -339,7 +339,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_resumes(settings: Sett
             for _ in range(total // 50):
                 await emit(live.ctx, uid, 50, blob="x" * 40_000)
             # The server gives up on it instead of buffering megabytes for it.
-            await eventually(lambda: len(live.ctx.services["ws"]) == 0, timeout=30)
+            await eventually(lambda: len(live.ctx.services.ws) == 0, timeout=30)
             # only the hub's own watch on the discovery channel is left
             assert live.ctx.bus.watched_users() == {private_discovery.WAKE}
             got: list[int] = []

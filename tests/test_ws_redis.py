@@ -97,8 +97,8 @@ async def test_push_skips_a_user_online_on_another_process(settings: Settings) -
         created, headers = await a.api.user_with_token("+14155550164")
         uid = created["user_id"]
         # Only B's worker may deliver: it must see the user online on A.
-        await a.ctx.services["push"].stop()
-        worker = b.ctx.services["push"]
+        await a.ctx.services.push.stop()
+        worker = b.ctx.services.push
         await worker.stop()
         await emit(b.ctx, uid, 1)  # offline everywhere: queued
         async with a.connect(headers) as ws:

@@ -159,10 +159,10 @@ def create_app(
         clock=clock or SystemClock(),
         caches=caches,
     )
-    ctx.services["otp_sender"] = otp_sender or sender_from_settings(settings)
+    ctx.services.otp_sender = otp_sender or sender_from_settings(settings)
     metrics = Metrics()
-    ctx.services["metrics"] = metrics
-    ctx.services["settings_changed"] = [private_discovery.on_settings_changed]
+    ctx.services.metrics = metrics
+    ctx.services.settings_changed.append(private_discovery.on_settings_changed)
     realtime.install(ctx)
 
     @asynccontextmanager
@@ -170,7 +170,7 @@ def create_app(
         if migrate_on_start:
             await migrate.upgrade(ctx.db)
         key = await admin.ensure_admin_key(ctx)
-        ctx.services["admin_key"] = key
+        ctx.services.admin_key = key
         if key.source == "generated":
             log.warning("created an admin key; it is in %s", key.path)
         elif key.source == "stored":
@@ -178,7 +178,7 @@ def create_app(
         await private_discovery.start(ctx)
         await realtime.start(ctx)
         trimmer = retention.Trimmer(ctx, settings.event_trim_interval_seconds)
-        ctx.services["trimmer"] = trimmer
+        ctx.services.trimmer = trimmer
         trimmer.start()
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
@@ -209,7 +209,7 @@ def create_app(
     # One pure ASGI layer before routing: request id, access line, metrics, the concurrency
     # limit and the body gate (edge.py).
     limiter = Limiter(settings.max_concurrent_requests, settings.overload_wait_seconds)
-    ctx.services["limiter"] = limiter
+    ctx.services.limiter = limiter
     app.add_middleware(
         Edge, metrics=metrics, max_body_bytes=settings.max_body_bytes, limiter=limiter
     )

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +20,44 @@ from contactsync.server.cache import Caches
 from contactsync.server.clock import Clock
 from contactsync.server.config import Settings
 from contactsync.server.store.database import Database
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from contactsync.server.edge import Limiter
+    from contactsync.server.metrics import Metrics
+    from contactsync.server.services.admin import AdminKey
+    from contactsync.server.services.otp_senders import OtpSender
+    from contactsync.server.services.private_discovery import FilterCache, KeyRing
+    from contactsync.server.services.push import PushWorker
+    from contactsync.server.services.retention import Trimmer
+    from contactsync.server.ws import Hub
+
+
+@dataclass
+class Services:
+    """The process's long-lived parts, one field each. `create_app` wires them (the admin key,
+    the trimmer and private discovery's in its start-up); a Context made elsewhere (`prepare`,
+    scripts, benchmarks) has only what it sets, so a service checks for None."""
+
+    metrics: Metrics | None = None
+    otp_sender: OtpSender | None = None
+    ws: Hub | None = None
+    push: PushWorker | None = None
+    limiter: Limiter | None = None
+    admin_key: AdminKey | None = None
+    trimmer: Trimmer | None = None
+    # Run in a transaction that changed the app settings, with the settings before and after
+    # (private discovery re-lists users who follow a changed default).
+    settings_changed: list[Callable[[Tx, Any, Any], Awaitable[None]]] = field(default_factory=list)
+    otp_pepper: str | None = None  # read once a process (services/otp.py)
+    discovery_keys: KeyRing | None = None
+    discovery_filter: FilterCache | None = None
+    discovery_backfill: asyncio.Task[int] | None = None
+    # A key rotation under way in this process (one at a time), and the version it goes to.
+    discovery_rotation_lock: asyncio.Lock | None = None
+    discovery_rotation: asyncio.Task[int] | None = None
+    discovery_rotating_to: int = 0
 
 
 @dataclass
@@ -35,7 +73,7 @@ class ReadTx:
     caches: Caches | None = None
     # The process's long-lived services (`Context.services`), for the few service functions
     # that need one (the OPRF keys at registration).
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     # What this transaction did, for the metrics ("joins", "event:contact.joined", "matches"),
     # reported once it has ended well.
     counts: Counter[str] = field(default_factory=Counter)
@@ -81,7 +119,7 @@ class Context:
     db: Database
     bus: Bus
     clock: Clock
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     # Run inside every write transaction that appended events, just before it commits (the
     # push outbox is filled here, so it commits or rolls back with the events themselves).
     before_commit: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
@@ -97,8 +135,8 @@ class Context:
                     await hook(tx)
         for kind, data in tx.controls:
             await self.bus.control(kind, data)
-        if tx.counts and "metrics" in self.services:
-            self.services["metrics"].record(tx.counts)
+        if tx.counts and self.services.metrics is not None:
+            self.services.metrics.record(tx.counts)
         if tx.latest or tx.signals:
             await self.bus.publish({**tx.latest, **tx.signals})
         for callback in tx.after_commit:
@@ -113,8 +151,8 @@ class Context:
         async with self.db.read() as conn:
             tx = ReadTx(conn, self.db.dialect, self.clock.now_ms(), self.caches, self.services)
             yield tx
-        if tx.counts and "metrics" in self.services:
-            self.services["metrics"].record(tx.counts)
+        if tx.counts and self.services.metrics is not None:
+            self.services.metrics.record(tx.counts)
 
     def _tx(self, conn: AsyncConnection) -> Tx:
         return Tx(

@@ -5,7 +5,7 @@ Three kinds of figure:
 - Per-request, recorded by `edge.Edge`: `contactsync_http_requests_total{method,route,
   status}` and `contactsync_http_request_duration_seconds{method,route}` (a histogram). `route`
   is the route template (`/v1/admin/users/{user_id}`), or `<unmatched>`, so labels stay bounded.
-- Counters the services bump, reached as `ctx.services["metrics"]` (a `Metrics`):
+- Counters the services bump, reached as `ctx.services.metrics` (a `Metrics`):
 
   ====================  =============================================  ==========================
   attribute             metric                                         call it
@@ -134,12 +134,9 @@ class Metrics:
 
 def metrics_of(ctx: Context) -> Metrics:
     """The app's `Metrics`, or a detached one when the context has none (scripts, benchmarks)."""
-    found = ctx.services.get("metrics")
-    if isinstance(found, Metrics):
-        return found
-    detached = Metrics()
-    ctx.services["metrics"] = detached
-    return detached
+    if ctx.services.metrics is None:
+        ctx.services.metrics = Metrics()
+    return ctx.services.metrics
 
 
 async def table_exists(conn: Any, name: str) -> bool:
@@ -180,7 +177,7 @@ def _may_scrape(request: Request, ctx: Context) -> bool:
     token = getattr(ctx.settings, "metrics_token", None)
     if token is not None and secrets.same(token.get_secret_value(), value):
         return True
-    key = ctx.services.get("admin_key")
+    key = ctx.services.admin_key
     return key is not None and admin.is_admin(key.key_hash, value)
 
 

@@ -28,11 +28,16 @@ def make_bus(settings: Settings) -> Bus:
 
 def install(ctx: Context) -> None:
     hub = Hub(ctx)
-    ctx.services["ws"] = hub
+    ctx.services.ws = hub
     ctx.bus.on_control(hub.on_control)
     worker = PushWorker(ctx)
-    ctx.services["push"] = worker
+    ctx.services.push = worker
     ctx.before_commit.append(worker.enqueue)
+
+
+def _wired(ctx: Context) -> tuple[Hub, PushWorker]:
+    assert ctx.services.ws is not None and ctx.services.push is not None, "install(ctx) first"
+    return ctx.services.ws, ctx.services.push
 
 
 async def instance_id(ctx: Context) -> str:
@@ -56,13 +61,15 @@ async def start(ctx: Context) -> None:
     if isinstance(ctx.bus, RedisBus):
         ctx.bus.namespace = f"contactsync:{await instance_id(ctx)}"
     await ctx.bus.start()
-    await ctx.services["ws"].start()
-    await ctx.services["push"].start()
+    hub, worker = _wired(ctx)
+    await hub.start()
+    await worker.start()
 
 
 async def stop(ctx: Context) -> None:
-    await ctx.services["push"].stop()
+    hub, worker = _wired(ctx)
+    await worker.stop()
     await ctx.bus.stop()
     # after the bus: closing the hub's watch marks presence, which a stopping bus must not
     # be woken for (its presence task may be cancelled at that very moment)
-    await ctx.services["ws"].stop()
+    await hub.stop()

@@ -219,7 +219,7 @@ class Connection:
         self.discovery_sent = (0, 0)
         self.checked_at = 0.0
         self.revalidate_due = False
-        self.metrics = self.ctx.services.get("metrics")
+        self.metrics = self.ctx.services.metrics
 
     def move(self, to: ConnState) -> None:
         if to not in _NEXT[self.state]:
@@ -418,5 +418,6 @@ class Connection:
 @router.websocket("/v1/events/ws")
 async def events_ws(websocket: WebSocket) -> None:
     ctx: Context = websocket.app.state.ctx
-    hub: Hub = ctx.services["ws"]
+    hub = ctx.services.ws
+    assert hub is not None, "realtime.install wires the hub"
     await Connection(websocket, hub).run()

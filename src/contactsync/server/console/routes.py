@@ -293,7 +293,7 @@ async def overview(request: Request) -> Response:
         return _redirect("/console/login")
     async with ctx.read() as tx:
         figures = await queries.overview(tx)
-    metrics = ctx.services.get("metrics")
+    metrics = ctx.services.metrics
     live = (
         metrics.registry.get_sample_value("contactsync_live_sockets")
         if metrics is not None
@@ -600,7 +600,7 @@ async def outbox_retry(request: Request) -> Response:
     ctx = _ctx(request)
     async with ctx.tx() as tx:
         count = await push.retry_failed(tx, ids)
-    worker = ctx.services.get("push")
+    worker = ctx.services.push
     if count and worker is not None:
         await worker.wake()
     log.info("console: push deliveries retried", extra={"count": count})

@@ -45,12 +45,14 @@ def _secure(request: Request) -> bool:
 
 
 def key_matches(ctx: Context, presented: str) -> bool:
-    key = ctx.services.get("admin_key")
+    key = ctx.services.admin_key
     return key is not None and bool(presented) and admin.is_admin(key.key_hash, presented)
 
 
 async def open_session(ctx: Context, response: Response, request: Request) -> ConsoleSession:
     """Create a session for a caller who gave the right key and set its cookie."""
+    admin_key = ctx.services.admin_key
+    assert admin_key is not None, "the app reads the admin key on start"
     token = pysecrets.token_urlsafe(32)
     csrf = pysecrets.token_urlsafe(32)
     async with ctx.tx() as tx:
@@ -63,7 +65,7 @@ async def open_session(ctx: Context, response: Response, request: Request) -> Co
             sa.insert(console_sessions).values(
                 token_hash=secrets.sha256(token),
                 csrf=csrf,
-                key_hash=ctx.services["admin_key"].key_hash,
+                key_hash=admin_key.key_hash,
                 created_at=tx.now,
                 expires_at=expires_at,
             )
@@ -97,7 +99,7 @@ async def current(ctx: Context, request: Request) -> ConsoleSession | None:
         now = tx.now
     if row is None or row.expires_at <= now:
         return None
-    key = ctx.services.get("admin_key")
+    key = ctx.services.admin_key
     if key is None or not secrets.same(row.key_hash, key.key_hash):
         return None
     return ConsoleSession(row.token_hash, row.csrf, row.expires_at)

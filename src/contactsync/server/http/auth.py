@@ -16,7 +16,8 @@ async def request_code(body: OtpRequest, ctx: Ctx, request: Request) -> OtpReque
     """Send a one-time code to the phone number (the console sender writes it to the server log).
     Limited per number and per address: 429 with Retry-After."""
     client = request.client.host if request.client else "unknown"
-    sender = ctx.services["otp_sender"]
+    sender = ctx.services.otp_sender
+    assert sender is not None, "create_app wires the OTP sender"
     expires_in = await otp.request_code(ctx, sender, body.phone, body.region, client)
     return OtpRequested(expires_in=expires_in, sent_via=getattr(sender, "via", None))
 

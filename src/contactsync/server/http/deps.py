@@ -57,7 +57,8 @@ async def get_session(
 async def require_admin(
     ctx: Annotated[Context, Depends(get_context)], token: Annotated[str, Depends(bearer)]
 ) -> None:
-    key_hash: str = ctx.services["admin_key"].key_hash
+    assert ctx.services.admin_key is not None, "the app reads the admin key on start"
+    key_hash = ctx.services.admin_key.key_hash
     if not admin.is_admin(key_hash, token):
         raise AdminOnly()
 

@@ -28,8 +28,8 @@ async def read_events(
         page = await events.read(tx, caller.user_id, after, limit)
         if not page or page[0].seq != after + 1:  # a gap (or nothing): was it trimmed?
             await retention.check_replay(tx, caller.user_id, after)
-    if page and "metrics" in ctx.services:
-        ctx.services["metrics"].events_delivered.labels("poll").inc(len(page))
+    if page and ctx.services.metrics is not None:
+        ctx.services.metrics.events_delivered.labels("poll").inc(len(page))
     return EventsPage(
         events=[EventOut(**event.wire()) for event in page],
         next_after=page[-1].seq if page else after,

@@ -42,7 +42,7 @@ async def retry(body: RetryIn, ctx: Ctx) -> PushRequeued:
     """Send failed push deliveries again now."""
     async with ctx.tx() as tx:
         count = await push.retry_failed(tx, body.ids)
-    worker = ctx.services.get("push")
+    worker = ctx.services.push
     if worker is not None and count:
         await worker.wake()
     return PushRequeued(requeued=count)

@@ -115,7 +115,7 @@ async def update(tx: Tx, changes: dict[str, Any]) -> AppSettings:
     tx.control(SETTINGS_CHANGED)
     # Services that build on this module follow a change here through hooks wired by
     # create_app (private discovery relists the users who follow discoverable_by_default).
-    for hook in tx.services.get("settings_changed", ()):
+    for hook in tx.services.settings_changed:
         await hook(tx, current, merged)
     return merged
 

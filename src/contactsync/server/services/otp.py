@@ -37,7 +37,7 @@ PEPPER_FILE = "otp_pepper"
 
 def pepper(ctx: Context) -> str:
     """The key codes are hashed with (read once per process)."""
-    known: str | None = ctx.services.get("otp_pepper")
+    known = ctx.services.otp_pepper
     if known is None:
         given = ctx.settings.otp_pepper
         if given is not None:
@@ -45,7 +45,7 @@ def pepper(ctx: Context) -> str:
         else:
             path = ctx.settings.data_dir / PEPPER_FILE
             known = secrets.private_value(path, secrets.new_pepper)
-        ctx.services["otp_pepper"] = known
+        ctx.services.otp_pepper = known
     return known
 
 

@@ -115,8 +115,21 @@ class KeyRing:
 
 
 def ring(tx: Tx) -> KeyRing | None:
-    found = tx.services.get("discovery_keys")
-    return found if isinstance(found, KeyRing) else None
+    return tx.services.discovery_keys
+
+
+def _keys(ctx: Context) -> KeyRing:
+    keys = ctx.services.discovery_keys
+    if keys is None:
+        raise RuntimeError("private discovery has not started (private_discovery.start)")
+    return keys
+
+
+def _filter(ctx: Context) -> FilterCache:
+    cache = ctx.services.discovery_filter
+    if cache is None:
+        raise RuntimeError("private discovery has not started (private_discovery.start)")
+    return cache
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,9 @@ async def start(ctx: Context) -> None:
     the users who have no tag yet (in the background), and carry on with a rotation that a
     stop interrupted (the file holds a newer key than the one in force)."""
     keys = await ensure_key(ctx)
-    ctx.services["discovery_filter"] = FilterCache()
-    ctx.services["discovery_rotation_lock"] = asyncio.Lock()
-    ctx.services["discovery_backfill"] = asyncio.create_task(backfill(ctx), name="discovery-tags")
+    ctx.services.discovery_filter = FilterCache()
+    ctx.services.discovery_rotation_lock = asyncio.Lock()
+    ctx.services.discovery_backfill = asyncio.create_task(backfill(ctx), name="discovery-tags")
     async with ctx.read() as tx:
         current = await state(tx)
     newer = [v for v in keys.keys if v > current.key_version]
@@ -155,7 +168,7 @@ async def ensure_key(ctx: Context) -> KeyRing:
     """The key file, created with a first key if needed; the database's key version made one
     the file holds (a lost file: a new key, as a rotation)."""
     keys = KeyRing(ctx.settings.resolved_discovery_key_file())
-    ctx.services["discovery_keys"] = keys
+    ctx.services.discovery_keys = keys
     async with ctx.tx() as tx:
         current = await state(tx, lock=True)
         # read under the state row's lock: a process starting beside this one (serve
@@ -180,11 +193,12 @@ async def ensure_key(ctx: Context) -> KeyRing:
 
 
 async def stop(ctx: Context) -> None:
-    for name in ("discovery_backfill", "discovery_rotation"):
-        task = ctx.services.pop(name, None)
+    services = ctx.services
+    for task in (services.discovery_backfill, services.discovery_rotation):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+    services.discovery_backfill = services.discovery_rotation = None
 
 
 async def _switch(tx: Tx, version: int) -> None:
@@ -202,7 +216,7 @@ async def _switch(tx: Tx, version: int) -> None:
 async def backfill(ctx: Context, key_version: int | None = None) -> int:
     """Tag the users without a tag for `key_version` (the one in force by default), a batch
     per transaction; returns how many were tagged."""
-    keys: KeyRing = ctx.services["discovery_keys"]
+    keys = _keys(ctx)
     done = 0
     while True:
         async with ctx.tx() as tx:
@@ -264,10 +278,13 @@ async def rotate(ctx: Context, *, wait: float = ROTATE_WAIT_S) -> tuple[int, boo
     Returns (the new key version, whether it is in force). Asked again while a rotation is
     under way (here, or in another process, or interrupted by a stop), it carries on with
     that one rather than writing another key."""
-    async with ctx.services["discovery_rotation_lock"]:
-        running: asyncio.Task[int] | None = ctx.services.get("discovery_rotation")
+    lock = ctx.services.discovery_rotation_lock
+    if lock is None:
+        raise RuntimeError("private discovery has not started (private_discovery.start)")
+    async with lock:
+        running = ctx.services.discovery_rotation
         if running is None or running.done():
-            keys: KeyRing = ctx.services["discovery_keys"]
+            keys = _keys(ctx)
             async with ctx.read() as tx:
                 current = await state(tx)
             keys.load()
@@ -275,7 +292,7 @@ async def rotate(ctx: Context, *, wait: float = ROTATE_WAIT_S) -> tuple[int, boo
             # never a second new key: the file keeps two, and the one in force must stay
             version = max(newer) if newer else keys.add()
             running = _spawn_rotation(ctx, version)
-        version = ctx.services["discovery_rotating_to"]
+        version = ctx.services.discovery_rotating_to
     await asyncio.wait({running}, timeout=wait)  # the request going away leaves it running
     if running.done():
         return running.result(), True
@@ -284,8 +301,8 @@ async def rotate(ctx: Context, *, wait: float = ROTATE_WAIT_S) -> tuple[int, boo
 
 def _spawn_rotation(ctx: Context, version: int) -> asyncio.Task[int]:
     task = asyncio.create_task(_rotate(ctx, version), name="discovery-rotation")
-    ctx.services["discovery_rotation"] = task
-    ctx.services["discovery_rotating_to"] = version
+    ctx.services.discovery_rotation = task
+    ctx.services.discovery_rotating_to = version
     task.add_done_callback(_log_failure)
     return task
 
@@ -296,7 +313,7 @@ def _log_failure(task: asyncio.Task[int]) -> None:
 
 
 async def _rotate(ctx: Context, version: int) -> int:
-    keys: KeyRing = ctx.services["discovery_keys"]
+    keys = _keys(ctx)
     await backfill(ctx, version)
     async with ctx.tx() as tx:
         current = await state(tx, lock=True)
@@ -311,7 +328,7 @@ async def _rotate(ctx: Context, version: int) -> int:
             )
         )
         await _log(tx, version, [(_key_of(r.tag), True, False) for r in rows])
-    ctx.services["discovery_filter"].clear()
+    _filter(ctx).clear()
     log.info("discovery: rotated the OPRF key to version %s", version)
     return version
 
@@ -327,7 +344,7 @@ class Rotation:
 async def rotation(ctx: Context) -> Rotation:
     """The key in force and the rotation under way, if any (in whichever process): how many
     users are tagged under the new key, of how many."""
-    keys: KeyRing = ctx.services["discovery_keys"]
+    keys = _keys(ctx)
     async with ctx.read() as tx:
         current = await state(tx)
         keys.load()
@@ -531,7 +548,7 @@ async def delta(tx: ReadTx, since: int, key_version: int) -> Delta | None:
 async def full(ctx: Context) -> tuple[bytes, int, int]:
     """(filter bytes, its version, key version): a base the client completes with the delta
     after its version."""
-    cache: FilterCache = ctx.services["discovery_filter"]
+    cache = _filter(ctx)
     async with ctx.read() as tx:
         now = await state(tx)
     if cache.fresh(now):
@@ -609,7 +626,7 @@ async def evaluate(ctx: Context, owner_id: int, key_version: int, raw: Sequence[
         # a number once per key version, so re-syncs take none)
         await quota.charge(tx, owner_id, len(points))
         tx.counts["discovery_points"] += len(points)
-    key = ctx.services["discovery_keys"].key(current.key_version)
+    key = _keys(ctx).key(current.key_version)
     answered = await asyncio.to_thread(oprf.evaluate_many, key, points)
     return [base64.b64encode(p).decode() for p in answered]
 

@@ -318,7 +318,7 @@ class PushWorker:
                 await self._delete([c.id for c in rest])
                 return
             error = await self._post(url, secret, body)
-            metrics = self.ctx.services.get("metrics")
+            metrics = self.ctx.services.metrics
             if error is None:
                 await self._delete([c.id for c in rest])
                 self.delivered += len(rest)
