@@ -5,8 +5,9 @@ tags, not through the API).
 Figures: server OPRF evaluation per CPU-second of one core; the client's CPU per number; the
 filter's bytes per user and measured false-positive rate; building the filter for all users;
 the delta after 100 joins; the first private sync of a 10,000-contact (and a 1,000-contact)
-vCard book, SDK to matches, filter download included; a later sync with 10 new contacts; a
-join reaching the holder's `on_contact_joined`. Scale: BENCH_USERS (1,000,000), BENCH_BOOK
+vCard book, SDK to matches, filter download included; a later sync with 10 new contacts
+(incremental), beside a force_sync that matches the whole book again; a join reaching the
+holder's `on_contact_joined`. Scale: BENCH_USERS (1,000,000), BENCH_BOOK
 (10,000), BENCH_BACKENDS (postgresql; sqlite too with "postgresql,sqlite").
 """
 
@@ -27,7 +28,7 @@ from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
 
 from bench import data, seed
-from bench.bench_sdk import _cpu, _token, write_vcf
+from bench.bench_sdk import _client_cpu, _cpu, _token, write_vcf
 from bench.common import Figure, database, median
 from contactsync import oprf, phone, tagfilter
 from contactsync.client import ContactsManager, Event, VCardSource
@@ -223,9 +224,9 @@ async def _sdk(url: str, registered: list[str], tmp: Path, pid: int, label: str)
         path = tmp / f"book-{size}.vcf"
         write_vcf(path, book)
         phone.cache_clear()
-        client0, server0 = time.process_time(), _cpu(pid)
+        client0, server0 = _client_cpu(pid), _cpu(pid)
         manager, first, matched = await _sync(url, token, path, tmp / f"state-{size}")
-        client_cpu, server_cpu = time.process_time() - client0, _cpu(pid) - server0
+        client_cpu, server_cpu = _client_cpu(pid) - client0, _cpu(pid) - server0
         try:
             figures += [
                 Figure.at_most(
@@ -239,13 +240,30 @@ async def _sdk(url: str, registered: list[str], tmp: Path, pid: int, label: str)
                 continue
             extra = data.book(10, registered=registered, ratio=0.5, seed=700, style="e164")
             write_vcf(path, book + extra)
+            client0, server0 = _client_cpu(pid), _cpu(pid)
             started = time.perf_counter()
             metrics = await manager.sync()
             later_sync = time.perf_counter() - started
+            client_cpu, server_cpu = _client_cpu(pid) - client0, _cpu(pid) - server0
             assert metrics.error is None and metrics.evaluated >= 10, metrics
-            figures.append(
-                Figure.at_most(f"{label}: later sync, 10 new contacts", later_sync, "s", 0.1)
-            )
+            # the same book matched and resolved whole again (what every later sync did
+            # before syncs were incremental): the ratio of the two, taken in one run
+            client1, server1 = _client_cpu(pid), _cpu(pid)
+            started = time.perf_counter()
+            whole = await manager.force_sync()
+            whole_sync = time.perf_counter() - started
+            whole_client, whole_server = _client_cpu(pid) - client1, _cpu(pid) - server1
+            assert whole.error is None and whole.evaluated == 0, whole
+            figures += [
+                Figure.at_most(f"{label}: later sync, 10 new contacts", later_sync, "s", 0.1),
+                Figure(f"{label}: ... its client CPU", client_cpu, "s"),
+                Figure(f"{label}: ... its server CPU", server_cpu, "s"),
+                Figure(
+                    f"{label}: force_sync: the whole book read and matched again", whole_sync, "s"
+                ),
+                Figure(f"{label}: ... its client CPU", whole_client, "s"),
+                Figure(f"{label}: ... its server CPU", whole_server, "s"),
+            ]
             joined: asyncio.Queue[tuple[float, Event]] = asyncio.Queue()
             manager.on_contact_joined(
                 lambda e, q=joined: q.put_nowait((time.perf_counter(), e))  # type: ignore[misc]
