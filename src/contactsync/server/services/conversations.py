@@ -458,14 +458,7 @@ async def _announce_created(
 async def _insert_conversation(tx: Tx, values: dict[str, Any]) -> int | None:
     """Insert; None when a DM with the same dm_key, or a conversation of the same creator with
     the same create_key, exists (a concurrent create won)."""
-    if tx.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(conversations).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(conversations).values(**values).on_conflict_do_nothing()
+    stmt = bulk.insert_ignoring_conflicts(conversations, tx.dialect, **values)
     found = await tx.conn.scalar(stmt.returning(cv.id))
     return None if found is None else int(found)
 

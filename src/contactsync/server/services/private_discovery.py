@@ -142,8 +142,8 @@ async def state(tx: ReadTx, *, lock: bool = False) -> State:
     query = sa.select(discovery_state.c.version, discovery_state.c.key_version).where(
         discovery_state.c.id == 1
     )
-    if lock and tx.dialect == "postgresql":
-        query = query.with_for_update()
+    if lock:
+        query = bulk.locked(query, tx.dialect)
     row = (await tx.conn.execute(query)).one()
     return State(int(row.version), int(row.key_version))
 

@@ -278,10 +278,9 @@ async def update(
     check_changes(changes)
     # Lock this user's row so concurrent updates of one profile diff against each other's
     # results, not against the same old state.
-    lock = sa.select(users.c.id).where(users.c.id == user_id)
-    if tx.dialect == "postgresql":
-        # NO KEY UPDATE: rows that merely reference the user (FK checks) are not held up.
-        lock = lock.with_for_update(key_share=True)
+    lock = bulk.locked(
+        sa.select(users.c.id).where(users.c.id == user_id), tx.dialect, key_share=True
+    )
     if await tx.conn.scalar(lock) is None:
         raise NotFound("No such user.", details={"user_id": user_id})
     before = await fields_of(tx, user_id)

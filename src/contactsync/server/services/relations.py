@@ -196,12 +196,8 @@ async def _update(tx: Tx, rows: list[tuple[int, bool, bool, int]]) -> None:
 async def _lock_owner(tx: Tx, owner_id: int) -> None:
     # One writer of a user's relations at a time on PostgreSQL, so two concurrent syncs cannot
     # both insert the same new relation (SQLite already has a single writer).
-    if tx.dialect == "postgresql":
-        await tx.conn.execute(
-            sa.select(users_table.c.id)
-            .where(users_table.c.id == owner_id)
-            .with_for_update(key_share=True)
-        )
+    mine = sa.select(users_table.c.id).where(users_table.c.id == owner_id)
+    await tx.conn.execute(bulk.locked(mine, tx.dialect, key_share=True))
 
 
 WHOLE_READ = 1000

@@ -85,11 +85,8 @@ async def check_replay(tx: ReadTx, user_id: int, after: int) -> None:
 
 
 def _field(dialect: str, *path: str) -> str:
-    """The JSON value at `path` in events.data, as text (dialect choice kept here)."""
-    if dialect == "postgresql":
-        parents = "".join(f"->'{key}'" for key in path[:-1])
-        return f"(events.data{parents}->>'{path[-1]}')"
-    return f"CAST(json_extract(events.data, '$.{'.'.join(path)}') AS TEXT)"
+    """The JSON value at `path` in events.data, as text."""
+    return bulk.json_text(dialect, "events.data", *path)
 
 
 async def forget_user(tx: Tx, user_id: int) -> None:

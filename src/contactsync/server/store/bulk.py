@@ -69,3 +69,31 @@ def insert_ignore(table: sa.Table, dialect: str) -> Any:
     if dialect == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def locked(query: Any, dialect: str, *, key_share: bool = False) -> Any:
+    """`query` taking a row lock where the database has row locks: FOR UPDATE on PostgreSQL
+    (FOR NO KEY UPDATE with `key_share`, which leaves rows that merely reference it free);
+    SQLite's single writer already excludes every other write."""
+    if dialect == "postgresql":
+        return query.with_for_update(key_share=key_share)
+    return query
+
+
+def insert_ignoring_conflicts(table: sa.Table, dialect: str, **values: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, in the dialect's own construct (both spell it so)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(**values).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+
+
+def json_text(dialect: str, column: str, *path: str) -> str:
+    """SQL for the JSON value at `path` in `column`, as text."""
+    if dialect == "postgresql":
+        parents = "".join(f"->'{key}'" for key in path[:-1])
+        return f"({column}{parents}->>'{path[-1]}')"
+    return f"CAST(json_extract({column}, '$.{'.'.join(path)}') AS TEXT)"
