@@ -94,6 +94,20 @@ async def pair(settings: Settings) -> AsyncIterator[tuple[Live, Live]]:
         yield a, b
 
 
+@contextlib.asynccontextmanager
+async def dead_redis(settings: Settings) -> AsyncIterator[tuple[Live, Live]]:
+    """Two servers sharing the database, configured for a Redis that is not there (a bound
+    port nothing listens on, like a stopped Redis): each must go on alone."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    settings.redis_url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+    try:
+        async with serve(settings, SystemClock()) as a, serve(settings, SystemClock()) as b:
+            yield a, b
+    finally:
+        closed.close()
+
+
 async def emit(
     ctx: Context, user_id: int, count: int = 1, type: str = "sync.requested", **data: Any
 ) -> list[int]:

@@ -9,7 +9,6 @@ while the bus cannot hear the other processes nothing is served from a cache.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 import pytest
 
 from contactsync.server.cache import LocalCache
-from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
-from tests.live import Live, emit, eventually, pair, recv, recv_events, serve
+from tests.live import Live, dead_redis, emit, eventually, pair, recv, recv_events
 from tests.test_console import csrf_of, sign_in
 from tests.test_ws import closed_with
 
@@ -192,18 +190,12 @@ async def test_a_logout_leaves_the_users_other_devices_connected(settings: Setti
 async def test_without_a_bus_to_hear_nothing_is_served_from_the_cache(
     settings: Settings,
 ) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))  # nothing listens: like a stopped Redis
-    settings.redis_url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
-    try:
-        async with serve(settings, SystemClock()) as a, serve(settings, SystemClock()) as b:
-            _, headers = await a.api.user_with_token("+14155550175")
-            assert await _me(b, headers) == 200
-            assert len(b.ctx.caches.sessions) == 0
-            await _logout(a, 0, headers)
-            assert await _me(b, headers) == 401  # no message could tell b: it asked the database
-    finally:
-        closed.close()
+    async with dead_redis(settings) as (a, b):
+        _, headers = await a.api.user_with_token("+14155550175")
+        assert await _me(b, headers) == 200
+        assert len(b.ctx.caches.sessions) == 0
+        await _logout(a, 0, headers)
+        assert await _me(b, headers) == 401  # no message could tell b: it asked the database
 
 
 def test_a_read_that_crossed_a_drop_is_not_stored() -> None:

@@ -6,15 +6,13 @@ instance id, hence its own Redis namespace.)"""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
-from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.services import push
-from tests.live import Live, emit, eventually, pair, recv, recv_events, serve
+from tests.live import Live, dead_redis, emit, eventually, pair, recv, recv_events
 
 
 async def test_an_event_caused_through_b_reaches_a_socket_on_a(settings: Settings) -> None:
@@ -55,30 +53,24 @@ async def test_a_registration_through_b_reaches_holders_on_a(settings: Settings)
 async def test_without_redis_events_stay_durable_and_the_api_answers(
     settings: Settings,
 ) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))  # nothing listens: like a stopped Redis
-    settings.redis_url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
-    try:
-        async with serve(settings, SystemClock()) as a, serve(settings, SystemClock()) as b:
-            created, headers = await a.api.user_with_token("+14155550163")
-            uid = created["user_id"]
-            async with a.connect(headers) as ws, b.connect(headers) as on_b:
-                await recv(ws)
-                await recv(on_b)
-                started = time.monotonic()
-                await emit(b.ctx, uid, 3)
-                assert time.monotonic() - started < 1.5
-                # Sockets on the process that wrote still get it at once.
-                assert [e["seq"] for e in await recv_events(on_b, 3)] == [1, 2, 3]
-                # Presence falls back to this process alone.
-                assert await b.ctx.bus.online([uid]) == {uid}
-            # Durable: a reconnect to A, or GET /v1/events on A, has everything.
-            assert [e["seq"] for e in await a.api.events(headers)] == [1, 2, 3]
-            async with a.connect(headers, after=1) as again:
-                await recv(again)
-                assert [e["seq"] for e in await recv_events(again, 3)] == [2, 3]
-    finally:
-        closed.close()
+    async with dead_redis(settings) as (a, b):
+        created, headers = await a.api.user_with_token("+14155550163")
+        uid = created["user_id"]
+        async with a.connect(headers) as ws, b.connect(headers) as on_b:
+            await recv(ws)
+            await recv(on_b)
+            started = time.monotonic()
+            await emit(b.ctx, uid, 3)
+            assert time.monotonic() - started < 1.5
+            # Sockets on the process that wrote still get it at once.
+            assert [e["seq"] for e in await recv_events(on_b, 3)] == [1, 2, 3]
+            # Presence falls back to this process alone.
+            assert await b.ctx.bus.online([uid]) == {uid}
+        # Durable: a reconnect to A, or GET /v1/events on A, has everything.
+        assert [e["seq"] for e in await a.api.events(headers)] == [1, 2, 3]
+        async with a.connect(headers, after=1) as again:
+            await recv(again)
+            assert [e["seq"] for e in await recv_events(again, 3)] == [2, 3]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
