@@ -10,9 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from contactsync import oprf, tagfilter
+from contactsync.server.app import create_app
+from contactsync.server.clock import ManualClock
+from contactsync.server.config import Settings
 from contactsync.server.services.private_discovery import KeyRing
 from tests.conftest import Api
 
@@ -387,3 +392,34 @@ def test_the_oprf_leaves_no_copy_of_libsodium_behind() -> None:
     key = oprf.new_key()
     r, point = oprf.blind(A)
     assert oprf.finalize(A, oprf.unblind(r, oprf.evaluate(key, point))) == oprf.tag(key, A)
+
+
+async def test_a_server_started_after_an_interrupted_rotation_carries_it_on(
+    api: Api, settings: Settings, clock: ManualClock
+) -> None:
+    _, ha = await api.user_with_token(A)
+    await api.create_user(B)
+    key_version = (await info(api, ha))["key_version"]
+    # a stop interrupted a rotation: its key is in the file, not in force
+    KeyRing(settings.resolved_discovery_key_file()).add()
+    assert (await info(api, ha))["key_version"] == key_version
+    # another process starts on the same database and key file
+    app = create_app(settings, clock=clock)
+    async with LifespanManager(app) as started:
+        transport = httpx.ASGITransport(app=started.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other") as other:
+            for _ in range(600):
+                r = await other.get("/v1/admin/discovery/rotation", headers=api.admin)
+                assert r.status_code == 200, r.text
+                if r.json()["rotating_to"] is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.json() == {
+                "key_version": key_version + 1,
+                "rotating_to": None,
+                "tagged": 2,
+                "users": 2,
+            }
+    tags = await evaluate(api, ha, [B])
+    state, _, new_version = await filter_state(api, ha)
+    assert new_version == key_version + 1 and matched(state, tags) == {B}
