@@ -7,6 +7,15 @@ from typing import Any
 import httpx
 
 from contactsync.client._http import ApiClient
+from contactsync.client._wire import answer, body
+from contactsync.protocol import (
+    MintToken,
+    OtpRequest,
+    OtpRequested,
+    OtpVerified,
+    OtpVerify,
+    TokenOut,
+)
 
 __all__ = ["request_otp", "verify_otp", "mint_token"]
 
@@ -21,13 +30,14 @@ async def request_otp(
     """Ask the server to send a login code to `phone`."""
     api = ApiClient(server, transport=transport)
     try:
-        body: dict[str, Any] = {"phone": phone}
+        fields: dict[str, Any] = {"phone": phone}
         if region:
-            body["region"] = region
+            fields["region"] = region
+        request = body(OtpRequest, fields)
         # not retried: a 429 (the per-number limit) is the user's to see, with its wait
-        return dict(
-            await api.request("POST", "/v1/auth/otp/request", json_body=body, retry=False) or {}
-        )
+        raw = await api.request("POST", "/v1/auth/otp/request", json_body=request, retry=False)
+        answer(OtpRequested, raw)
+        return dict(raw)
     finally:
         await api.aclose()
 
@@ -44,10 +54,13 @@ async def verify_otp(
     """Exchange the code for {user_id, token, new_user}."""
     api = ApiClient(server, transport=transport)
     try:
-        body: dict[str, Any] = {"phone": phone, "code": code, "device_id": device_id}
+        fields: dict[str, Any] = {"phone": phone, "code": code, "device_id": device_id}
         if region:
-            body["region"] = region
-        return dict(await api.request("POST", "/v1/auth/otp/verify", json_body=body, retry=False))
+            fields["region"] = region
+        request = body(OtpVerify, fields)
+        raw = await api.request("POST", "/v1/auth/otp/verify", json_body=request, retry=False)
+        answer(OtpVerified, raw)
+        return dict(raw)
     finally:
         await api.aclose()
 
@@ -63,9 +76,11 @@ async def mint_token(
     """A token for `user_id` on `device_id`, minted with the app backend's admin key."""
     api = ApiClient(server, admin_key, transport=transport)
     try:
-        result = await api.request(
-            "POST", f"/v1/admin/users/{user_id}/tokens", json_body={"device_id": device_id}
+        request = body(MintToken, {"device_id": device_id})
+        result = answer(
+            TokenOut,
+            await api.request("POST", f"/v1/admin/users/{user_id}/tokens", json_body=request),
         )
-        return str(result["token"])
+        return result.token
     finally:
         await api.aclose()

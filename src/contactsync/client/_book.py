@@ -54,7 +54,8 @@ from contactsync.client._private import PrivateDiscovery
 from contactsync.client._sources import ContactSource
 from contactsync.client._store import LocalStore
 from contactsync.client._tasks import cancel
-from contactsync.protocol import MAX_NAME
+from contactsync.client._wire import answer, body
+from contactsync.protocol import MAX_NAME, AddressBookPage, AddressBookResult, AddressBookUpload
 
 log = logging.getLogger("contactsync.client")
 
@@ -242,14 +243,17 @@ class AddressBookSync:
         cursor: str | None = None
         book: list[tuple[str, str | None]] = []
         while True:
-            page = await self.api.request(
-                "GET",
-                "/v1/addressbook",
-                params={"device_id": self.device_id, "cursor": cursor, "limit": 5000},
+            page = answer(
+                AddressBookPage,
+                await self.api.request(
+                    "GET",
+                    "/v1/addressbook",
+                    params={"device_id": self.device_id, "cursor": cursor, "limit": 5000},
+                ),
             )
-            book.extend((c["phone"], c.get("name")) for c in page["contacts"])
-            cursor = page.get("next_cursor")
-            if not cursor or not page["contacts"]:
+            book.extend((c.phone, c.name) for c in page.contacts)
+            cursor = page.next_cursor
+            if not cursor or not page.contacts:
                 return book
 
     async def _scan_and_send(
@@ -477,14 +481,17 @@ class AddressBookSync:
             for i in range(count):
                 part = wanted[i * self.batch_size : (i + 1) * self.batch_size]
                 final = i == count - 1
-                body = {
-                    **base,
-                    "contacts": [_contact(phone, name) for phone, name in part],
-                    "force": True,
-                    "final": final,
-                    "batch_id": batch_id,
-                }
-                store.enqueue([(batch_id, True, final, body)])
+                upload = body(
+                    AddressBookUpload,
+                    {
+                        **base,
+                        "contacts": [_contact(phone, name) for phone, name in part],
+                        "force": True,
+                        "final": final,
+                        "batch_id": batch_id,
+                    },
+                )
+                store.enqueue([(batch_id, True, final, upload.model_dump(exclude_unset=True))])
             self._planned += len(wanted)
             return
         changes = store.take_dirty_entries(numbers)
@@ -494,17 +501,20 @@ class AddressBookSync:
                 _contact(phone, name) if want else {"phone": phone, "destroy": True}
                 for phone, want, name in changes[i : i + self.batch_size]
             ]
-            body = {**base, "contacts": contacts, "batch_id": batch_id}
-            store.enqueue([(batch_id, False, True, body)])
+            upload = body(AddressBookUpload, {**base, "contacts": contacts, "batch_id": batch_id})
+            store.enqueue([(batch_id, False, True, upload.model_dump(exclude_unset=True))])
         self._planned += len(changes)
 
     async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
         after = 0
         while (row := store.next_outbox(after)) is not None:
-            seq, _batch_id, force, final, body = row
+            seq, _batch_id, force, final, sending = row
             after = seq
             try:
-                result = await self.api.request("POST", "/v1/addressbook", json_body=body)
+                result = answer(
+                    AddressBookResult,
+                    await self.api.request("POST", "/v1/addressbook", json_body=sending),
+                )
             except ApiError as exc:
                 if isinstance(exc, TooManyContacts) and exc.max:
                     # the server's limit is lower than our batch size: plan again, smaller
@@ -524,7 +534,8 @@ class AddressBookSync:
                     store.dequeue(seq)
                 continue
             sent = [
-                (c["phone"], 0 if c.get("destroy") else 1, c.get("name")) for c in body["contacts"]
+                (c["phone"], 0 if c.get("destroy") else 1, c.get("name"))
+                for c in sending["contacts"]
             ]
             with store.transaction():
                 if force:
@@ -535,14 +546,12 @@ class AddressBookSync:
                 store.dequeue(seq)
             metrics.batches += 1
             metrics.uploaded += len(sent)
-            metrics.created += int(result.get("created", 0))
-            metrics.updated += int(result.get("updated", 0))
-            metrics.deleted += int(result.get("deleted", 0))
-            metrics.registered.extend(result.get("registered", []))
-            for item in result.get("invalid", []):
-                metrics.invalid.append(
-                    InvalidEntry(None, None, item.get("phone"), str(item.get("reason")), "server")
-                )
+            metrics.created += result.created
+            metrics.updated += result.updated
+            metrics.deleted += result.deleted
+            metrics.registered.extend(user.model_dump() for user in result.registered)
+            for item in result.invalid:
+                metrics.invalid.append(InvalidEntry(None, None, item.phone, item.reason, "server"))
             if self.on_progress is not None:
                 # the total grows while the scan finds more to send
                 total = max(self._planned, metrics.uploaded)
@@ -594,5 +603,6 @@ def _rows(
 
 
 def _contact(phone: str, name: str | None) -> dict[str, Any]:
-    name = (name or "").strip()[:MAX_NAME]
+    # a name no store can hold (NUL) would have the whole batch refused: drop what cannot go
+    name = (name or "").replace("\x00", "").strip()[:MAX_NAME]
     return {"phone": phone, "name": name} if name else {"phone": phone}

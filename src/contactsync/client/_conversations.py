@@ -26,11 +26,25 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from contactsync.client import _wire
 from contactsync.client._errors import ApiError
 from contactsync.client._http import ApiClient
 from contactsync.client._models import ConversationView, Event, Message, SyncSummary
 from contactsync.client._store import LocalStore, stored_view
-from contactsync.protocol import CONSENT_STATES
+from contactsync.protocol import (
+    CONSENT_STATES,
+    AddMembers,
+    ConversationOut,
+    ConversationsPage,
+    CreateConversation,
+    MessageOut,
+    MessagesPage,
+    PatchConversation,
+    SendMessage,
+    SetConsent,
+    SyncOut,
+    SyncRequest,
+)
 
 __all__ = ["Conversation", "Conversations"]
 
@@ -98,8 +112,12 @@ class Conversations:
         # one key for every attempt of this call: a retry after a lost answer creates nothing
         key = uuid.uuid4().hex
         view = await self.api.request(
-            "POST", "/v1/conversations", json_body=body, headers={"Idempotency-Key": key}
+            "POST",
+            "/v1/conversations",
+            json_body=_wire.body(CreateConversation, body),
+            headers={"Idempotency-Key": key},
         )
+        _wire.answer(ConversationOut, view)
         with store.transaction():
             store.save_conversations([view])
         return self.get(int(view["id"]))
@@ -124,6 +142,7 @@ class Conversations:
                         "limit": _LIST_PAGE,
                     },
                 )
+                _wire.answer(ConversationsPage, page)
                 views = page["conversations"]
                 with store.transaction():
                     for view in views:
@@ -184,14 +203,18 @@ class Conversations:
             result = await self.api.request(
                 "POST",
                 "/v1/sync",
-                json_body={
-                    "consent": states,
-                    "cursors": cursors,
-                    "limit": page_size,
-                    "message_limit": message_limit,
-                    "cursor": page_cursor,
-                },
+                json_body=_wire.body(
+                    SyncRequest,
+                    {
+                        "consent": states,
+                        "cursors": cursors,
+                        "limit": page_size,
+                        "message_limit": message_limit,
+                        "cursor": page_cursor,
+                    },
+                ),
             )
+            _wire.answer(SyncOut, result)
             summary.requests += 1
             if first_round and page_cursor is None:
                 summary.eligible = int(result["eligible"])
@@ -238,8 +261,9 @@ class Conversations:
         raw = await self.api.request(
             "POST",
             f"/v1/conversations/{conversation_id}/messages",
-            json_body={"body": body, "client_msg_id": client_msg_id},
+            json_body=_wire.body(SendMessage, {"body": body, "client_msg_id": client_msg_id}),
         )
+        _wire.answer(MessageOut, raw)
         with store.transaction():
             store.add_live_message(raw)
         return Message.from_wire(raw)
@@ -302,6 +326,7 @@ class Conversation:
         async with self._owner._lock:
             try:
                 view = await self._api.request("GET", f"/v1/conversations/{self.id}")
+                _wire.answer(ConversationOut, view)
             except ApiError as exc:
                 if exc.status == 404:  # no longer a member (or never was)
                     with store.transaction():
@@ -319,6 +344,7 @@ class Conversation:
                     f"/v1/conversations/{self.id}/messages",
                     params={"after": after, "limit": _MESSAGE_PAGE},
                 )
+                _wire.answer(MessagesPage, page)
                 with store.transaction():
                     store.add_messages(page["messages"])
                     store.set_cursor(self.id, int(page["next_after"]))
@@ -364,14 +390,20 @@ class Conversation:
         consent_states([state])
         return await self._save(
             await self._api.request(
-                "PUT", f"/v1/conversations/{self.id}/consent", json_body={"state": state}
+                "PUT",
+                f"/v1/conversations/{self.id}/consent",
+                json_body=_wire.body(SetConsent, {"state": state}),
             )
         )
 
     async def update(self, **changes: str | None) -> ConversationView:
         """Rename a group or change its description (`name=`, `description=`)."""
         return await self._save(
-            await self._api.request("PATCH", f"/v1/conversations/{self.id}", json_body=changes)
+            await self._api.request(
+                "PATCH",
+                f"/v1/conversations/{self.id}",
+                json_body=_wire.body(PatchConversation, changes),
+            )
         )
 
     async def add_members(self, user_ids: Iterable[int]) -> ConversationView:
@@ -379,7 +411,7 @@ class Conversation:
             await self._api.request(
                 "POST",
                 f"/v1/conversations/{self.id}/members",
-                json_body={"user_ids": [int(u) for u in user_ids]},
+                json_body=_wire.body(AddMembers, {"user_ids": [int(u) for u in user_ids]}),
             )
         )
 
@@ -391,6 +423,7 @@ class Conversation:
             store.leave_conversation(self.id)
 
     async def _save(self, view: dict[str, Any]) -> ConversationView:
+        _wire.answer(ConversationOut, view)
         store = await self._owner._ready()
         with store.transaction():
             store.save_conversations([view])

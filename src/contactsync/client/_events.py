@@ -25,6 +25,8 @@ from contactsync.client._errors import ApiError, AuthError, ClientError, EventsT
 from contactsync.client._http import ApiClient
 from contactsync.client._models import Event
 from contactsync.client._tasks import Background
+from contactsync.client._wire import answer
+from contactsync.protocol import EventsPage
 
 log = logging.getLogger("contactsync.client.events")
 
@@ -84,17 +86,20 @@ class EventListener:
         delivered = 0
         while True:
             try:
-                page = await self.api.request(
-                    "GET", "/v1/events", params={"after": self.load_cursor(), "limit": limit}
+                page = answer(
+                    EventsPage,
+                    await self.api.request(
+                        "GET", "/v1/events", params={"after": self.load_cursor(), "limit": limit}
+                    ),
                 )
             except ApiError as exc:
                 if not isinstance(exc, EventsTrimmed):
                     raise
                 await self._trimmed(exc.details)
                 continue
-            events = page.get("events", [])
-            for raw in events:
-                await self._deliver(raw)
+            events = page.events
+            for event in events:
+                await self._deliver(event.model_dump())
                 delivered += 1
             if len(events) < limit:
                 return delivered

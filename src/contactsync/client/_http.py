@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from contactsync.client._errors import ApiError, NetworkError, error_for
 from contactsync.protocol import ErrorOut
@@ -102,7 +103,12 @@ class ApiClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """`request` without decoding: the successful response itself (a binary body)."""
-        content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+        if isinstance(json_body, BaseModel):
+            content: bytes | None = json_body.model_dump_json(exclude_unset=True).encode()
+        elif json_body is not None:
+            content = json.dumps(json_body, ensure_ascii=False).encode()
+        else:
+            content = None
         policy = self.retry
         started = self.clock()
         attempt = 0

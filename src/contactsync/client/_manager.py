@@ -31,6 +31,15 @@ from contactsync.client._router import EventRouter
 from contactsync.client._sources import ContactSource, content_key
 from contactsync.client._store import LocalStore
 from contactsync.client._tasks import Background
+from contactsync.client._wire import answer, body
+from contactsync.protocol import (
+    DeviceSyncRequest,
+    DiscoveryInfo,
+    MeOut,
+    OwnProfileOut,
+    PatchProfile,
+    SyncRequested,
+)
 
 T = TypeVar("T")
 
@@ -163,17 +172,18 @@ class ContactsManager:
             raise StateError("the manager is closed")
         if self.state is not ManagerState.UNINITIALISED:
             return
-        me = await self.api.request("GET", "/v1/me")
-        self.user = me
+        raw = await self.api.request("GET", "/v1/me")
+        me = answer(MeOut, raw)
+        self.user = raw
         if self.region is None:
-            self.region = me.get("region") or phones.region_of(me["phone"]) or None
+            self.region = me.region or phones.region_of(me.phone) or None
         # one file per server, user and device: the session's device (two devices of one
         # user on one machine keep their own event cursor and conversations) and the
         # address book's device when books are per device
         account = content_key(self.api.server)[:12]
-        devices = [d for d in (me.get("device_id"), self.device_id) if d]
+        devices = [d for d in (me.device_id, self.device_id) if d]
         device = f"-{content_key(*devices)[:12]}" if devices else ""
-        path = self.state_dir / f"{account}-u{me['user_id']}{device}.sqlite"
+        path = self.state_dir / f"{account}-u{me.user_id}{device}.sqlite"
         self.store = LocalStore(path)
         if self.discovery is None:
             self.discovery = await self._server_mode()
@@ -187,18 +197,18 @@ class ContactsManager:
             self._events.private = self._private
         self.store.put_json(
             "session",
-            {"server": self.api.server, "user_id": me["user_id"], "device_id": self.device_id},
+            {"server": self.api.server, "user_id": me.user_id, "device_id": self.device_id},
         )
         self.state = ManagerState.READY
 
     async def _server_mode(self) -> str:
         try:
-            info = await self.api.request("GET", "/v1/discovery")
+            info = answer(DiscoveryInfo, await self.api.request("GET", "/v1/discovery"))
         except ApiError as exc:
             if exc.status == 404:
                 return "stored"  # a server from before private discovery
             raise
-        return str(info.get("mode") or "stored")
+        return info.mode
 
     async def start(self) -> SyncMetrics:
         """The app became active: initialise, listen for events and changes, sync now."""
@@ -327,11 +337,18 @@ class ContactsManager:
 
     async def set_my_profile(self, fields: dict[str, tuple[Any, int] | None]) -> dict[str, Any]:
         """Set (value, level) per field of the caller's own profile; None removes a field."""
-        body = {
-            name: None if item is None else {"value": item[0], "level": item[1]}
-            for name, item in fields.items()
-        }
-        return dict(await self.api.request("PATCH", "/v1/me/profile", json_body={"fields": body}))
+        patch = body(
+            PatchProfile,
+            {
+                "fields": {
+                    name: None if item is None else {"value": item[0], "level": item[1]}
+                    for name, item in fields.items()
+                }
+            },
+        )
+        raw = await self.api.request("PATCH", "/v1/me/profile", json_body=patch)
+        answer(OwnProfileOut, raw)
+        return dict(raw)
 
     # --- conversations and preferences -------------------------------------------------
 
@@ -343,8 +360,10 @@ class ContactsManager:
         """Ask this user's other devices to sync now (`sync.requested`); a manager on such a
         device answers by syncing its conversations and preferences."""
         await self.initialize()
-        body = {"reason": reason} if reason is not None else None
-        return dict(await self.api.request("POST", "/v1/devices/sync-request", json_body=body))
+        request = None if reason is None else body(DeviceSyncRequest, {"reason": reason})
+        raw = await self.api.request("POST", "/v1/devices/sync-request", json_body=request)
+        answer(SyncRequested, raw)
+        return dict(raw)
 
     # --- events ------------------------------------------------------------------------
 

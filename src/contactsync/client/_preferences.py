@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contactsync import protocol
+from contactsync.client import _wire
 from contactsync.client._conversations import Ready
 from contactsync.client._errors import ApiError
 from contactsync.client._http import ApiClient
@@ -60,6 +62,7 @@ class Preferences:
                 raise
         else:
             current = await self.api.request("GET", _PATH)
+        _wire.answer(protocol.Preferences, current)
         with store.transaction():
             store.put_json("preferences", current)
             # only what was sent is settled: an update made meanwhile stays pending

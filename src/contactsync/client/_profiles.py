@@ -16,6 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 from contactsync.client._http import ApiClient
+from contactsync.client._wire import answer, body
+from contactsync.protocol import (
+    ProfileOut,
+    PutRelation,
+    RelationOut,
+    SyncRelations,
+    SyncRelationsOut,
+)
 
 __all__ = ["Profile", "ContactSynchronizer"]
 
@@ -52,17 +60,22 @@ class Profile:
 
     async def save(self) -> dict[str, Any]:
         """Send the recorded changes; returns the relation as the server now holds it."""
-        self.relation = dict(await self.api.request("PUT", self._path, json_body=self._change))
+        raw = await self.api.request("PUT", self._path, json_body=body(PutRelation, self._change))
+        answer(RelationOut, raw)
+        self.relation = dict(raw)
         self._change = {}
         return self.relation
 
     async def fetch(self) -> Profile:
         """Load the relation, and the profile fields the caller may see (registered users)."""
-        self.relation = dict(await self.api.request("GET", self._path))
-        user_id = self.relation.get("user_id")
-        if user_id is not None:
-            profile = await self.api.request("GET", f"/v1/users/{user_id}/profile")
-            self.fields = dict(profile.get("fields", {}))
+        raw = await self.api.request("GET", self._path)
+        relation = answer(RelationOut, raw)
+        self.relation = dict(raw)
+        if relation.user_id is not None:
+            profile = answer(
+                ProfileOut, await self.api.request("GET", f"/v1/users/{relation.user_id}/profile")
+            )
+            self.fields = dict(profile.fields)
         return self
 
     async def remove(self) -> None:
@@ -113,7 +126,7 @@ class ContactSynchronizer:
     async def _send(
         self, phones: list[str], mode: str, levels: list[int] | None, *, clear: bool
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"phones": phones, "mode": mode}
+        fields: dict[str, Any] = {"phones": phones, "mode": mode}
         for key, value in (
             ("contact", self.contact),
             ("subscribe", self.subscribe),
@@ -121,8 +134,11 @@ class ContactSynchronizer:
             ("region", self.region),
         ):
             if value is not None:
-                body[key] = value
-        result = dict(await self.api.request("POST", "/v1/relations/sync", json_body=body))
+                fields[key] = value
+        request = body(SyncRelations, fields)
+        raw = await self.api.request("POST", "/v1/relations/sync", json_body=request)
+        answer(SyncRelationsOut, raw)
+        result = dict(raw)
         if clear:
             self._queue.clear()
         return result
