@@ -215,7 +215,7 @@ class Database:
             await _discard(conn)
             raise StoreUnavailable() from exc
         finally:
-            await conn.close()
+            await _give_back(conn)
 
     async def ping(self, timeout: float = 1.5) -> bool:
         """Whether the database answers `SELECT 1` within `timeout` seconds. A slow ping is
@@ -352,6 +352,19 @@ def _readable(driver: Any) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
     return bool(poller.poll(0))
+
+
+async def _give_back(conn: AsyncConnection) -> None:
+    """Return the connection to the pool even when the task is being cancelled (a server
+    stopping its background tasks): a return cut short leaves the connection's reset
+    (ROLLBACK) half done, and SQLite's worker thread then finishes it after the event loop
+    has gone. The cancellation is passed on once the connection is back."""
+    closing = asyncio.ensure_future(conn.close())
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await closing
+        raise
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
