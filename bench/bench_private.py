@@ -14,15 +14,12 @@ holder's `on_contact_joined`. Scale: BENCH_USERS (1,000,000), BENCH_BOOK
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
@@ -32,7 +29,6 @@ from bench.bench_sdk import _client_cpu, _cpu, _token, write_vcf
 from bench.common import Figure, database, median
 from contactsync import oprf, phone, tagfilter
 from contactsync.client import ContactsManager, Event, VCardSource
-from contactsync.server.services.private_discovery import KeyRing
 from contactsync.server.store import migrate
 from contactsync.server.store.database import Database
 
@@ -85,53 +81,16 @@ def _filter_figures(count: int) -> list[Figure]:
     ]
 
 
-def _tag_chunk(args: tuple[bytes, list[str]]) -> list[str]:
-    key, numbers = args
-    return [oprf.tag(key, n).hex() for n in numbers]
-
-
 async def _prepare(url: str, registered: list[str], data_dir: Path) -> float:
-    """Users and their tags under a key written to the server's data folder; returns the CPU
-    seconds the tags took."""
+    """Users and their tags under a key written to the server's data folder; returns the
+    seconds the tags took (made anew: a figure of its own)."""
     db = Database.from_url(url)
     try:
         await migrate.upgrade(db)
     finally:
         await db.dispose()
     await seed.users(url, registered)
-    keys = KeyRing(data_dir / "discovery_keys")
-    version = keys.add()
-    key = keys.key(version)
-    chunks = [registered[i : i + 20_000] for i in range(0, len(registered), 20_000)]
-    started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        tags = [t for part in pool.map(_tag_chunk, [(key, c) for c in chunks]) for t in part]
-    tag_seconds = time.perf_counter() - started
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url.split("///", 1)[1])
-        with conn:
-            ids = dict(conn.execute("SELECT phone, id FROM users"))
-            conn.executemany(
-                "INSERT INTO discovery_tags (user_id, key_version, tag, listed) "
-                "VALUES (?, ?, ?, 1)",
-                ((ids[n], version, t) for n, t in zip(registered, tags, strict=True)),
-            )
-            conn.execute("UPDATE discovery_state SET key_version = ?, version = 1", (version,))
-        conn.close()
-    else:
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            ids = dict(await conn.fetch("SELECT phone, id FROM users"))
-            await conn.copy_records_to_table(
-                "discovery_tags",
-                records=[(ids[n], version, t, True) for n, t in zip(registered, tags, strict=True)],
-                columns=["user_id", "key_version", "tag", "listed"],
-            )
-            await conn.execute("UPDATE discovery_state SET key_version = $1, version = 1", version)
-            await conn.execute("ANALYZE")
-        finally:
-            await conn.close()
-    return tag_seconds
+    return await seed.tags(url, registered, data_dir, keep=False)
 
 
 async def _sync(
