@@ -34,12 +34,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     # Every wait on the database is bounded (seconds): opening a connection, one statement
     # (a database that stops answering ends the request with 503 store_unavailable), and
-    # waiting for a free connection of the pool (503 overloaded). Pool: size + overflow.
+    # waiting for a free connection of the pool (503 overloaded). Pool: size + overflow. The
+    # pool keeps as many connections as requests may run at once (max_concurrent_requests):
+    # an overflow connection is closed when it is given back, so a pool smaller than the
+    # steady load opens and closes a connection (and a PostgreSQL backend) every few requests.
     db_connect_timeout_seconds: float = 5.0
     db_command_timeout_seconds: float = 10.0
     db_pool_timeout_seconds: float = 1.0
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    db_pool_size: int = 32
+    db_max_overflow: int = 8
     # How long a process may keep app settings and token sessions it read (changes reach
     # every process over the bus at once; this bounds a lost bus message). 0: no caching.
     cache_ttl_seconds: float = 5.0

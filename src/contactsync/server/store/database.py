@@ -80,8 +80,8 @@ class Database:
         connect_timeout: float = 5.0,
         command_timeout: float | None = 10.0,
         pool_timeout: float = 1.0,
-        pool_size: int = 10,
-        max_overflow: int = 20,
+        pool_size: int = 32,
+        max_overflow: int = 8,
         idle_ping_seconds: float | None = None,
         **kwargs: Any,
     ) -> Database:
