@@ -653,8 +653,7 @@ def privacy(
         Audience | None,
         typer.Option(
             "--announce-join-to",
-            help='Who hears "X joined": everybody whose book holds you, contacts (mutual), '
-            "nobody",
+            help='Who hears "X joined": everybody whose book holds you, contacts (mutual), nobody',
         ),
     ] = None,
     server: Server = None,

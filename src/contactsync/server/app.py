@@ -183,6 +183,10 @@ def create_app(
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
         gc.freeze()
+        # A young-generation pass every 700 allocations walks what the requests in flight
+        # hold alive (5% of an upload's CPU at 32 at once); nearly all of it is freed by
+        # reference counting anyway, so pass far less often.
+        gc.set_threshold(20_000, *gc.get_threshold()[1:])
         try:
             yield
         finally:

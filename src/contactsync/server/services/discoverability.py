@@ -45,6 +45,12 @@ def effective(column_default: str) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(users.c.discoverable_by, sa.literal(column_default))
 
 
+def effective_sql(users_alias: str, default_param: str) -> str:
+    """`effective` as a fragment of a text statement: the row `users_alias` of users, the
+    app's default bound as `:default_param`."""
+    return f"COALESCE({users_alias}.discoverable_by, :{default_param})"
+
+
 async def holds_number_of(tx: ReadTx, owners: Collection[int], user_id: int) -> set[int]:
     """Which of `owners` hold `user_id`: their number in one of their books, or a relation
     marked as contact."""
@@ -106,10 +112,17 @@ async def hidden_by_choice(tx: ReadTx, viewer_id: int, candidates: Collection[in
             bulk.member(users.c.id, rest, tx.dialect), level != EVERYBODY
         )
     )
+    return await hidden_among(tx, viewer_id, {user_id: found for user_id, found in rows})
+
+
+async def hidden_among(tx: ReadTx, viewer_id: int, levels: dict[int, str]) -> set[int]:
+    """`hidden_by_choice` for users whose effective `discoverable_by` is known already (read
+    with them, see `effective_sql`): {user id: level}, the viewer left out."""
     hidden: set[int] = set()
     contacts: set[int] = set()
-    for user_id, found in rows:
-        (contacts if found == CONTACTS else hidden).add(user_id)
+    for user_id, found in levels.items():
+        if found != EVERYBODY and user_id != viewer_id:
+            (contacts if found == CONTACTS else hidden).add(user_id)
     hidden |= contacts - await holds_number_of(tx, contacts, viewer_id)
     return hidden - await connected(tx, viewer_id, hidden) if hidden else hidden
 

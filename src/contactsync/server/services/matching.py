@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from contactsync import phone as phones
 from contactsync import phone_variants
 from contactsync.server.context import ReadTx, Tx
-from contactsync.server.services import policy
+from contactsync.server.services import app_settings, policy
 from contactsync.server.store.bulk import in_list, rows_source
 
 
@@ -29,8 +29,17 @@ async def registered(
     """{number: (user id, the user's own number)} for those of `numbers` that match a user
     other than `exclude`: the user registered under the number itself, else under one of its
     variants."""
+    found, _ = await _match(tx, numbers, exclude, None)
+    return found
+
+
+async def _match(
+    tx: ReadTx, numbers: Sequence[str], exclude: int | None, viewer_id: int | None
+) -> tuple[dict[str, tuple[int, str]], dict[int, tuple[bool, str]]]:
+    """`registered`, and with a `viewer_id` what `policy.learnable_among` needs of each user
+    found, read in the same statement."""
     if not numbers:
-        return {}
+        return {}, {}
     alias: dict[str, list[str]] = {}  # variant -> the numbers it is a variant of
     for number, others in phone_variants.variants_of(numbers).items():
         for variant in others:
@@ -42,11 +51,30 @@ async def registered(
     # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
     # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
     source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in probes])
-    rows = await tx.conn.execute(
-        sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
-        params,
-    )
-    users = {phone: uid for uid, phone in rows if uid != exclude}
+    facts: dict[int, tuple[bool, str]] = {}
+    if viewer_id is None:
+        rows = await tx.conn.execute(
+            sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
+            params,
+        )
+        users = {phone: uid for uid, phone in rows if uid != exclude}
+    else:
+        learnable = policy.learnable_facts_sql("viewer", "u", "default_level")
+        rows = await tx.conn.execute(
+            sa.text(
+                f"SELECT u.id, u.phone, {learnable} FROM {source} JOIN users u ON u.phone = t.phone"
+            ),
+            {
+                **params,
+                "viewer": viewer_id,
+                "default_level": (await app_settings.load(tx)).discoverable_by_default,
+            },
+        )
+        users = {}
+        for uid, phone, blocked, level in rows:
+            if uid != exclude:
+                users[phone] = uid
+                facts[uid] = (bool(blocked), level)
     found: dict[str, tuple[int, str]] = {}
     for number in numbers:
         if number in users:
@@ -55,18 +83,19 @@ async def registered(
         if variant in users:
             for number in holders:
                 found.setdefault(number, (users[variant], variant))
-    return found
+    return found, facts
 
 
 async def registered_for(
     tx: ReadTx, viewer_id: int, numbers: Sequence[str], *, exclude: int | None = None
 ) -> dict[str, tuple[int, str]]:
     """`registered`, as `viewer_id` may learn it (`policy.learnable`): a number whose user the
-    viewer may not learn about is left out, exactly like a number nobody registered."""
-    found = await registered(tx, numbers, exclude=exclude)
+    viewer may not learn about is left out, exactly like a number nobody registered. The
+    policy's facts come with the users, so nearly always this is one statement."""
+    found, facts = await _match(tx, numbers, exclude, viewer_id)
     if not found:
         return found
-    allowed = await policy.learnable(tx, viewer_id, {uid for uid, _ in found.values()})
+    allowed = await policy.learnable_among(tx, viewer_id, facts)
     return {number: hit for number, hit in found.items() if hit[0] in allowed}
 
 

@@ -8,7 +8,7 @@ registered (and their ids)": every path that could tell goes through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,6 +72,31 @@ async def learnable(tx: ReadTx, viewer_id: int, user_ids: Iterable[int]) -> set[
     # and the users' own choice (`discoverable_by`), kept where a relation or a conversation
     # already exists
     return wanted - await discoverability.hidden_by_choice(tx, viewer_id, wanted)
+
+
+def learnable_facts_sql(viewer_param: str, users_alias: str, default_param: str) -> str:
+    """What `learnable_among` needs of each user, as columns `blocked` and `level` of a text
+    statement reading the row `users_alias` of users (for a query that finds the users
+    anyway, so the rule costs no statement of its own); bind the viewer's id as
+    `:viewer_param` and the app's `discoverable_by_default` as `:default_param`."""
+    return (
+        f"({users_alias}.id IN (SELECT blocked_id FROM blocks WHERE blocker_id = :{viewer_param}"
+        f" UNION SELECT blocker_id FROM blocks WHERE blocked_id = :{viewer_param})) AS blocked, "
+        f"{discoverability.effective_sql(users_alias, default_param)} AS level"
+    )
+
+
+async def learnable_among(
+    tx: ReadTx, viewer_id: int, facts: Mapping[int, tuple[bool, str]]
+) -> set[int]:
+    """`learnable` for users read with their facts ({user id: (blocked, level)}, see
+    `learnable_facts_sql`): a further statement only for users who chose a narrower audience
+    than everybody."""
+    allowed = {uid for uid, (blocked, _) in facts.items() if uid == viewer_id or not blocked}
+    levels = {uid: facts[uid][1] for uid in allowed}
+    if any(level != discoverability.EVERYBODY for level in levels.values()):
+        allowed -= await discoverability.hidden_among(tx, viewer_id, levels)
+    return allowed
 
 
 async def learners(tx: Tx, user_id: int, viewer_ids: Iterable[int]) -> set[int]:
