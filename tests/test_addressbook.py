@@ -84,6 +84,32 @@ async def test_last_occurrence_wins_and_forms_are_normalised(api: Api) -> None:
     assert r["created"] == 1 and r["invalid"] == []
 
 
+async def test_a_stored_number_in_another_form_is_the_same_contact(api: Api) -> None:
+    # What the book holds is looked up as written before anything is parsed: the same
+    # number written otherwise, in the same request, still counts once, the last one winning.
+    _, me = await api.user_with_token("+14155550100")
+    await upload(api, me, [{"phone": A, "name": "Ann"}, {"phone": B, "name": "Bob"}])
+    r = await upload(
+        api,
+        me,
+        [
+            {"phone": "(415) 555-0101", "name": "Annie"},
+            {"phone": A, "name": "Ann"},
+            {"phone": B, "name": "Bob"},
+            {"phone": "+1 415 555 0102", "name": "Bobby"},
+            {"phone": "+1415555010", "name": "short"},
+            {"phone": " " + C, "name": "Cy"},
+        ],
+        region="US",
+    )
+    assert (r["created"], r["updated"], r["deleted"], r["unchanged"]) == (1, 1, 0, 1)
+    assert [e["index"] for e in r["invalid"]] == [4]
+    assert await book(api, me) == {A: "Ann", B: "Bobby", C: "Cy"}
+    r = await upload(api, me, [{"phone": "+1 (415) 555-0103", "destroy": True}, {"phone": B}])
+    assert (r["created"], r["updated"], r["deleted"], r["unchanged"]) == (0, 0, 1, 1)
+    assert await book(api, me) == {A: "Ann", B: "Bobby"}
+
+
 async def test_caller_region_is_the_fallback(api: Api) -> None:
     _, me = await api.user_with_token("+49 151 23456789")
     r = await upload(api, me, [{"phone": "030 1234567", "name": "Berlin"}])

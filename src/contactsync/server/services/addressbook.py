@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from contactsync.server.services import (
     quota,
     sessions,
 )
-from contactsync.server.store.bulk import in_list, rows_source
+from contactsync.server.store.bulk import in_list, packed, rows_source, unpack
 from contactsync.server.store.tables import (
     book_entries,
     book_versions,
@@ -81,20 +81,33 @@ def book_of(device_id: str | None) -> str:
 
 
 def _normalise(
-    contacts: Sequence[ContactLike], region: str | None
+    contacts: Sequence[ContactLike], region: str | None, stored: Container[str] = ()
 ) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]]]:
     """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, and the
-    entries whose old form was rewritten to the current number."""
+    entries whose old form was rewritten to the current number.
+
+    A number written exactly as one of the owner's books stores it (`stored`) is taken as it
+    is: the book holds numbers only in the canonical form normalisation gave them, which
+    normalises to itself. So a re-check of what the book holds parses no number."""
     desired: dict[str, tuple[str | None, bool]] = {}
     rewritten: list[dict[str, Any]] = []
-    valid, invalid = phones.read_all([contact.phone for contact in contacts], region)
-    for index, result in valid:
-        assert result.e164 is not None
-        contact = contacts[index]
-        if result.rewritten:
-            rewritten.append(phones.rewritten_entry(contact.phone, result.e164, index))
-        desired.pop(result.e164, None)  # re-insert so dict order follows the last occurrence
-        desired[result.e164] = (contact.name or None, contact.destroy)
+    unknown = [i for i, contact in enumerate(contacts) if contact.phone not in stored]
+    valid, invalid = phones.read_all([contacts[i].phone for i in unknown], region)
+    for entry in invalid:
+        entry["index"] = unknown[entry["index"]]
+    read = {unknown[j]: result for j, result in valid}
+    for index, contact in enumerate(contacts):
+        number = contact.phone
+        if index in read:
+            result = read[index]
+            assert result.e164 is not None
+            if result.rewritten:
+                rewritten.append(phones.rewritten_entry(number, result.e164, index))
+            number = result.e164
+        elif number not in stored:
+            continue  # invalid
+        desired.pop(number, None)  # re-insert so dict order follows the last occurrence
+        desired[number] = (contact.name or None, contact.destroy)
     return desired, invalid, rewritten
 
 
@@ -147,9 +160,16 @@ async def upload(
     else:
         batch_id = uuid.uuid4().hex
 
-    desired, invalid, rewritten = _normalise(request.contacts, region)
+    # A set difference against what is stored before any number is parsed: what the owner's
+    # books hold, looked up as written (E.164, as the SDK sends), is not normalised again.
+    verbatim = list({c.phone for c in request.contacts if c.phone[:1] == "+"})
+    held = await _held(tx, owner.user_id, verbatim)
+    desired, invalid, rewritten = _normalise(request.contacts, region, held)
+    looked_up = set(verbatim)
+    others = [p for p in desired if p not in looked_up]
+    if others:
+        held.update(await _held(tx, owner.user_id, others))
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
-    held = await _held(tx, owner.user_id, list(desired))
     await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
 
     news: set[str] = set()  # numbers this upload put in the book or renamed there
@@ -202,13 +222,19 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
     if not numbers:
         return {}
     where, params = in_list(tx.dialect, "phone", numbers, "nums")
-    rows = await tx.conn.execute(
-        sa.text(f"SELECT phone, book, name FROM book_entries WHERE owner_id = :owner AND {where}"),
-        {"owner": owner_id, **params},
-    )
+    columns = packed(tx.dialect, ("phone", "book", "name"))
+    row = (
+        await tx.conn.execute(
+            sa.text(f"SELECT {columns} FROM book_entries WHERE owner_id = :owner AND {where}"),
+            {"owner": owner_id, **params},
+        )
+    ).first()
     held: dict[str, dict[str, str | None]] = {}
-    for number, book, name in rows:
-        held.setdefault(number, {})[book] = name
+    for number, book, name in unpack(tx.dialect, row):
+        if number in held:
+            held[number][book] = name
+        else:
+            held[number] = {book: name}
     return held
 
 
@@ -437,41 +463,45 @@ async def _record_batch(
     staging: bool,
     response: dict[str, Any],
 ) -> None:
-    """Keep the answer to a caller's batch_id (one upsert), and forget old ones."""
+    """Keep the answer to a caller's batch_id (one upsert), and forget the owner's old ones:
+    answers after a week, an abandoned multi-part force upload after a day. On PostgreSQL one
+    statement (the forgetting in a WITH), on SQLite two (no round trips there)."""
     state, stored = ("open", None) if staging else ("done", response)
-    await tx.conn.execute(
-        _RECORD,
-        {
-            "owner": owner_id,
-            "batch": batch_id,
-            "book": book,
-            "force": force,
-            "state": state,
-            "response": stored,
-            "now": tx.now,
-        },
-    )
-    # Forget old answers; an abandoned multi-part force upload is dropped after a day.
-    await tx.conn.execute(
-        _FORGET, {"owner": owner_id, "old": tx.now - BATCH_KEEP_MS, "open": tx.now - DAY_MS}
-    )
+    params = {
+        "owner": owner_id,
+        "batch": batch_id,
+        "book": book,
+        "force": force,
+        "state": state,
+        "response": stored,
+        "now": tx.now,
+        "old": tx.now - BATCH_KEEP_MS,
+        "open": tx.now - DAY_MS,
+    }
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(_RECORD_PG, params)
+        return
+    await tx.conn.execute(_RECORD, params)
+    await tx.conn.execute(_FORGET, params)
 
 
-_RECORD = sa.text(
+_UPSERT = (
     "INSERT INTO upload_batches (owner_id, batch_id, book, force, state, response, created_at) "
     "VALUES (:owner, :batch, :book, :force, :state, :response, :now) "
     "ON CONFLICT (owner_id, batch_id) "
     "DO UPDATE SET state = excluded.state, response = excluded.response"
-).bindparams(sa.bindparam("response", type_=upload_batches.c.response.type))
-_FORGET = sa.delete(upload_batches).where(
-    upload_batches.c.owner_id == sa.bindparam("owner"),
-    sa.or_(
-        upload_batches.c.created_at < sa.bindparam("old"),
-        sa.and_(
-            upload_batches.c.state == "open", upload_batches.c.created_at < sa.bindparam("open")
-        ),
-    ),
 )
+# (never the row being recorded: one statement may not both delete and update a row)
+_OLD = (
+    "owner_id = :owner AND batch_id <> :batch "
+    "AND (created_at < :old OR (state = 'open' AND created_at < :open))"
+)
+_RESPONSE = sa.bindparam("response", type_=upload_batches.c.response.type)
+_RECORD = sa.text(_UPSERT).bindparams(_RESPONSE)
+_FORGET = sa.text(f"DELETE FROM upload_batches WHERE {_OLD}")
+_RECORD_PG = sa.text(
+    f"WITH forgotten AS (DELETE FROM upload_batches WHERE {_OLD}) {_UPSERT}"
+).bindparams(_RESPONSE)
 
 
 async def _changed(tx: Tx, owner_id: int, book: str) -> None:
