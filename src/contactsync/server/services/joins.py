@@ -15,8 +15,8 @@ holders who may not learn that the user is registered (`policy.learners`), the n
 joins, leaves and joins again within a day notifies once. A join creates no conversation.
 
 `announce_join_to: contacts` names mutual contacts, and a new user holds no one yet: their
-holders hear "X joined" when the user's own book first holds them, within a day of the join
-(`on_contacts_held`, from the upload).
+holders hear "X joined" when the user first holds them (their book, or a relation marked as
+contact), within a day of the join, once (`on_contacts_held`, from uploads and relations).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from contactsync.server.services import (
 from contactsync.server.services.users import User
 from contactsync.server.store import bulk
 from contactsync.server.store.tables import book_entries, join_notices, relations
+from contactsync.server.store.tables import events as events_table
 from contactsync.server.store.tables import users as users_table
 
 DAY_MS = 24 * 3600 * 1000
@@ -298,10 +299,11 @@ async def on_relations_attached_late(tx: Tx, user: User, owners: set[int]) -> No
 
 
 async def on_contacts_held(tx: Tx, owner_id: int, held: Collection[int]) -> None:
-    """The owner's book now holds these registered users, who did not hold them before: when
-    the owner joined within a day and announces the join to mutual contacts only, those of
-    them who hold the owner hear "X joined" now (they could not at the join itself, when
-    the owner's book was empty), under the join's own rules."""
+    """The owner now holds these registered users (their numbers in the owner's book, or a
+    relation marked as contact): when the owner joined within a day and announces the join
+    to mutual contacts only, those of them who hold the owner hear "X joined" now (they
+    could not at the join itself, when the owner held nobody), under the join's own rules,
+    once: not a holder who heard of this join already."""
     if not held or not (await app_settings.load(tx)).notify_contact_joined:
         return
     waiting = await tx.conn.scalar(
@@ -316,6 +318,21 @@ async def on_contacts_held(tx: Tx, owner_id: int, held: Collection[int]) -> None
     user = await users.get(tx, owner_id)
     found = await _holders(tx, user)
     told = await audience(tx, owner_id, [h for h in held if h in found])
+    if told:
+        about: sa.ColumnElement[Any] = sa.literal_column(
+            bulk.json_text(tx.dialect, "events.data", "user_id")
+        )
+        told -= {
+            h
+            for (h,) in await tx.conn.execute(
+                sa.select(events_table.c.user_id).where(
+                    bulk.member(events_table.c.user_id, sorted(told), tx.dialect),
+                    events_table.c.type == "contact.joined",
+                    events_table.c.at >= user.created_at,
+                    about == str(owner_id),
+                )
+            )
+        }
     await events.append(
         tx,
         [events.NewEvent(h, "contact.joined", event_data(user, *found[h])) for h in sorted(told)],

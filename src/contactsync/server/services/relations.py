@@ -295,6 +295,13 @@ async def _apply(
             sa.delete(relations).where(bulk.member(relations.c.id, deletes, tx.dialect))
         )
     await _announce(tx, owner_id, changed)
+    # a new user who announces the join to mutual contacts: those it holds now
+    became = [
+        t
+        for t, (contact, *_) in changed.items()
+        if contact and not (t in existing and existing[t][1][0])
+    ]
+    await joins.on_contacts_held(tx, owner_id, became)
     return outcome
 
 
