@@ -58,6 +58,9 @@ class Services:
     discovery_rotation_lock: asyncio.Lock | None = None
     discovery_rotation: asyncio.Task[int] | None = None
     discovery_rotating_to: int = 0
+    # Set at stop: the tagging tasks end after the batch in hand (a cancelled transaction
+    # would leave its connection to be reset while cancelled, which the pool logs as an error).
+    discovery_stopping: asyncio.Event | None = None
 
 
 @dataclass

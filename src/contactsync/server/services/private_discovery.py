@@ -66,6 +66,8 @@ _TAG = re.compile(r"[0-9a-f]{32}")
 _BATCH = 500  # users tagged per transaction when backfilling or rotating
 # How long the rotate request waits for its rotation before answering that it goes on.
 ROTATE_WAIT_S = 10.0
+# How long a stop waits for the tagging in hand to end before cancelling it.
+STOP_GRACE_S = 10.0
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -155,6 +157,7 @@ async def start(ctx: Context) -> None:
     keys = await ensure_key(ctx)
     ctx.services.discovery_filter = FilterCache()
     ctx.services.discovery_rotation_lock = asyncio.Lock()
+    ctx.services.discovery_stopping = asyncio.Event()
     ctx.services.discovery_backfill = asyncio.create_task(backfill(ctx), name="discovery-tags")
     async with ctx.read() as tx:
         current = await state(tx)
@@ -193,12 +196,22 @@ async def ensure_key(ctx: Context) -> KeyRing:
 
 
 async def stop(ctx: Context) -> None:
+    """The tagging tasks end after the batch in hand (a rotation stopped so is carried on at
+    the next start); one that does not within STOP_GRACE_S is cancelled."""
     services = ctx.services
-    for task in (services.discovery_backfill, services.discovery_rotation):
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    if services.discovery_stopping is not None:
+        services.discovery_stopping.set()
+    tasks = {t for t in (services.discovery_backfill, services.discovery_rotation) if t}
+    if tasks:
+        await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+    for task in tasks:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     services.discovery_backfill = services.discovery_rotation = None
+
+
+def _stopping(ctx: Context) -> bool:
+    return ctx.services.discovery_stopping is not None and ctx.services.discovery_stopping.is_set()
 
 
 async def _switch(tx: Tx, version: int) -> None:
@@ -218,7 +231,7 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
     per transaction; returns how many were tagged."""
     keys = _keys(ctx)
     done = 0
-    while True:
+    while not _stopping(ctx):
         async with ctx.tx() as tx:
             version = key_version or (await state(tx)).key_version
             added = await _tag_missing(tx, keys, version, limit=_BATCH)
@@ -226,6 +239,7 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
         if added < _BATCH:
             return done
         await asyncio.sleep(0)
+    return done
 
 
 async def _tag_missing(tx: Tx, keys: KeyRing, version: int, *, limit: int | None) -> int:
@@ -315,6 +329,8 @@ def _log_failure(task: asyncio.Task[int]) -> None:
 async def _rotate(ctx: Context, version: int) -> int:
     keys = _keys(ctx)
     await backfill(ctx, version)
+    if _stopping(ctx):
+        raise asyncio.CancelledError  # the next start carries it on
     async with ctx.tx() as tx:
         current = await state(tx, lock=True)
         if current.key_version >= version:
