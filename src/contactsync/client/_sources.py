@@ -191,12 +191,15 @@ class VCardSource(_FileSource):
         offsets = [offset for offset, _ in cards]
         bodies = [body for _, body in cards]
         blake2b = hashlib.blake2b
-        keys = [
-            blake2b(body, digest_size=16).hexdigest()
-            if body is not None
-            else content_key(label, str(offset))
-            for offset, body in zip(offsets, bodies, strict=True)
-        ]
+        if None in bodies:
+            keys = [
+                blake2b(body, digest_size=16).hexdigest()
+                if body is not None
+                else content_key(label, str(offset))
+                for offset, body in zip(offsets, bodies, strict=True)
+            ]
+        else:
+            keys = [blake2b(body, digest_size=16).hexdigest() for body in bodies]  # type: ignore[arg-type]
         records = zip(itertools.repeat(label), itertools.repeat(data), offsets, bodies)
         return list(zip(keys, records, strict=True))
 

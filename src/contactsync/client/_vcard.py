@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import operator
 import quopri
 import re
 from collections.abc import Callable, Iterator
@@ -193,8 +194,8 @@ def _split_uniform(data: bytes, pieces: list[bytes]) -> Iterator[tuple[int, byte
     if (
         data.count(b"BEGIN:VCARD") != count
         or not pieces[0].startswith(first)
-        or not all([p.startswith(later) for p in middle])
-        or not all([p.endswith(b"\n") for p in pieces[:-1]])
+        or not all(map(bytes.startswith, middle, itertools.repeat(later)))
+        or not all(map(bytes.endswith, pieces[:-1], itertools.repeat(b"\n")))
         or pieces[-1] not in (b"", eol)
     ):
         return None
@@ -204,8 +205,8 @@ def _split_uniform(data: bytes, pieces: list[bytes]) -> Iterator[tuple[int, byte
     bodies = [pieces[0][len(first) :], *[piece[skip:] for piece in middle]]
     # card k > 0 starts at the end of piece k-1 and its END:VCARD line's 9 bytes, plus the
     # line ending that opens piece k
-    ends = itertools.accumulate(len(piece) + 9 for piece in pieces[:-1])
-    offsets = [0, *(end + len(eol) for end in itertools.islice(ends, count - 1))]
+    ends = itertools.accumulate(map(len, pieces[: count - 1]))
+    offsets = [0, *map(operator.add, ends, range(9 + len(eol), 9 * count + len(eol), 9))]
     return zip(offsets, bodies, strict=True)
 
 
