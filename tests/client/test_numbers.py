@@ -5,6 +5,7 @@ numbers read in process."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def raws(count: int) -> list[str]:
 
 
 async def test_the_worker_reads_what_the_process_reads() -> None:
-    numbers = Numbers()
+    numbers = Numbers(worker=True)
     try:
         assert numbers.parallel(WORKER_MIN)
         job = raws(WORKER_MIN + 500)
@@ -46,11 +47,27 @@ async def test_the_worker_reads_what_the_process_reads() -> None:
     assert any(rewritten for _, _, rewritten in on_worker)
 
 
+def test_the_worker_is_used_when_a_core_is_free_or_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert Numbers().parallel(WORKER_MIN)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # both cores taken
+    assert not Numbers().parallel(WORKER_MIN)
+    monkeypatch.setenv("CONTACTSYNC_NUMBER_WORKER", "1")
+    assert Numbers().parallel(WORKER_MIN)
+    monkeypatch.setenv("CONTACTSYNC_NUMBER_WORKER", "0")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not Numbers().parallel(WORKER_MIN)
+    assert not Numbers().parallel(WORKER_MIN - 1)
+
+
 async def test_a_worker_that_cannot_start_leaves_the_numbers_read_in_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    numbers = Numbers()
+    numbers = Numbers(worker=True)
     job = raws(WORKER_MIN)
     try:
         assert await numbers.read(job, "US") == read(job, "US")
@@ -70,8 +87,14 @@ def write_vcf(path: Path, count: int) -> None:
 
 
 async def test_a_big_first_sync_on_the_worker_gives_the_book_of_one_read_in_process(
-    api: Api, managers: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    api: Api,
+    managers: Factory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # whether a core is free decides by default; here the worker runs whatever the load
+    monkeypatch.setenv("CONTACTSYNC_NUMBER_WORKER", "1")
     caplog.set_level(logging.DEBUG, "contactsync.client")
     count = 3 * WORKER_MIN
     path = tmp_path / "big.vcf"

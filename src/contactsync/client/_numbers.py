@@ -1,4 +1,4 @@
-"""Normalising a scan's numbers, on a second core when the scan is big.
+"""Normalising a scan's numbers, on a second core when the scan is big and a core is free.
 
 Parsing phone numbers (libphonenumber, pure Python) is the SDK's CPU-bound part of a first
 sync. A `Numbers` reads a chunk's numbers in a worker process while the event loop stores the
@@ -32,6 +32,21 @@ _SLICE = 250  # numbers read in process between two turns of the event loop
 _LIMIT = 1 << 26  # the longest answer line the reader takes (a job of ~1,000,000 numbers)
 
 
+def _worker_pays() -> bool:
+    """Whether a worker process would run beside this one rather than take its turns: a
+    core is idle (the load average leaves one free). On a busy machine the worker's own cost
+    (its start, the numbers sent both ways) is added to the same cores and the sync is slower.
+    CONTACTSYNC_NUMBER_WORKER=1 or 0 decides instead."""
+    forced = os.environ.get("CONTACTSYNC_NUMBER_WORKER")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return True
+    return load + 1 <= (os.cpu_count() or 1) - 0.5
+
+
 def read(raws: Sequence[str], region: str | None) -> list[Result]:
     """The normalisation of each raw number (what `Numbers` returns, done here)."""
     from contactsync import phone as phones
@@ -46,9 +61,11 @@ def read(raws: Sequence[str], region: str | None) -> list[Result]:
 class Numbers:
     """Reads numbers for one sync run; `close()` ends the worker, if one was started."""
 
-    def __init__(self, *, worker: bool = True) -> None:
+    def __init__(self, *, worker: bool | None = None) -> None:
         # a frozen app's executable is the app, not a Python to run the worker with
         runnable = bool(sys.executable) and not getattr(sys, "frozen", False)
+        if worker is None:
+            worker = _worker_pays()
         self._use_worker = worker and runnable and (os.cpu_count() or 1) > 1
         self._worker: asyncio.Task[asyncio.subprocess.Process] | None = None
         self._lock = asyncio.Lock()  # one job at a time on the worker's pipe
