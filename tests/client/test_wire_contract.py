@@ -15,12 +15,20 @@ from pydantic import BaseModel
 
 from contactsync import protocol
 from contactsync.client import ApiError, Contact, MemorySource, _wire, mint_token
+from contactsync.server.config import Settings
 from tests.client.conftest import Factory
 from tests.conftest import ADMIN_KEY, Api
 
 # routes whose body is no model of the contract: the preferences are checked by their
 # service against protocol.Preferences (the answer model), any subset of its keys
 FREE_BODIES = {("PUT", "/v1/me/preferences")}
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The server in stored mode, or in the mode a test names (`indirect` parametrisation)."""
+    mode = getattr(request, "param", "stored")
+    return settings.model_copy(update={"discovery_mode": mode})
 
 
 class Recording(httpx.AsyncBaseTransport):
@@ -65,6 +73,23 @@ def route_models(app: Any) -> list[tuple[str, re.Pattern[str], str, type[BaseMod
     return found
 
 
+def check_bodies(app: Any, sent: list[tuple[str, str, bytes]]) -> set[tuple[str, str]]:
+    """Validate each recorded body with the contract model of its route, as the server does;
+    returns the (method, route template) checked."""
+    routes = route_models(app)
+    checked: set[tuple[str, str]] = set()
+    for method, path, body in sent:
+        matches = [r for r in routes if r[0] == method and r[1].match(path)]
+        assert matches, f"{method} {path}: the server has no route with a body there"
+        _, _, template, model = matches[0]
+        if (method, template) in FREE_BODIES:
+            continue
+        assert model is not None, f"{method} {template}: no contract model for its body"
+        model.model_validate_json(body)  # what the server does with these bytes
+        checked.add((method, template))
+    return checked
+
+
 async def test_every_body_the_sdk_sends_is_accepted_by_the_server_model(
     api: Api, managers: Factory
 ) -> None:
@@ -98,17 +123,7 @@ async def test_every_body_the_sdk_sends_is_accepted_by_the_server_model(
         "http://testserver", ADMIN_KEY, a_user["user_id"], "tablet", transport=recording
     )
 
-    routes = route_models(api.app)
-    checked: set[tuple[str, str]] = set()
-    for method, path, body in recording.sent:
-        matches = [r for r in routes if r[0] == method and r[1].match(path)]
-        assert matches, f"{method} {path}: the server has no route with a body there"
-        _, _, template, model = matches[0]
-        if (method, template) in FREE_BODIES:
-            continue
-        assert model is not None, f"{method} {template}: no contract model for its body"
-        model.model_validate_json(body)  # what the server does with these bytes
-        checked.add((method, template))
+    checked = check_bodies(api.app, recording.sent)
     # the session above reached every kind of body the SDK sends in stored mode
     assert checked >= {
         ("POST", "/v1/addressbook"),
@@ -123,6 +138,37 @@ async def test_every_body_the_sdk_sends_is_accepted_by_the_server_model(
         ("POST", "/v1/sync"),
         ("POST", "/v1/admin/users/{user_id}/tokens"),
     }, checked
+
+
+@pytest.mark.parametrize("settings", ["private"], indirect=True)
+async def test_every_body_a_private_mode_session_sends_is_accepted_by_the_server_model(
+    api: Api, managers: Factory
+) -> None:
+    recording = Recording(api.app)
+    _, headers = await api.user_with_token("+14155550100", "Alice")
+    friends = [(await api.create_user(f"+1415555{i:04d}"))["user_id"] for i in (101, 102)]
+    book = [Contact(f"c{i}", f"Friend {i}", (f"(415) 555-{i:04d}",)) for i in range(101, 140)]
+    alice = managers(MemorySource(book), headers, transport=recording)
+
+    first = await alice.sync()
+    assert alice.discovery == "private" and first.error is None, first.error
+    assert {u["user_id"] for u in first.registered} == set(friends)
+    alice.source.set(book + [Contact("c200", "New", ("(415) 555-0200",))])  # type: ignore[attr-defined]
+    assert (await alice.sync()).error is None
+    assert (await alice.force_sync()).error is None
+    await alice.set_my_profile({"status": ("hiking", 1)})
+    await alice.preferences.update(notify_contact_joined=False)
+
+    evaluated = [b for _, p, b in recording.sent if p == "/v1/discovery/evaluate"]
+    assert len(evaluated) == 2, evaluated  # the first sync's book, then the new number alone
+    checked = check_bodies(api.app, recording.sent)
+    assert checked >= {
+        ("POST", "/v1/discovery/evaluate"),
+        ("POST", "/v1/discovery/resolve"),
+        ("PATCH", "/v1/me/profile"),
+    }, checked
+    # no book leaves the device in private mode
+    assert ("POST", "/v1/addressbook") not in checked
 
 
 def test_a_body_the_model_refuses_is_refused_before_it_is_sent() -> None:

@@ -39,6 +39,15 @@ from contactsync.client._http import ApiClient
 from contactsync.client._models import Event, SyncMetrics
 from contactsync.client._store import LocalStore
 from contactsync.client._tasks import Background, cancel
+from contactsync.client._wire import answer, body
+from contactsync.protocol import (
+    DiscoveryContacts,
+    EvaluateIn,
+    EvaluateOut,
+    FilterDelta,
+    ResolveIn,
+    ResolveOut,
+)
 
 log = logging.getLogger("contactsync.client.private")
 
@@ -158,8 +167,8 @@ class PrivateDiscovery:
             self._state = state
             # the base is as of its version: the changes since follow as a delta
             return await self.refresh(store)
-        body = response.json()
-        changes = list(tagfilter.decode_changes(base64.b64decode(body["changes"])))
+        delta = answer(FilterDelta, response.json())
+        changes = list(tagfilter.decode_changes(base64.b64decode(delta.changes)))
         assert state is not None
         state.apply(changes)
         with store.transaction():
@@ -172,21 +181,21 @@ class PrivateDiscovery:
                 "DO UPDATE SET announce = max(announce, excluded.announce)",
                 [(key, int(added and announce)) for key, added, announce in changes],
             )
-            store.put("private_version", str(body["version"]))
+            store.put("private_version", str(delta.version))
         return [key for key, added, announce in changes if added and announce]
 
     async def _fetch_own(self, key_version: int) -> set[int]:
         """The caller's own list: the filter keys of the users discoverable by their contacts
         who let the caller find them (`GET /v1/discovery/contacts`)."""
         try:
-            answer = await self.api.request(
+            raw = await self.api.request(
                 "GET", "/v1/discovery/contacts", params={"key_version": key_version}
             )
         except ApiError as exc:
             if exc.status != 404:
                 raise
             return set()  # a server from before the list
-        return {int(k, 16) for k in answer["keys"]}
+        return {int(k, 16) for k in answer(DiscoveryContacts, raw).keys}
 
     def _keep_own(self, store: LocalStore, now: set[int]) -> None:
         """Store the own list; a key that came or went since is pending like a change of the
@@ -241,9 +250,12 @@ class PrivateDiscovery:
             await queue.put(None)
 
         async def finish(
-            part: list[str], blinded: list[tuple[bytes, bytes]], answer: Any, version: int
+            part: list[str],
+            blinded: list[tuple[bytes, bytes]],
+            evaluated: EvaluateOut,
+            version: int,
         ) -> None:
-            points = [base64.b64decode(p) for p in answer["points"]]
+            points = [base64.b64decode(p) for p in evaluated.points]
             tags = await asyncio.to_thread(_unblind, part, blinded, points)
             with store.transaction():
                 db.executemany(
@@ -264,14 +276,20 @@ class PrivateDiscovery:
                 part, blinded = item
                 if version is None:
                     version = await key_version()
-                body = {
-                    "key_version": version,
-                    "points": [base64.b64encode(p).decode() for _, p in blinded],
-                }
-                answer = await self.api.request("POST", "/v1/discovery/evaluate", json_body=body)
+                request = body(
+                    EvaluateIn,
+                    {
+                        "key_version": version,
+                        "points": [base64.b64encode(p).decode() for _, p in blinded],
+                    },
+                )
+                evaluated = answer(
+                    EvaluateOut,
+                    await self.api.request("POST", "/v1/discovery/evaluate", json_body=request),
+                )
                 if pending is not None:
                     await pending
-                pending = asyncio.create_task(finish(part, blinded, answer, version))
+                pending = asyncio.create_task(finish(part, blinded, evaluated, version))
             if pending is not None:
                 await pending
             await producer
@@ -285,10 +303,15 @@ class PrivateDiscovery:
         found: dict[str, dict[str, Any]] = {}
         items = list(tags)
         for i in range(0, len(items), self.batch_size):
-            body = {"key_version": key_version, "tags": items[i : i + self.batch_size]}
-            answer = await self.api.request("POST", "/v1/discovery/resolve", json_body=body)
-            for user in answer["users"]:
-                found[user["tag"]] = user
+            request = body(
+                ResolveIn, {"key_version": key_version, "tags": items[i : i + self.batch_size]}
+            )
+            resolved = answer(
+                ResolveOut,
+                await self.api.request("POST", "/v1/discovery/resolve", json_body=request),
+            )
+            for user in resolved.users:
+                found[user.tag] = user.model_dump()
         return found
 
     async def sync(self, store: LocalStore, metrics: SyncMetrics, *, full: bool = False) -> None:
