@@ -45,12 +45,8 @@ async def test_first_sync_then_nothing_to_send(api: Api, managers: Factory) -> N
     first = await manager.sync()
     assert (first.total, first.uploaded, first.batches, first.created) == (8, 7, 3, 7)
     assert first.failed == 0 and first.error is None and first.bytes > 0
-    # batches are sent while the source is still being read: the total grows with the scan
-    assert [p.done for p in progress] == [3, 6, 7] and progress[-1].total == 7
-    assert all(
-        a.total <= b.total and p.done <= p.total
-        for a, b, p in zip(progress, progress[1:], progress, strict=False)
-    )
+    # with a progress callback the total is counted before the first batch goes
+    assert [(p.done, p.total) for p in progress] == [(3, 7), (6, 7), (7, 7)]
     assert [r["user_id"] for r in first.registered] == [friend["user_id"]]
     assert [(i.contact_id, i.phone, i.reason) for i in first.invalid] == [
         ("bad", "ask Bob", "not_a_number")
@@ -68,6 +64,54 @@ async def test_first_sync_then_nothing_to_send(api: Api, managers: Factory) -> N
     )
     assert len(again.invalid) == 1  # still reported: the source still holds it
     assert manager.last_metrics is again
+
+
+async def test_the_progress_total_is_known_before_the_first_batch_and_never_grows(
+    api: Api, managers: Factory, tmp_path: Path
+) -> None:
+    """Issue 16.7: every report of a sync carries the same total, the entries it ends with
+    having sent (deletions included), on a first sync, a resync and a reinstall's first
+    sync (which removes what the server held and the book no longer does)."""
+    _, me = await api.user_with_token(ME)
+    contacts = people(11)
+    source = MemorySource(contacts)
+    progress: list[SyncProgress] = []
+    manager = managers(source, me, batch_size=3, on_progress=progress.append)
+
+    def totals(metrics: Any) -> set[int]:
+        assert metrics.error is None, metrics.error
+        assert [p.done for p in progress][-1] == metrics.uploaded
+        assert [p.batches for p in progress] == list(range(1, metrics.batches + 1))
+        return {p.total for p in progress}
+
+    first = await manager.sync()
+    assert (first.uploaded, first.batches) == (11, 4)
+    assert totals(first) == {11}
+
+    # 4 deletions, 2 renames, 3 additions: 9 entries in 3 batches
+    progress.clear()
+    source.set(
+        [Contact(c.id, "Renamed", c.phones) for c in contacts[4:6]]
+        + contacts[6:]
+        + people(3, start=20)
+    )
+    later = await manager.sync()
+    assert (later.uploaded, later.deleted, later.batches) == (9, 4, 3)
+    assert totals(later) == {9}
+
+    # a reinstall: a new store learns the server's book, and its first sync removes the 4
+    # numbers the book lost meanwhile along with sending the 2 it gained
+    progress.clear()
+    await manager.close()
+    source.set(contacts[8:] + people(3, start=20) + people(2, start=40))
+    again = managers(
+        source, me, batch_size=3, on_progress=progress.append, state_dir=tmp_path / "new"
+    )
+    fresh = await again.sync()
+    assert (fresh.uploaded, fresh.deleted) == (6, 4)
+    assert totals(fresh) == {6}
+    kept = [*range(8, 11), *range(20, 23), 40, 41]
+    assert set(await book(api, me)) == {f"+1415555{1000 + i}" for i in kept}
 
 
 async def test_edits_deletions_and_renames_reach_the_server(api: Api, managers: Factory) -> None:

@@ -361,8 +361,9 @@ async def _sync(
         progress.update(
             task,
             completed=p.done,
-            # numbers, not contacts, are sent: a contact may have several
-            total=max(p.total, p.done, progress.tasks[0].total or 0),
+            # what the sync planned to send, known before its first batch (numbers, not
+            # contacts: a contact may have several, an unchanged one none)
+            total=p.total,
             rate=f"{p.done / elapsed:,.0f}/s",
         )
 

@@ -162,7 +162,7 @@ class AddressBookSync:
         """Sync once (the caller holds the store open and runs one at a time)."""
         metrics = SyncMetrics(forced=force)
         self._rewritten = metrics.rewritten
-        self._planned = store.outbox_contacts()
+        self._planned_now(store, metrics)  # what a crash left queued goes first
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
         try:
@@ -286,8 +286,10 @@ class AddressBookSync:
             failure: list[ClientError] = []
             # batches go out while the source is read only on a first scan, where everything
             # is an addition; later scans first learn which records vanished, so an edited
-            # card (old version gone, new one added) is sent once, as a rename
-            stream = upload and not force and not known
+            # card (old version gone, new one added) is sent once, as a rename. With a
+            # progress callback the whole scan is planned first instead: the total it is told
+            # is then known before the first batch and never grows (issue 16.7)
+            stream = upload and not force and not known and self.on_progress is None
             seen = await self._pipeline(store, metrics, known, send=stream, failure=failure)
             with store.transaction():
                 gone = [key for key in known if key not in seen]
@@ -309,7 +311,13 @@ class AddressBookSync:
             return
         with store.transaction():
             self._plan(store, force)
+        self._planned_now(store, metrics)
         await self._send_outbox(store, metrics)
+
+    def _planned_now(self, store: LocalStore, metrics: SyncMetrics) -> None:
+        """The run's total for progress reports: what it sent, and what is queued to go."""
+        if self.on_progress is not None:  # (a sum over the outbox's bodies: only if told)
+            self._planned = metrics.uploaded + store.outbox_contacts()
 
     def _collect_invalid(self, store: LocalStore, metrics: SyncMetrics) -> None:
         for cid, name, bad in store.invalid_entries():
@@ -492,7 +500,6 @@ class AddressBookSync:
                     },
                 )
                 store.enqueue([(batch_id, True, final, upload.model_dump(exclude_unset=True))])
-            self._planned += len(wanted)
             return
         changes = store.take_dirty_entries(numbers)
         for i in range(0, len(changes), self.batch_size):
@@ -503,7 +510,6 @@ class AddressBookSync:
             ]
             upload = body(AddressBookUpload, {**base, "contacts": contacts, "batch_id": batch_id})
             store.enqueue([(batch_id, False, True, upload.model_dump(exclude_unset=True))])
-        self._planned += len(changes)
 
     async def _send_outbox(self, store: LocalStore, metrics: SyncMetrics) -> None:
         after = 0
@@ -523,6 +529,7 @@ class AddressBookSync:
                         store.clear_outbox()
                         store.unqueue_all()
                         self._plan(store, force)
+                    self._planned_now(store, metrics)
                     await self._send_outbox(store, metrics)
                     return
                 if not exc.refused:
@@ -553,7 +560,8 @@ class AddressBookSync:
             for item in result.invalid:
                 metrics.invalid.append(InvalidEntry(None, None, item.phone, item.reason, "server"))
             if self.on_progress is not None:
-                # the total grows while the scan finds more to send
+                # counted when the run's batches were planned, before the first was sent
+                # (max: a caller who set on_progress during a first sync's streamed batches)
                 total = max(self._planned, metrics.uploaded)
                 self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
 

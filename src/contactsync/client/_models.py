@@ -87,7 +87,10 @@ class SyncMetrics:
 
 @dataclass(frozen=True, slots=True)
 class SyncProgress:
-    """Reported after each acknowledged batch: entries done out of entries to send."""
+    """Reported after each acknowledged batch: entries done out of entries to send. The
+    total is counted before the run's first batch goes and is the same in every report (with
+    a progress callback, a first sync plans its whole book before sending rather than sending
+    while the source is read)."""
 
     done: int
     total: int
