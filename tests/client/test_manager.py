@@ -293,12 +293,15 @@ async def test_a_started_manager_sends_what_waited_once_the_quota_refills(
     async with api.ctx.tx() as tx:
         await app_settings.update(tx, {"discovery_quota": 3, "discovery_quota_refill_per_day": 24})
     manager = managers(MemorySource(people(5)), me, batch_size=2, watch_interval=0.02)
+    now = time.time()
+    manager._book.clock = lambda: now  # the client's wall clock, moved on below
     first = await manager.start()
     assert first.waiting == 3 and len(await book(api, me)) == 2
-    assert first.resume_at is not None and first.resume_at > time.time() + 60
-    # the refill time comes (the server's clock, and the client's due time, move on)
-    clock.advance((first.retry_after or 0) * 3)
-    first.resume_at = time.time()
+    assert first.retry_after is not None and first.retry_after > 60
+    assert first.resume_at == now + first.retry_after
+    # the refill time comes: the server's clock and the client's move on alike
+    clock.advance(first.retry_after * 3)
+    now += first.retry_after * 3
     await eventually(lambda: book_size(api, me, 5), timeout=10)
     assert manager.last_metrics is not None and manager.last_metrics.waiting == 0
 

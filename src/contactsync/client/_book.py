@@ -82,8 +82,10 @@ class AddressBookSync:
         on_progress: ProgressCallback | None,
         watch_interval: float | None,
         sync_interval: float | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
+        self.clock = clock  # wall time, for the quota's resume_at (tests move it on)
         self.source = source
         self.region = region
         self.device_id = device_id
@@ -145,7 +147,7 @@ class AddressBookSync:
             ):
                 due = True
             waited = self.last_metrics
-            if waited is not None and waited.waiting and time.time() >= (waited.resume_at or 0):
+            if waited is not None and waited.waiting and self.clock() >= (waited.resume_at or 0):
                 due = True  # the discovery quota has refilled: send what waited
             if due and ready():
                 last_sync = time.monotonic()
@@ -209,8 +211,7 @@ class AddressBookSync:
                 store.put_json("last_metrics", metrics.as_dict())
         return metrics
 
-    @staticmethod
-    def _wait_for_quota(store: LocalStore, metrics: SyncMetrics, exc: QuotaExceeded) -> None:
+    def _wait_for_quota(self, store: LocalStore, metrics: SyncMetrics, exc: QuotaExceeded) -> None:
         """Not a failure: the server checks no more new numbers for now. What it has not
         taken stays queued and goes on the first sync after `resume_at` (a started manager's
         background watcher runs that sync by itself)."""
@@ -219,7 +220,7 @@ class AddressBookSync:
         metrics.total = metrics.total or store.count_contacts()
         metrics.waiting = store.count_unsynced_contacts()
         metrics.retry_after = wait
-        metrics.resume_at = time.time() + wait
+        metrics.resume_at = self.clock() + wait
         metrics.quota = details or None
 
     async def _seed(self, store: LocalStore) -> None:
