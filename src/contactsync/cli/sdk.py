@@ -375,7 +375,9 @@ async def _sync(
         device_id=device_id,
         state_dir=state,
         batch_size=batch_size,
-        on_progress=on_progress,
+        # a bar needs its total first, so its sync plans the whole file before sending; with
+        # no bar a first sync sends while it reads (SyncProgress)
+        on_progress=None if progress.disable else on_progress,
         events=False,
         retry=retry,
     )
