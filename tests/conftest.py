@@ -298,9 +298,10 @@ class Api:
         return self.app.state.ctx
 
     async def create_user(
-        self, phone: str, name: str | None = None, region: str | None = None
+        self, phone: str, name: str | None = None, region: str | None = None, **more: Any
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"phone": phone}
+        """POST /v1/admin/users; `more` are further fields (announce_join_to=…, …)."""
+        body: dict[str, Any] = {"phone": phone, **more}
         if name is not None:
             body["name"] = name
         if region is not None:

@@ -175,12 +175,7 @@ async def test_announce_join_to_contacts_tells_mutual_contacts_only(api: Api) ->
 async def test_a_contacts_announcement_waits_a_day_at_most(api: Api, clock: ManualClock) -> None:
     _, mh = await api.user_with_token(ME)
     await upload(api, mh, THEM)
-    r = await api.client.post(
-        "/v1/admin/users",
-        json={"phone": THEM, "announce_join_to": "contacts"},
-        headers=api.admin,
-    )
-    them = r.json()["user_id"]
+    them = (await api.create_user(THEM, announce_join_to="contacts"))["user_id"]
     clock.advance(24 * 3600 + 1)
     await upload(api, await api.token(them), ME)
     assert await joined(api, mh) == []  # a day later it is no join any more
@@ -189,12 +184,7 @@ async def test_a_contacts_announcement_waits_a_day_at_most(api: Api, clock: Manu
 async def test_a_contacts_announcement_follows_a_contact_relation_too_once(api: Api) -> None:
     me, mh = await api.user_with_token(ME)
     await upload(api, mh, THEM)
-    r = await api.client.post(
-        "/v1/admin/users",
-        json={"phone": THEM, "announce_join_to": "contacts"},
-        headers=api.admin,
-    )
-    them = r.json()["user_id"]
+    them = (await api.create_user(THEM, announce_join_to="contacts"))["user_id"]
     th = await api.token(them)
     r = await api.client.put(f"/v1/relations/{me['user_id']}", json={"contact": True}, headers=th)
     assert r.status_code == 200, r.text

@@ -345,6 +345,17 @@ async def test_the_app_default_moves_users_who_did_not_choose(api: Api) -> None:
     assert matched(state, tags) == {B}  # B chose everybody; C follows the default
 
 
+async def rotation_settled(client: httpx.AsyncClient, admin: dict[str, str]) -> Any:
+    """GET /v1/admin/discovery/rotation once no rotation is under way (30 s at most)."""
+    for _ in range(600):
+        r = await client.get("/v1/admin/discovery/rotation", headers=admin)
+        assert r.status_code == 200, r.text
+        if r.json()["rotating_to"] is None:
+            break
+        await asyncio.sleep(0.05)
+    return r.json()
+
+
 async def test_a_rotation_goes_on_after_the_request_and_is_never_doubled(api: Api) -> None:
     _, ha = await api.user_with_token(A)
     for phone in (B, C, D):
@@ -354,13 +365,7 @@ async def test_a_rotation_goes_on_after_the_request_and_is_never_doubled(api: Ap
     r = await api.client.post("/v1/admin/discovery/rotate-key?wait=0", headers=api.admin)
     assert r.status_code == 202, r.text
     assert r.json() == {"key_version": key_version + 1, "done": False}
-    for _ in range(600):
-        r = await api.client.get("/v1/admin/discovery/rotation", headers=api.admin)
-        assert r.status_code == 200, r.text
-        if r.json()["rotating_to"] is None:
-            break
-        await asyncio.sleep(0.05)
-    assert r.json() == {
+    assert await rotation_settled(api.client, api.admin) == {
         "key_version": key_version + 1,
         "rotating_to": None,
         "tagged": 4,
@@ -408,13 +413,7 @@ async def test_a_server_started_after_an_interrupted_rotation_carries_it_on(
     async with LifespanManager(app) as started:
         transport = httpx.ASGITransport(app=started.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://other") as other:
-            for _ in range(600):
-                r = await other.get("/v1/admin/discovery/rotation", headers=api.admin)
-                assert r.status_code == 200, r.text
-                if r.json()["rotating_to"] is None:
-                    break
-                await asyncio.sleep(0.05)
-            assert r.json() == {
+            assert await rotation_settled(other, api.admin) == {
                 "key_version": key_version + 1,
                 "rotating_to": None,
                 "tagged": 2,

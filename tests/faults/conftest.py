@@ -70,3 +70,14 @@ async def running(settings: Settings) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, app)
+
+
+def assert_overloaded(response: httpx.Response) -> None:
+    """503 `overloaded`, retry after a second, in the one error body and its header."""
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == {
+        "code": "overloaded",
+        "message": response.json()["error"]["message"],
+        "details": {"retry_after": 1},
+    }
+    assert response.headers["Retry-After"] == "1"
