@@ -215,6 +215,11 @@ async def test_a_contacts_user_is_in_the_own_list_of_those_it_lets_find_it_only(
     # a key version no longer in force is refused as everywhere
     r = await api.client.get(f"/v1/discovery/contacts?key_version={key_version + 1}", headers=ha)
     assert r.status_code == 409 and r.json()["error"]["code"] == "discovery_key_changed"
+    for garbage in ("", "?key_version=abc", "?key_version=-1", "?key_version=1e3"):
+        r = await api.client.get(f"/v1/discovery/contacts{garbage}", headers=ha)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", garbage
+    r = await api.client.get(f"/v1/discovery/contacts?key_version={key_version}")
+    assert r.status_code == 401
     assert d["user_id"] != c["user_id"]
 
 
