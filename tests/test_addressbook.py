@@ -464,3 +464,33 @@ async def test_a_recheck_of_what_the_book_holds_writes_nothing(api: Api) -> None
     last = (await api.events(me))[-1]
     assert last["type"] == "contacts.registered"
     assert [u["phone"] for u in last["data"]["users"]] == [B]
+
+
+async def test_a_recheck_answers_who_is_registered_now(api: Api) -> None:
+    """A re-check finds the users of the numbers the book holds in the same read as the book:
+    it still answers with who is registered, blocked, discoverable and matched by a variant
+    at the time of the re-check, not of the first upload."""
+    zed_written, zed_own = "+541123456789", "+5491123456789"  # Argentina, without / with the 9
+    ann = await api.create_user(A, "Ann")
+    owner, me = await api.user_with_token("+14155550100")
+    contacts = [{"phone": n, "name": n} for n in (A, B, C, D, zed_written)]
+    first = await upload(api, me, contacts)
+    assert [u["user_id"] for u in first["registered"]] == [ann["user_id"]]
+
+    bob, bh = await api.user_with_token(B)  # registers after the first upload
+    cy, ch = await api.user_with_token(C)
+    zed = await api.create_user(zed_own, "Zed")  # held under the variant the book holds
+    r = await upload(api, me, contacts)
+    assert r["created"] == 0 and r["unchanged"] == 5
+    assert {u["phone"]: u["user_id"] for u in r["registered"]} == {
+        A: ann["user_id"],
+        B: bob["user_id"],
+        C: cy["user_id"],
+        zed_written: zed["user_id"],
+    }
+
+    assert (await api.client.put(f"/v1/blocks/{owner['user_id']}", headers=bh)).status_code == 204
+    r = await api.client.put("/v1/me/preferences", json={"discoverable_by": "nobody"}, headers=ch)
+    assert r.status_code == 200, r.text
+    r = await upload(api, me, contacts)
+    assert {u["phone"] for u in r["registered"]} == {A, zed_written}

@@ -163,12 +163,15 @@ async def upload(
     # A set difference against what is stored before any number is parsed: what the owner's
     # books hold, looked up as written (E.164, as the SDK sends), is not normalised again.
     verbatim = list({c.phone for c in request.contacts if c.phone[:1] == "+"})
-    held = await _held(tx, owner.user_id, verbatim)
+    level = settings.discoverable_by_default
+    held, direct = await _held_matched(tx, owner.user_id, verbatim, level)
     desired, invalid, rewritten = _normalise(request.contacts, region, held)
     looked_up = set(verbatim)
     others = [p for p in desired if p not in looked_up]
     if others:
-        held.update(await _held(tx, owner.user_id, others))
+        more, more_direct = await _held_matched(tx, owner.user_id, others, level)
+        held.update(more)
+        direct.update(more_direct)
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
     await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
 
@@ -183,7 +186,7 @@ async def upload(
         existing = {p: books[book] for p, books in held.items() if book in books}
         counts, news = await _merge(tx, owner.user_id, book, desired, existing)
 
-    registered = await _registered(tx, owner.user_id, {p: desired[p][0] for p in adds})
+    registered = await _registered(tx, owner.user_id, {p: desired[p][0] for p in adds}, direct)
     # The caller's other devices hear of registered contacts this upload put in the book or
     # renamed; a re-check of what the book already holds writes nothing.
     response: dict[str, Any] = {
@@ -236,6 +239,37 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
         else:
             held[number] = {book: name}
     return held
+
+
+async def _held_matched(
+    tx: Tx, owner_id: int, numbers: list[str], default_level: str
+) -> tuple[dict[str, dict[str, str | None]], dict[str, tuple[int, bool, str] | None]]:
+    """`_held`, and for each number held the user registered under it with what the policy
+    needs to know of them (`matching.Direct`), in the same statement: a re-check of numbers
+    the book holds looks up no number twice."""
+    if not numbers:
+        return {}, {}
+    where, params = in_list(tx.dialect, "b.phone", numbers, "nums")
+    blocked, level = policy.learnable_facts_exprs("owner", "u", "default_level")
+    columns = packed(tx.dialect, ("b.phone", "b.book", "b.name", "u.id", blocked, level))
+    row = (
+        await tx.conn.execute(
+            sa.text(
+                f"SELECT {columns} FROM book_entries b LEFT JOIN users u ON u.phone = b.phone "
+                f"WHERE b.owner_id = :owner AND {where}"
+            ),
+            {"owner": owner_id, "default_level": default_level, **params},
+        )
+    ).first()
+    held: dict[str, dict[str, str | None]] = {}
+    direct: dict[str, tuple[int, bool, str] | None] = {}
+    for number, book, name, uid, is_blocked, their_level in unpack(tx.dialect, row):
+        if number in held:
+            held[number][book] = name
+            continue
+        held[number] = {book: name}
+        direct[number] = None if uid is None else (uid, bool(is_blocked), their_level)
+    return held, direct
 
 
 async def charge_discovery(tx: Tx, owner_id: int, numbers: Sequence[str]) -> None:
@@ -430,13 +464,16 @@ async def _apply(
         )
 
 
-async def _registered(tx: Tx, owner_id: int, names: dict[str, str | None]) -> list[dict[str, Any]]:
+async def _registered(
+    tx: Tx, owner_id: int, names: dict[str, str | None], direct: matching.Direct
+) -> list[dict[str, Any]]:
     """The registered users among `names`' numbers (and their variants), each once under the
-    number in the book: never the caller, never a blocked pair."""
+    number in the book: never the caller, never a blocked pair. (`direct`: what the held
+    numbers' look-up found already.)"""
     if not names:
         return []
     found = _once_per_user(
-        await matching.registered_for(tx, owner_id, list(names), exclude=owner_id)
+        await matching.registered_for(tx, owner_id, list(names), exclude=owner_id, direct=direct)
     )
     return [
         {"user_id": uid, "phone": number, "name": names[number]}

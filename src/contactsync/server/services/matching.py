@@ -12,7 +12,7 @@ Nearly every number has no variants; for those this is the exact look-up it alwa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -21,6 +21,12 @@ from contactsync import phone_variants
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import app_settings, policy
 from contactsync.server.store.bulk import in_list, rows_source
+
+Direct = Mapping[str, "tuple[int, bool, str] | None"]
+"""What a caller's own statement already read of some numbers' users: {number: (user id,
+blocked, level) of the user registered under the number itself (`policy.learnable_facts_exprs`
+for blocked and level), or None when nobody is}. `registered_for` looks those numbers up no
+more: only their variants, where the number itself matched nobody."""
 
 
 async def registered(
@@ -34,47 +40,34 @@ async def registered(
 
 
 async def _match(
-    tx: ReadTx, numbers: Sequence[str], exclude: int | None, viewer_id: int | None
+    tx: ReadTx,
+    numbers: Sequence[str],
+    exclude: int | None,
+    viewer_id: int | None,
+    direct: Direct | None = None,
 ) -> tuple[dict[str, tuple[int, str]], dict[int, tuple[bool, str]]]:
     """`registered`, and with a `viewer_id` what `policy.learnable_among` needs of each user
-    found, read in the same statement."""
+    found, read in the same statement (or given in `direct`)."""
     if not numbers:
         return {}, {}
+    known: Direct = direct or {}
+    users: dict[str, int] = {}
+    facts: dict[int, tuple[bool, str]] = {}
+    for number, hit in known.items():
+        if hit is not None and hit[0] != exclude:
+            users[number] = hit[0]
+            facts[hit[0]] = (hit[1], hit[2])
     alias: dict[str, list[str]] = {}  # variant -> the numbers it is a variant of
-    for number, others in phone_variants.variants_of(numbers).items():
+    unmatched = [n for n in numbers if n not in users] if known else numbers
+    for number, others in phone_variants.variants_of(unmatched).items():
         for variant in others:
             alias.setdefault(variant, []).append(number)
-    probes = list(numbers)
+    probes = [n for n in numbers if n not in known] if known else list(numbers)
     if alias:
         asked = set(numbers)
-        probes += [v for v in alias if v not in asked]
-    # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
-    # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
-    source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in probes])
-    facts: dict[int, tuple[bool, str]] = {}
-    if viewer_id is None:
-        rows = await tx.conn.execute(
-            sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
-            params,
-        )
-        users = {phone: uid for uid, phone in rows if uid != exclude}
-    else:
-        learnable = policy.learnable_facts_sql("viewer", "u", "default_level")
-        rows = await tx.conn.execute(
-            sa.text(
-                f"SELECT u.id, u.phone, {learnable} FROM {source} JOIN users u ON u.phone = t.phone"
-            ),
-            {
-                **params,
-                "viewer": viewer_id,
-                "default_level": (await app_settings.load(tx)).discoverable_by_default,
-            },
-        )
-        users = {}
-        for uid, phone, blocked, level in rows:
-            if uid != exclude:
-                users[phone] = uid
-                facts[uid] = (bool(blocked), level)
+        probes += [v for v in alias if v not in asked and v not in known]
+    if probes:
+        users.update(await _probe(tx, probes, exclude, viewer_id, facts))
     found: dict[str, tuple[int, str]] = {}
     for number in numbers:
         if number in users:
@@ -86,13 +79,56 @@ async def _match(
     return found, facts
 
 
+async def _probe(
+    tx: ReadTx,
+    probes: Sequence[str],
+    exclude: int | None,
+    viewer_id: int | None,
+    facts: dict[int, tuple[bool, str]],
+) -> dict[str, int]:
+    """{number: user id} of the users registered under `probes` (but `exclude`), with each
+    one's facts added to `facts` when there is a viewer."""
+    # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
+    # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
+    source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in probes])
+    if viewer_id is None:
+        rows = await tx.conn.execute(
+            sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
+            params,
+        )
+        return {phone: uid for uid, phone in rows if uid != exclude}
+    learnable = policy.learnable_facts_sql("viewer", "u", "default_level")
+    rows = await tx.conn.execute(
+        sa.text(
+            f"SELECT u.id, u.phone, {learnable} FROM {source} JOIN users u ON u.phone = t.phone"
+        ),
+        {
+            **params,
+            "viewer": viewer_id,
+            "default_level": (await app_settings.load(tx)).discoverable_by_default,
+        },
+    )
+    users = {}
+    for uid, phone, blocked, level in rows:
+        if uid != exclude:
+            users[phone] = uid
+            facts[uid] = (bool(blocked), level)
+    return users
+
+
 async def registered_for(
-    tx: ReadTx, viewer_id: int, numbers: Sequence[str], *, exclude: int | None = None
+    tx: ReadTx,
+    viewer_id: int,
+    numbers: Sequence[str],
+    *,
+    exclude: int | None = None,
+    direct: Direct | None = None,
 ) -> dict[str, tuple[int, str]]:
     """`registered`, as `viewer_id` may learn it (`policy.learnable`): a number whose user the
     viewer may not learn about is left out, exactly like a number nobody registered. The
-    policy's facts come with the users, so nearly always this is one statement."""
-    found, facts = await _match(tx, numbers, exclude, viewer_id)
+    policy's facts come with the users, so nearly always this is one statement, and none when
+    the caller read the numbers' users already (`direct`)."""
+    found, facts = await _match(tx, numbers, exclude, viewer_id, direct)
     if not found:
         return found
     allowed = await policy.learnable_among(tx, viewer_id, facts)

@@ -79,10 +79,19 @@ def learnable_facts_sql(viewer_param: str, users_alias: str, default_param: str)
     statement reading the row `users_alias` of users (for a query that finds the users
     anyway, so the rule costs no statement of its own); bind the viewer's id as
     `:viewer_param` and the app's `discoverable_by_default` as `:default_param`."""
+    blocked, level = learnable_facts_exprs(viewer_param, users_alias, default_param)
+    return f"{blocked} AS blocked, {level} AS level"
+
+
+def learnable_facts_exprs(
+    viewer_param: str, users_alias: str, default_param: str
+) -> tuple[str, str]:
+    """`learnable_facts_sql`'s two expressions, unnamed (blocked, level): for a select list
+    that aggregates them."""
     return (
         f"({users_alias}.id IN (SELECT blocked_id FROM blocks WHERE blocker_id = :{viewer_param}"
-        f" UNION SELECT blocker_id FROM blocks WHERE blocked_id = :{viewer_param})) AS blocked, "
-        f"{discoverability.effective_sql(users_alias, default_param)} AS level"
+        f" UNION SELECT blocker_id FROM blocks WHERE blocked_id = :{viewer_param}))",
+        discoverability.effective_sql(users_alias, default_param),
     )
 
 
