@@ -58,11 +58,11 @@ async def _match(
             users[number] = hit[0]
             facts[hit[0]] = (hit[1], hit[2])
     alias: dict[str, list[str]] = {}  # variant -> the numbers it is a variant of
-    unmatched = [n for n in numbers if n not in users] if known else numbers
+    unmatched = [n for n in numbers if n not in users]
     for number, others in phone_variants.variants_of(unmatched).items():
         for variant in others:
             alias.setdefault(variant, []).append(number)
-    probes = [n for n in numbers if n not in known] if known else list(numbers)
+    probes = [n for n in numbers if n not in known]
     if alias:
         asked = set(numbers)
         probes += [v for v in alias if v not in asked and v not in known]
@@ -76,7 +76,10 @@ async def _match(
         if variant in users:
             for number in holders:
                 found.setdefault(number, (users[variant], variant))
-    return found, facts
+    # `direct` may hold more numbers than were asked about: only the users found need the
+    # policy (a narrower audience among the others would cost a statement for nothing)
+    matched = {uid for uid, _ in found.values()}
+    return found, {uid: fact for uid, fact in facts.items() if uid in matched}
 
 
 async def _probe(
