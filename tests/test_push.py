@@ -255,6 +255,33 @@ async def test_the_outbox_survives_a_restart(fast: Settings) -> None:
         assert sorted(d["event"]["seq"] for d in receiver.deliveries()) == [1, 2]
 
 
+async def test_a_stop_mid_delivery_gives_the_rows_back_to_the_next_process(
+    fast: Settings,
+) -> None:
+    # A delivery in flight holds its rows leased for the push timeout + 30 s. A stop that cut
+    # it short gives them back (due at once, that try not counted), so the process started
+    # next delivers them at once instead of after the lease.
+    fast.push_timeout_seconds = 5.0
+    hang = Receiver(["hang"])
+    async with hang.running():
+        async with serve(fast, SystemClock()) as live:
+            await configure(live, hang.url)
+            uid = (await live.api.create_user("+14155550160"))["user_id"]
+            await emit(live.ctx, uid, 1)
+            await eventually(lambda: hang.requests)  # in flight: the receiver holds it
+            [row] = (await outbox(live))["items"]
+            assert row["attempts"] == 1
+        async with Receiver().running() as good, serve(fast, SystemClock()) as live:
+            await configure(live, good.url)
+            # well within the 35 s lease the cut-short try took
+            await eventually(lambda: empty_outbox(live), timeout=10)
+        # (this process may have tried the hung receiver's URL before the new one was set:
+        # it answers now)
+        [delivery] = hang.deliveries()[1:] + good.deliveries()
+        assert delivery["user_id"] == uid and delivery["event"]["seq"] == 1
+        assert delivery["attempt"] == 1  # the cut-short try is not counted
+
+
 async def _failed_delivery(live: Live) -> bool:
     rows = (await outbox(live))["items"]
     return len(rows) == 2 and all(

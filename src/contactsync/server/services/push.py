@@ -206,6 +206,9 @@ class PushWorker:
         self._own_client = client is None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # The rows each delivery in flight holds leased, with the lease's end: a stop gives
+        # back those of the deliveries it cuts short.
+        self._leases: dict[asyncio.Task[None], tuple[list[int], int]] = {}
         self.delivered = 0  # counters for tests, benchmarks and logs
         self.skipped_online = 0
 
@@ -233,6 +236,8 @@ class PushWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._task = None
+        await self._release(list(self._leases.values()))
+        self._leases.clear()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -262,7 +267,7 @@ class PushWorker:
                 settings = await app_settings.load(tx)
             if settings.push_webhook_url is None:
                 return 5.0
-            claimed = await self._claim()
+            claimed, lease_until = await self._claim()
             if not claimed:
                 return await self._until_next_due()
             task = asyncio.create_task(
@@ -274,20 +279,53 @@ class PushWorker:
                 )
             )
             self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._leases[task] = ([c.id for c in claimed], lease_until)
+            task.add_done_callback(self._done)
             started = True
             return 0.0
         finally:
             if not started:
                 self._slots.release()
 
-    async def _claim(self) -> list[Claimed]:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled():
+            self._leases.pop(task, None)
+
+    async def _claim(self) -> tuple[list[Claimed], int]:
+        """Up to a batch of due rows, leased to this process; and when the lease ends."""
         async with self.ctx.tx() as tx:
             query = _CLAIM_PG if tx.dialect == "postgresql" else _CLAIM_SQLITE
+            lease_until = tx.now + self.lease_ms
             rows = await tx.conn.execute(
-                query, {"now": tx.now, "lease_until": tx.now + self.lease_ms, "n": self.batch}
+                query, {"now": tx.now, "lease_until": lease_until, "n": self.batch}
             )
-            return [Claimed(r.id, r.user_id, r.seq, r.attempts) for r in rows]
+            return [Claimed(r.id, r.user_id, r.seq, r.attempts) for r in rows], lease_until
+
+    async def _release(self, leases: list[tuple[list[int], int]]) -> None:
+        """Give back the rows of deliveries a stop cut short: due at once, that try not
+        counted, so the next process to start delivers them without waiting out the lease. A
+        row whose lease moved on (another try was recorded) is left as it is."""
+        if not leases:
+            return
+        try:
+            async with self.ctx.tx() as tx:
+                for ids, lease_until in leases:
+                    await tx.conn.execute(
+                        sa.update(push_outbox)
+                        .where(
+                            push_outbox.c.id.in_(ids),
+                            push_outbox.c.state == PENDING,
+                            push_outbox.c.next_attempt_at == lease_until,
+                        )
+                        .values(
+                            next_attempt_at=tx.now,
+                            attempts=push_outbox.c.attempts - 1,
+                            updated_at=tx.now,
+                        )
+                    )
+        except Exception:  # the rows come due anyway when their lease ends
+            log.warning("push: could not give back %d leased deliveries at stop", len(leases))
 
     async def _until_next_due(self) -> float:
         async with self.ctx.read() as tx:
