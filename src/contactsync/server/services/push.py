@@ -49,6 +49,9 @@ log = logging.getLogger("contactsync.push")
 PENDING = "pending"
 FAILED = "failed"
 STATES = (PENDING, FAILED)
+# How long a stop waits to give back the rows of deliveries it cut short (they come due anyway
+# when their lease ends).
+RELEASE_WAIT_S = 2.0
 
 _ENQUEUE_PG = sa.text(
     """
@@ -309,7 +312,7 @@ class PushWorker:
         if not leases:
             return
         try:
-            async with self.ctx.tx() as tx:
+            async with asyncio.timeout(RELEASE_WAIT_S), self.ctx.tx() as tx:
                 for ids, lease_until in leases:
                     await tx.conn.execute(
                         sa.update(push_outbox)
@@ -324,7 +327,7 @@ class PushWorker:
                             updated_at=tx.now,
                         )
                     )
-        except Exception:  # the rows come due anyway when their lease ends
+        except Exception:  # (a database that does not answer holds up no stop for long)
             log.warning("push: could not give back %d leased deliveries at stop", len(leases))
 
     async def _until_next_due(self) -> float:
