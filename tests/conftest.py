@@ -28,6 +28,10 @@ from contactsync.server.config import Settings
 from contactsync.server.services.otp_senders import MemorySender
 from contactsync.server.store import migrate
 from contactsync.server.store.database import Database
+from tests import compile_cache
+
+if os.environ.get("CONTACTSYNC_TEST_SHARE_COMPILED", "1") != "0":
+    compile_cache.share()
 
 ADMIN_KEY = "csadmin_test-key-0123456789abcdefghijklmnop"
 PG_ADMIN_URL = os.environ.get(
@@ -265,11 +269,12 @@ def otp_sender() -> MemorySender:
     return MemorySender()
 
 
-@pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
+@pytest.fixture(scope="session")
+def settings_template() -> Settings:
+    """The tests' settings but for each test's own folder and database, validated (and read
+    from the environment, as a server's are) once a worker, not once a test (3 ms each)."""
     return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
+        data_dir=Path("data"),
         admin_key=ADMIN_KEY,
         otp_sender="memory",
         # Tests fire bursts of concurrent requests on a shared, loaded machine: let them wait
@@ -282,6 +287,14 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         # and bursts of concurrent requests queue for a slot rather than being refused at once
         # (tests/test_overload.py sets the real, short wait).
         overload_wait_seconds=30,
+    )
+
+
+@pytest.fixture
+def settings(settings_template: Settings, db_url: str, tmp_path: Path) -> Settings:
+    # (a copy: a test may change its settings)
+    return settings_template.model_copy(
+        update={"data_dir": tmp_path / "data", "database_url": db_url}
     )
 
 
