@@ -230,6 +230,12 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
     """Tag the users without a tag for `key_version` (the one in force by default), a batch
     per transaction; returns how many were tagged."""
     keys = _keys(ctx)
+    # Nearly every start finds nobody to tag: that is learnt in a read, so a start takes no
+    # write lock (SQLite's is the whole file's) for the look over every user.
+    async with ctx.read() as tx:
+        version = key_version or (await state(tx)).key_version
+        if not await tx.conn.scalar(sa.select(_untagged(version).exists())):
+            return 0
     done = 0
     while not _stopping(ctx):
         async with ctx.tx() as tx:
@@ -242,15 +248,20 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
     return done
 
 
+def _untagged(version: int) -> sa.Select[tuple[int]]:
+    """The users without a tag for `version`."""
+    return sa.select(users.c.id).where(
+        ~sa.exists().where(
+            discovery_tags.c.user_id == users.c.id, discovery_tags.c.key_version == version
+        )
+    )
+
+
 async def _tag_missing(tx: Tx, keys: KeyRing, version: int, *, limit: int | None) -> int:
     default = await discoverability.default(tx)
     query = (
-        sa.select(users.c.id, users.c.phone, discoverability.effective(default).label("level"))
-        .where(
-            ~sa.exists().where(
-                discovery_tags.c.user_id == users.c.id, discovery_tags.c.key_version == version
-            )
-        )
+        _untagged(version)
+        .add_columns(users.c.phone, discoverability.effective(default).label("level"))
         .order_by(users.c.id)
     )
     if limit is not None:
