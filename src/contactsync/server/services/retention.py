@@ -32,21 +32,34 @@ log = logging.getLogger("contactsync.retention")
 DAY_MS = 24 * 3600 * 1000
 
 
+async def _cutoff(tx: ReadTx) -> int:
+    """Events from before this time (ms) are past the retention period."""
+    return tx.now - (await app_settings.load(tx)).event_retention_days * DAY_MS
+
+
+async def due(tx: ReadTx) -> bool:
+    """Whether any event is past the retention period. A read: most rounds trim nothing,
+    and need neither wait for nor hold a write lock (SQLite's is the whole file's) to learn
+    that."""
+    cutoff = await _cutoff(tx)
+    return bool(await tx.conn.scalar(sa.select(sa.exists().where(events.c.at < cutoff))))
+
+
 async def trim(tx: Tx) -> int:
     """Remove events older than the retention period; returns how many went."""
-    days = (await app_settings.load(tx)).event_retention_days
-    cutoff = tx.now - days * DAY_MS
-    rows = (
-        await tx.conn.execute(
+    cutoff = await _cutoff(tx)
+    rows = [
+        (int(user), int(seq))
+        for user, seq in await tx.conn.execute(
             sa.select(events.c.user_id, sa.func.max(events.c.seq))
             .where(events.c.at < cutoff)
             .group_by(events.c.user_id)
         )
-    ).all()
+    ]
     if not rows:
         return 0
     source, params = bulk.rows_source(
-        tx.dialect, [("user_id", "bigint"), ("seq", "bigint")], [tuple(r) for r in rows], "v"
+        tx.dialect, [("user_id", "bigint"), ("seq", "bigint")], rows, "v"
     )
     await tx.conn.execute(
         sa.text(
@@ -166,11 +179,20 @@ class Trimmer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def round(self) -> int:
+        """One trim; how many events went. Most rounds find nothing to trim, which is learnt
+        in a read: only a round with events to remove takes a write transaction."""
+        async with self.ctx.read() as check:
+            pending = await due(check)
+        if not pending:
+            return 0
+        async with self.ctx.tx() as tx:
+            return await trim(tx)
+
     async def _run(self) -> None:
         while True:
             try:
-                async with self.ctx.tx() as tx:
-                    gone = await trim(tx)
+                gone = await self.round()
                 if gone:
                     log.info("trimmed %d events past the retention period", gone)
             except Exception:  # the store may be down: try again next round
