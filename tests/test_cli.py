@@ -46,9 +46,7 @@ def test_serve_on_a_taken_port_says_so_without_the_banner(tmp_path: Path) -> Non
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run(
-            "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"), cwd=tmp_path
-        )
+        result = run("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "contactsync on http" not in result.stdout + result.stderr
