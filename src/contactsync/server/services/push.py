@@ -208,10 +208,9 @@ class PushWorker:
         self._client = client
         self._own_client = client is None
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        # The rows each delivery in flight holds leased, with the lease's end: a stop gives
-        # back those of the deliveries it cuts short.
-        self._leases: dict[asyncio.Task[None], tuple[list[int], int]] = {}
+        # The deliveries in flight, each with the rows it holds leased and the lease's end (a
+        # delivery a stop cut short stays until the stop has given its rows back).
+        self._inflight: dict[asyncio.Task[None], tuple[list[int], int]] = {}
         self.delivered = 0  # counters for tests, benchmarks and logs
         self.skipped_online = 0
 
@@ -239,8 +238,8 @@ class PushWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._task = None
-        await self._release(list(self._leases.values()))
-        self._leases.clear()
+        await self._release(list(self._inflight.values()))
+        self._inflight.clear()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -281,8 +280,7 @@ class PushWorker:
                     settings.push_max_attempts,
                 )
             )
-            self._inflight.add(task)
-            self._leases[task] = ([c.id for c in claimed], lease_until)
+            self._inflight[task] = ([c.id for c in claimed], lease_until)
             task.add_done_callback(self._done)
             started = True
             return 0.0
@@ -291,9 +289,8 @@ class PushWorker:
                 self._slots.release()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
         if not task.cancelled():
-            self._leases.pop(task, None)
+            self._inflight.pop(task, None)
 
     async def _claim(self) -> tuple[list[Claimed], int]:
         """Up to a batch of due rows, leased to this process; and when the lease ends."""
