@@ -21,7 +21,7 @@ contact), within a day of the join, once (`on_contacts_held`, from uploads and r
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,13 +78,24 @@ async def register(
     if not created:
         return user, False
     tx.counts["joins"] += 1
-    await private_discovery.on_registered(tx, user)
+    await private_discovery.on_registered(
+        tx, user, discoverable_by=discoverable_by, announce_join_to=announce_join_to
+    )
     await attach_pending(tx, user)
     await on_user_joined(tx, user)
     # A relation by this number made at this very moment may commit after the attach above
     # looked: look again once this registration is visible to every transaction.
-    tx.then.append(lambda later: attach_late(later, [user]))
+    _look_again(tx, lambda later: attach_late(later, [user]))
     return user, True
+
+
+def _look_again(tx: Tx, step: Callable[[Tx], Awaitable[None]]) -> None:
+    """Run `step` in a transaction after this one commits, where two writers can each miss
+    the other's rows: on PostgreSQL. SQLite has one writer at a time (every write transaction
+    holds the file's write lock from its BEGIN IMMEDIATE, in any process), so each sees all
+    that committed before it began and the race cannot happen: no second transaction there."""
+    if tx.dialect != "sqlite":
+        tx.then.append(step)
 
 
 async def attach_pending(tx: Tx, user: User, owners: Sequence[int] | None = None) -> set[int]:
@@ -183,7 +194,7 @@ def recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
         ]
         await attach_late(later, joined)
 
-    tx.then.append(recheck)
+    _look_again(tx, recheck)
 
 
 async def leave(tx: Tx, user_id: int) -> None:
@@ -242,13 +253,15 @@ async def _holders(tx: Tx, user: User) -> dict[int, tuple[str | None, str]]:
 
 async def _first_join_today(tx: Tx, phone: str) -> bool:
     """Record this join; False when the number already caused notices within a day."""
-    last = await tx.conn.scalar(sa.select(join_notices.c.at).where(join_notices.c.phone == phone))
+    # Older notices go first, so a notice still there is of the last day: this one is the
+    # first of the day when its row goes in.
     await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.at <= tx.now - DAY_MS))
-    if last is not None and last > tx.now - DAY_MS:
-        return False
-    await tx.conn.execute(sa.delete(join_notices).where(join_notices.c.phone == phone))
-    await tx.conn.execute(sa.insert(join_notices).values(phone=phone, at=tx.now))
-    return True
+    recorded = await tx.conn.scalar(
+        bulk.insert_ignoring_conflicts(join_notices, tx.dialect, phone=phone, at=tx.now).returning(
+            join_notices.c.phone
+        )
+    )
+    return recorded is not None
 
 
 async def on_user_joined(tx: Tx, user: User) -> set[int]:

@@ -428,25 +428,25 @@ async def _log(tx: Tx, key_version: int, changes: Sequence[tuple[int, bool, bool
     tx.signals[WAKE] = int(last)
 
 
-async def on_registered(tx: Tx, user: User) -> None:
+async def on_registered(
+    tx: Tx,
+    user: User,
+    *,
+    discoverable_by: str | None = None,
+    announce_join_to: str | None = None,
+) -> None:
     """Tag a new user under every key version the file holds from the one in force on (a
-    rotation may be under way), and add them to the filter when they are listed."""
+    rotation may be under way), and add them to the filter when they are listed. The user's
+    own `discoverable_by` and `announce_join_to`, as just stored (None: the app's default)."""
     keys = ring(tx)
     if keys is None:
         return  # a tool without the key file: `backfill` tags them at the next start
     current = await state(tx)
     if current.key_version == 0:
         return
-    row = (
-        await tx.conn.execute(
-            sa.select(users.c.discoverable_by, users.c.announce_join_to).where(
-                users.c.id == user.id
-            )
-        )
-    ).one()
-    listed = (row.discoverable_by or await discoverability.default(tx)) == "everybody"
+    listed = (discoverable_by or await discoverability.default(tx)) == "everybody"
     # the server cannot tell mutual contacts in private mode: only "everybody" is announced
-    announce = (row.announce_join_to or "everybody") == "everybody"
+    announce = (announce_join_to or "everybody") == "everybody"
     for version in sorted(v for v in keys.load() if v >= current.key_version):
         value = oprf.tag(keys.key(version), user.phone)
         await tx.conn.execute(
