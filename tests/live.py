@@ -60,7 +60,7 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", ws_ping_interval=20, proxy_headers=False
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # Signal handlers belong to pytest here, not to this embedded server.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -76,8 +76,25 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
             yield Live(app, url, client)
     finally:
         server.should_exit = True
+        server.stopping.set()
         await asyncio.wait_for(task, 15)
         sock.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped as soon as the test is done with it: uvicorn's own main
+    loop looks at `should_exit` every 0.1 s, a wait every test with a live server paid."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopping = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):  # (the same ticks, 0.1 s apart)
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.1)
 
 
 REDIS = redis_url()
