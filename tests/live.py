@@ -53,27 +53,30 @@ class Live:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Live]:
     app = create_app(settings, clock=clock, otp_sender=MemorySender())
+    async with on_loopback(app, lifespan="on", ws_ping_interval=20, proxy_headers=False) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            yield Live(app, url, client)
+
+
+@contextlib.asynccontextmanager
+async def on_loopback(app: Any, **config: Any) -> AsyncIterator[str]:
+    """uvicorn serving `app` on a free loopback port in this event loop (`config`: uvicorn's
+    options); yields the base URL, and stops the server as soon as the block ends."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", ws_ping_interval=20, proxy_headers=False
-    )
-    server = _Server(config)
+    server = _Server(uvicorn.Config(app, log_level="warning", **config))
     # Signal handlers belong to pytest here, not to this embedded server.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()
-    url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            yield Live(app, url, client)
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         server.stopping.set()

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +22,7 @@ from starlette.routing import Route
 from contactsync.server.clock import SystemClock
 from contactsync.server.config import Settings
 from contactsync.server.services import push
-from tests.live import Live, emit, eventually, recv, recv_events, serve
+from tests.live import Live, emit, eventually, on_loopback, recv, recv_events, serve
 from tests.workers import redis_url
 
 SECRET = "webhook-secret-0123456789"
@@ -55,21 +54,12 @@ class Receiver:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Receiver]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        try:
-            yield self
-        finally:
-            self._release.set()
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            sock.close()
+        async with on_loopback(self.app, lifespan="off") as url:
+            self.url = f"{url}/hook"
+            try:
+                yield self
+            finally:
+                self._release.set()  # hung requests answer, so the server can stop
 
 
 def valid_signature(headers: dict[str, str], body: bytes) -> bool:
