@@ -92,7 +92,10 @@ class Tx(ReadTx):
     first: dict[int, int] = field(default_factory=dict)
     after_commit: list[Any] = field(default_factory=list)
     # Follow-up steps run in a new write transaction once this one has committed: for work
-    # that must see what other transactions committed meanwhile (see joins.attach_late).
+    # that must see what other transactions committed meanwhile (see joins.attach_late). On
+    # PostgreSQL only: SQLite has one writer at a time (every write transaction holds the
+    # file's write lock from its BEGIN IMMEDIATE, in any process), so a transaction there
+    # sees all that committed before it began, and nothing commits beside it.
     then: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
     # The bus control messages to send once this transaction has committed (see `control`).
     controls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -144,7 +147,7 @@ class Context:
             await self.bus.publish({**tx.latest, **tx.signals})
         for callback in tx.after_commit:
             await callback()
-        if tx.then:
+        if tx.then and not self.db.is_sqlite:
             async with self.tx() as later:
                 for step in tx.then:
                     await step(later)

@@ -21,7 +21,7 @@ contact), within a day of the join, once (`on_contacts_held`, from uploads and r
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,17 +85,8 @@ async def register(
     await on_user_joined(tx, user)
     # A relation by this number made at this very moment may commit after the attach above
     # looked: look again once this registration is visible to every transaction.
-    _look_again(tx, lambda later: attach_late(later, [user]))
+    tx.then.append(lambda later: attach_late(later, [user]))
     return user, True
-
-
-def _look_again(tx: Tx, step: Callable[[Tx], Awaitable[None]]) -> None:
-    """Run `step` in a transaction after this one commits, where two writers can each miss
-    the other's rows: on PostgreSQL. SQLite has one writer at a time (every write transaction
-    holds the file's write lock from its BEGIN IMMEDIATE, in any process), so each sees all
-    that committed before it began and the race cannot happen: no second transaction there."""
-    if tx.dialect != "sqlite":
-        tx.then.append(step)
 
 
 async def attach_pending(tx: Tx, user: User, owners: Sequence[int] | None = None) -> set[int]:
@@ -194,7 +185,7 @@ def recheck_pending(tx: Tx, pending: Sequence[str]) -> None:
         ]
         await attach_late(later, joined)
 
-    _look_again(tx, recheck)
+    tx.then.append(recheck)
 
 
 async def leave(tx: Tx, user_id: int) -> None:

@@ -432,8 +432,8 @@ async def on_registered(
     tx: Tx,
     user: User,
     *,
-    discoverable_by: str | None = None,
-    announce_join_to: str | None = None,
+    discoverable_by: str | None,
+    announce_join_to: str | None,
 ) -> None:
     """Tag a new user under every key version the file holds from the one in force on (a
     rotation may be under way), and add them to the filter when they are listed. The user's
