@@ -187,26 +187,32 @@ class Templates:
     def pg_release(self, name: str) -> None:
         self._work.put(name)
 
-    async def reset(self, name: str) -> bool:
-        """Put a used copy back as it was made; False when it cannot be (drop it then)."""
+    async def reset(self, name: str, conns: dict[str, asyncpg.Connection] | None = None) -> bool:
+        """Put a used copy back as it was made; False when it cannot be (drop it then).
+        `conns` keeps each copy's connection for its next reset (a new server process and
+        its cold catalog caches cost more than the reset itself)."""
         try:
-            conn = await asyncpg.connect(pg_url(name), timeout=30)
+            conn = (conns or {}).pop(name, None) or await asyncpg.connect(pg_url(name), timeout=30)
         except (OSError, asyncpg.PostgresError):
             return False
         try:
             await conn.execute(self.pg_reset)
-            return bool(await conn.fetchval(_PG_SCHEMA) == self.pg_schema)
-        except (OSError, asyncpg.PostgresError):
-            return False
-        finally:
+            fresh = bool(await conn.fetchval(_PG_SCHEMA) == self.pg_schema)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            fresh = False
+        if fresh and conns is not None:
+            conns[name] = conn
+        else:
             await conn.close()
+        return fresh
 
     def _run(self, template: str) -> None:
         async def main() -> None:
             conn = await asyncpg.connect(PG_ADMIN_URL)
+            kept: dict[str, asyncpg.Connection] = {}
             try:
                 while (item := await asyncio.to_thread(self._work.get)) is not None:
-                    if item and await self.reset(item):
+                    if item and await self.reset(item, kept):
                         self._ready.put(item)
                         continue
                     if item:
@@ -217,6 +223,8 @@ class Templates:
                     self.copies.add(name)
                     self._ready.put(name)
             finally:
+                for kept_conn in kept.values():
+                    await kept_conn.close()
                 await conn.close()
 
         asyncio.run(main())

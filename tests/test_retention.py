@@ -87,7 +87,7 @@ async def test_trimmed_in_the_background(api: Api, clock: ManualClock) -> None:
     clock.advance(31 * DAY)
     assert api.ctx.services.trimmer is not None  # the app runs one
     trimmer = retention.Trimmer(api.ctx, interval=0.01)
-    trimmer.start()
+    await trimmer.start()
     try:
         await eventually(lambda: trimmer.runs >= 1)
     finally:

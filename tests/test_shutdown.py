@@ -1,8 +1,10 @@
-"""A server that stops while its background tasks hold database connections gives every one
-back whole: none is left half-reset for the driver to finish after the event loop is gone."""
+"""A server's database connections at start and stop: a stop while background tasks hold
+connections gives every one back whole (none is left half-reset for the driver to finish after
+the event loop is gone), and a start holds no more than one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from asgi_lifespan import LifespanManager
 
 from contactsync.server.app import create_app
 from contactsync.server.config import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, Api
 
 
 async def test_stopping_returns_every_connection_whole(
@@ -34,3 +36,20 @@ async def test_stopping_returns_every_connection_whole(
                     )
                     assert r.status_code in (200, 201), r.text
     assert not [r.getMessage() for r in caplog.records], "a connection was returned half reset"
+
+
+async def test_a_start_and_requests_one_at_a_time_need_one_connection(api: Api) -> None:
+    # The start's own work (migrations, keys, the trimmer's, push worker's and discovery's first
+    # looks) runs one step after another, and background tasks that find nothing to do touch no
+    # connection: a process opens connections for concurrent requests, not for starting. (On
+    # PostgreSQL each is a server process of its own, whose catalog caches start cold.)
+    _, headers = await api.user_with_token("+14155550101")
+    await api.create_user("+14155550102")
+    r = await api.client.post(
+        "/v1/addressbook", json={"contacts": [{"phone": "+14155550102"}]}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    await api.events(headers)
+    await asyncio.sleep(0.05)  # (a background task that did look would have by now)
+    pool = api.ctx.db.engine.sync_engine.pool
+    assert (pool.checkedin(), pool.checkedout()) == (1, 0)

@@ -82,6 +82,11 @@ async def test_a_join_pushes_discovery_changed_to_every_socket(live: Live) -> No
                 "version": version + 1,
                 "key_version": 1,
             }
+    # With no socket open the server does not follow the filter, and the next socket's
+    # `ready` is as current all the same.
+    await live.api.create_user("+14155550106")
+    async with live.connect(first) as again:
+        assert (await recv(again))["discovery"] == {"version": version + 2, "key_version": 1}
 
 
 async def test_resumes_after_the_given_seq(live: Live) -> None:

@@ -179,7 +179,7 @@ def create_app(
         await realtime.start(ctx)
         trimmer = retention.Trimmer(ctx, settings.event_trim_interval_seconds)
         ctx.services.trimmer = trimmer
-        trimmer.start()
+        await trimmer.start()
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
         gc.freeze()

@@ -48,7 +48,7 @@ from contactsync.errors import (
 )
 from contactsync.server.bus.base import BUS_RESUBSCRIBED, Watch
 from contactsync.server.cache import SESSIONS_CHANGED
-from contactsync.server.context import Context
+from contactsync.server.context import Context, ReadTx
 from contactsync.server.services import events, private_discovery, retention, sessions
 from contactsync.server.services.feed import Feed
 from contactsync.server.services.sessions import Session
@@ -100,6 +100,7 @@ class Hub:
         self.session_changes = 0
         # the private-discovery filter's (version, key version), pushed to every socket
         self.discovery = (0, 0)
+        self._discovery_stale = False
         self._follower: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -130,6 +131,16 @@ class Hub:
             await asyncio.gather(self._follower, return_exceptions=True)
             self._follower = None
 
+    async def current_discovery(self, tx: ReadTx) -> tuple[int, int]:
+        """The filter's (version, key version) for a socket's `ready`, read in its own
+        transaction when no socket here has been following it. Versions only grow, so a read
+        that finishes after a newer one changes nothing."""
+        if self._discovery_stale:
+            self._discovery_stale = False
+            now = await private_discovery.state(tx)
+            self.discovery = max(self.discovery, (now.version, now.key_version))
+        return self.discovery
+
     async def _read_discovery(self) -> tuple[int, int]:
         async with self.ctx.read() as tx:
             now = await private_discovery.state(tx)
@@ -143,11 +154,16 @@ class Hub:
             while True:
                 if not await watch.wait(self.ctx.settings.ws_heartbeat_seconds):
                     continue
+                if not self.connections:
+                    # Nobody here to tell (a registration wakes this): the next socket's
+                    # `ready` reads the filter's version itself (`current_discovery`).
+                    self._discovery_stale = True
+                    continue
                 try:
                     found = await self._read_discovery()
                 except ApiError:
                     continue  # the store is down: the next wake-up reads again
-                if found != self.discovery:
+                if found > self.discovery:
                     self.discovery = found
                     for connection in list(self.connections):
                         if connection.watch is not None:
@@ -303,10 +319,10 @@ class Connection:
             last = await events.last_seq(tx, session.user_id)
             if after <= last:
                 await retention.check_replay(tx, session.user_id, after)
+            self.discovery_sent = await self.hub.current_discovery(tx)
         if after > last:
             raise AfterBeyondEnd(details={"after": after, "last_seq": last})
         self.last_sent = after
-        self.discovery_sent = self.hub.discovery
         await self.send(
             {
                 "op": "ready",

@@ -158,9 +158,14 @@ async def start(ctx: Context) -> None:
     ctx.services.discovery_filter = FilterCache()
     ctx.services.discovery_rotation_lock = asyncio.Lock()
     ctx.services.discovery_stopping = asyncio.Event()
-    ctx.services.discovery_backfill = asyncio.create_task(backfill(ctx), name="discovery-tags")
+    # Whether anyone needs a tag is learnt here, in the start's own read, and the tagging task
+    # is made only when someone does (nearly never): a task that looked for itself would, at
+    # every start, hold a second pooled connection beside the start's.
     async with ctx.read() as tx:
         current = await state(tx)
+        untagged = await _any_untagged(tx, current.key_version)
+    if untagged:
+        ctx.services.discovery_backfill = asyncio.create_task(backfill(ctx), name="discovery-tags")
     newer = [v for v in keys.keys if v > current.key_version]
     if newer:
         log.warning("discovery: resuming the rotation to key version %s", max(newer))
@@ -234,7 +239,7 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
     # write lock (SQLite's is the whole file's) for the look over every user.
     async with ctx.read() as tx:
         version = key_version or (await state(tx)).key_version
-        if not await tx.conn.scalar(sa.select(_untagged(version).exists())):
+        if not await _any_untagged(tx, version):
             return 0
     done = 0
     while not _stopping(ctx):
@@ -246,6 +251,10 @@ async def backfill(ctx: Context, key_version: int | None = None) -> int:
             return done
         await asyncio.sleep(0)
     return done
+
+
+async def _any_untagged(tx: ReadTx, version: int) -> bool:
+    return bool(await tx.conn.scalar(sa.select(_untagged(version).exists())))
 
 
 def _untagged(version: int) -> sa.Select[tuple[int]]:

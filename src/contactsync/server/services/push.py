@@ -52,6 +52,7 @@ STATES = (PENDING, FAILED)
 # How long a stop waits to give back the rows of deliveries it cut short (they come due anyway
 # when their lease ends).
 RELEASE_WAIT_S = 2.0
+NO_WEBHOOK_WAIT_S = 5.0  # how often a worker with no webhook set looks again
 
 _ENQUEUE_PG = sa.text(
     """
@@ -228,7 +229,14 @@ class PushWorker:
     async def start(self) -> None:
         if self._client is None:
             self._client = outbound.client(timeout=self.timeout)
-        self._task = asyncio.create_task(self._run(), name="push-worker")
+        # The first look is the start's own read: a worker that looked from its task would, at
+        # every start, hold a second pooled connection beside the start's.
+        delay = 0.0
+        with contextlib.suppress(Exception):  # (the store may be down: the task looks again)
+            async with self.ctx.read() as tx:
+                if (await app_settings.load(tx)).push_webhook_url is None:
+                    delay = NO_WEBHOOK_WAIT_S
+        self._task = asyncio.create_task(self._run(delay), name="push-worker")
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._inflight) if t is not None]
@@ -244,8 +252,13 @@ class PushWorker:
             await self._client.aclose()
             self._client = None
 
-    async def _run(self) -> None:
+    async def _run(self, delay: float) -> None:
         while True:
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                self._wake.clear()
             try:
                 delay = await self._tick()
             except StoreUnavailable:
@@ -254,11 +267,6 @@ class PushWorker:
             except Exception:
                 log.exception("push: worker step failed")
                 delay = 5.0
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                self._wake.clear()
 
     async def _tick(self) -> float:
         """Claim and start one batch; the seconds to wait before the next look."""
@@ -268,7 +276,7 @@ class PushWorker:
             async with self.ctx.read() as tx:
                 settings = await app_settings.load(tx)
             if settings.push_webhook_url is None:
-                return 5.0
+                return NO_WEBHOOK_WAIT_S
             claimed, lease_until = await self._claim()
             if not claimed:
                 return await self._until_next_due()

@@ -169,8 +169,21 @@ class Trimmer:
         self.runs = 0  # for tests: completed trims
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="contactsync-trim")
+    async def start(self) -> None:
+        """The start's round is looked at here, before serving: most find nothing (a read), and
+        then the task first waits an interval; a look made by the task itself would, at every
+        start, hold a second pooled connection beside the start's. A round with events to trim
+        runs in the task at once, so a big trim never holds the start up."""
+        try:
+            async with self.ctx.read() as check:
+                pending = await due(check)
+        except Exception:  # the store may be down: the task tries at once
+            pending = True
+        if not pending:
+            self.runs += 1
+        self._task = asyncio.create_task(
+            self._run(first_wait=0.0 if pending else self.interval), name="contactsync-trim"
+        )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -189,7 +202,8 @@ class Trimmer:
         async with self.ctx.tx() as tx:
             return await trim(tx)
 
-    async def _run(self) -> None:
+    async def _run(self, first_wait: float) -> None:
+        await asyncio.sleep(first_wait)
         while True:
             try:
                 gone = await self.round()
