@@ -48,7 +48,12 @@ async def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
         async with db.read() as conn:
             tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
         assert "users" not in tables
+        assert await migrate.current(db) == set()
+        async with db.write() as conn:  # and as a database that never had a migration
+            await conn.execute(sa.text("DROP TABLE alembic_version"))
+        assert await migrate.current(db) == set()
         await migrate.upgrade(db)
+        assert await migrate.current(db) == migrate.heads()
         async with db.read() as conn:
             count = await conn.scalar(sa.text("SELECT count(*) FROM users"))
         assert count == 0

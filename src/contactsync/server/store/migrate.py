@@ -12,11 +12,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from contactsync.server.store.database import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 log = logging.getLogger("contactsync.store")
 # Alembic logs each step in chain order, which is not the numeric order of the files (some were
 # numbered before they were chained): one line in numeric order says what was applied instead.
@@ -97,6 +98,17 @@ async def upgrade(db: Database, revision: str = "heads") -> None:
 
 
 async def current(db: Database) -> set[str]:
-    """The revisions the database is at."""
+    """The revisions the database is at: Alembic's version table read directly (setting up
+    Alembic's MigrationContext to read it costs ~6 ms of CPU, at every start of the server)."""
     async with db.read() as conn:
-        return await conn.run_sync(_at)
+        if db.is_sqlite:
+            found = await conn.scalar(
+                text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :table"),
+                {"table": _VERSION_TABLE},
+            )
+        else:
+            found = await conn.scalar(text("SELECT to_regclass(:table)"), {"table": _VERSION_TABLE})
+        if found is None:
+            return set()
+        rows = await conn.execute(text(f"SELECT version_num FROM {_VERSION_TABLE}"))
+        return {str(revision) for (revision,) in rows}
