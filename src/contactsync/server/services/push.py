@@ -227,8 +227,7 @@ class PushWorker:
         self._wake.set()
 
     async def start(self) -> None:
-        if self._client is None:
-            self._client = outbound.client(timeout=self.timeout)
+        # (the HTTP client is made at the first delivery: most starts never push)
         # The first look is the start's own read: a worker that looked from its task would, at
         # every start, hold a second pooled connection beside the start's.
         delay = 0.0
@@ -426,7 +425,8 @@ class PushWorker:
 
     async def _post(self, url: str, secret: str, body: bytes) -> str | None:
         """POST one batch; None on success, else a short description of the failure."""
-        assert self._client is not None
+        if self._client is None:
+            self._client = outbound.client(timeout=self.timeout)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "contactsync-push",
