@@ -48,7 +48,7 @@ from contactsync.errors import (
 )
 from contactsync.server.bus.base import BUS_RESUBSCRIBED, Watch
 from contactsync.server.cache import SESSIONS_CHANGED
-from contactsync.server.context import Context, ReadTx
+from contactsync.server.context import Context
 from contactsync.server.services import events, private_discovery, retention, sessions
 from contactsync.server.services.feed import Feed
 from contactsync.server.services.sessions import Session
@@ -131,14 +131,16 @@ class Hub:
             await asyncio.gather(self._follower, return_exceptions=True)
             self._follower = None
 
-    async def current_discovery(self, tx: ReadTx) -> tuple[int, int]:
-        """The filter's (version, key version) for a socket's `ready`, read in its own
-        transaction when no socket here has been following it. Versions only grow, so a read
-        that finishes after a newer one changes nothing."""
+    async def current_discovery(self) -> tuple[int, int]:
+        """The filter's (version, key version) for a socket's `ready` (which is among
+        `connections` by then, so the follower reads for it from here on): read again when
+        it moved while no socket here was following it. In a transaction of its own, begun
+        after the move's commit (SQLite's snapshot is the transaction's). Versions only grow,
+        so a read that finishes after a newer one changes nothing."""
         if self._discovery_stale:
+            found = await self._read_discovery()
             self._discovery_stale = False
-            now = await private_discovery.state(tx)
-            self.discovery = max(self.discovery, (now.version, now.key_version))
+            self.discovery = max(self.discovery, found)
         return self.discovery
 
     async def _read_discovery(self) -> tuple[int, int]:
@@ -319,10 +321,10 @@ class Connection:
             last = await events.last_seq(tx, session.user_id)
             if after <= last:
                 await retention.check_replay(tx, session.user_id, after)
-            self.discovery_sent = await self.hub.current_discovery(tx)
         if after > last:
             raise AfterBeyondEnd(details={"after": after, "last_seq": last})
         self.last_sent = after
+        self.discovery_sent = await self.hub.current_discovery()
         await self.send(
             {
                 "op": "ready",
