@@ -122,7 +122,7 @@ class Hub:
                 connection.revalidate()
 
     async def start(self) -> None:
-        self.discovery = await self._read_discovery()
+        self._discovery_stale = True  # read by the first socket, not by every start
         self._follower = asyncio.create_task(self._follow_discovery(), name="ws-discovery")
 
     async def stop(self) -> None:
