@@ -2,7 +2,9 @@
 
 Each backend gets one migrated template per test session; every test then gets its own copy
 (a file copy on SQLite, `CREATE DATABASE … TEMPLATE` on PostgreSQL), so tests are isolated and
-fast, and the schema always comes from the Alembic migrations.
+fast, and the schema always comes from the Alembic migrations. A template is as a server's
+first start leaves it (its private-discovery key made; the key file is copied into each test's
+data folder), so each test's start finds its key as a restarted server does.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from contactsync.server.app import create_app
+from contactsync.server.bus.memory import MemoryBus
 from contactsync.server.clock import ManualClock, SystemClock
 from contactsync.server.config import Settings
+from contactsync.server.context import Context
+from contactsync.server.services import private_discovery
 from contactsync.server.services.otp_senders import MemorySender
 from contactsync.server.store import migrate
 from contactsync.server.store.database import Database
@@ -64,10 +69,17 @@ async def _pg_exec(*statements: str) -> None:
         await conn.close()
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, data_dir: Path | None = None) -> None:
+    """Migrate; with `data_dir`, also what a server's first start there does to the database
+    (its private-discovery key, kept in `data_dir`), which every test's start would otherwise
+    do again."""
     db = Database.from_url(url)
     try:
         await migrate.upgrade(db)
+        if data_dir is not None:
+            settings = Settings(data_dir=data_dir, admin_key=ADMIN_KEY, otp_sender="memory")
+            ctx = Context(settings=settings, db=db, bus=MemoryBus(), clock=SystemClock())
+            await private_discovery.ensure_key(ctx)
     finally:
         await db.dispose()
 
@@ -137,6 +149,9 @@ class Templates:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The templates' data folder, as a server's first start leaves it (the discovery key
+        # both templates use): a test's data folder starts as a copy (`start_data`).
+        self.data = root / "data"
         self.sqlite: Path | None = None
         self.pg: str | None = None
         self.pg_reset = ""
@@ -151,7 +166,7 @@ class Templates:
         with self._lock:
             if self.sqlite is None:
                 path = self.root / "template.db"
-                asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+                asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}", self.data))
                 self.sqlite = path
             return self.sqlite
 
@@ -161,11 +176,19 @@ class Templates:
                 name = f"cs_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
                 asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
                 asyncio.run(
-                    _migrate(pg_url(name).replace("postgresql://", "postgresql+asyncpg://"))
+                    _migrate(
+                        pg_url(name).replace("postgresql://", "postgresql+asyncpg://"), self.data
+                    )
                 )
                 self.pg_reset, self.pg_schema = asyncio.run(_pg_reset_script(name))
                 self.pg = name
             return self.pg
+
+    def start_data(self, data_dir: Path) -> None:
+        """Make `data_dir` what the templates' first start left (after a template is made)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for item in self.data.iterdir():
+            shutil.copy2(item, data_dir / item.name)
 
     def pg_database(self) -> str:
         """A database as fresh as a new copy of the template; give it back with `pg_release`."""
@@ -299,8 +322,13 @@ def settings_template() -> Settings:
 
 
 @pytest.fixture
-def settings(settings_template: Settings, db_url: str, tmp_path: Path) -> Settings:
-    # (a copy: a test may change its settings)
+def settings(
+    settings_template: Settings, db_url: str, tmp_path: Path, templates: Templates
+) -> Settings:
+    # The database is a copy of a template that a server has started on once; its data
+    # folder (the discovery key) is a copy of that start's. (a copy: a test may change its
+    # settings)
+    templates.start_data(tmp_path / "data")
     return settings_template.model_copy(
         update={"data_dir": tmp_path / "data", "database_url": db_url}
     )
