@@ -214,8 +214,9 @@ class Templates:
         """Put a used copy back as it was made; False when it cannot be (drop it then).
         `conns` keeps each copy's connection for its next reset (a new server process and
         its cold catalog caches cost more than the reset itself)."""
+        kept = conns.pop(name, None) if conns is not None else None
         try:
-            conn = (conns or {}).pop(name, None) or await asyncpg.connect(pg_url(name), timeout=30)
+            conn = kept or await asyncpg.connect(pg_url(name), timeout=30)
         except (OSError, asyncpg.PostgresError):
             return False
         try:

@@ -227,7 +227,6 @@ class PushWorker:
         self._wake.set()
 
     async def start(self) -> None:
-        # (the HTTP client is made at the first delivery: most starts never push)
         # The first look is the start's own read: a worker that looked from its task would, at
         # every start, hold a second pooled connection beside the start's.
         delay = 0.0
@@ -425,7 +424,7 @@ class PushWorker:
 
     async def _post(self, url: str, secret: str, body: bytes) -> str | None:
         """POST one batch; None on success, else a short description of the failure."""
-        if self._client is None:
+        if self._client is None:  # made at the first delivery: most processes never push
             self._client = outbound.client(timeout=self.timeout)
         headers = {
             "Content-Type": "application/json",
