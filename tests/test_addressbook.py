@@ -63,6 +63,27 @@ async def test_add_rename_destroy(api: Api) -> None:
     assert await book(api, me) == {A: "Annie", D: "Dee"}
 
 
+@pytest.mark.parametrize("renamed", [3, 150])  # keyed updates, and one UPDATE ... FROM
+async def test_renames_change_those_entries_only(
+    api: Api, clock: ManualClock, renamed: int
+) -> None:
+    _, me = await api.user_with_token("+14155550100")
+    numbers = [f"+1415556{i:04d}" for i in range(200)]
+    await upload(api, me, [{"phone": n, "name": f"n{i}"} for i, n in enumerate(numbers)])
+    clock.advance(1000)
+    edits = [{"phone": n, "name": f"new {i}"} for i, n in enumerate(numbers[:renamed])]
+    r = await upload(api, me, edits + [{"phone": numbers[-1], "name": "n199"}])
+    assert (r["created"], r["updated"], r["unchanged"]) == (0, renamed, 1)
+    expected = {n: (f"new {i}" if i < renamed else f"n{i}") for i, n in enumerate(numbers)}
+    assert await book(api, me) == expected
+    async with api.ctx.read() as tx:
+        stamps = dict(
+            (await tx.conn.execute(sa.text("SELECT phone, updated_at FROM book_entries"))).all()
+        )
+    later = {n for n, at in stamps.items() if at > min(stamps.values())}
+    assert later == set(numbers[:renamed])
+
+
 async def test_last_occurrence_wins_and_forms_are_normalised(api: Api) -> None:
     _, me = await api.user_with_token("+14155550100")
     r = await upload(
