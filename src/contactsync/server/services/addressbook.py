@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from contactsync.server.services import (
     quota,
     sessions,
 )
-from contactsync.server.store.bulk import in_list, packed, rows_source, unpack
+from contactsync.server.store.bulk import in_list, in_many, packed, rows_source, unpack
 from contactsync.server.store.tables import (
     book_entries,
     book_versions,
@@ -175,18 +175,26 @@ async def upload(
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
     await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
 
+    seen: dict[str, int] = {}
+    registered = await _registered(
+        tx, owner.user_id, {p: desired[p][0] for p in adds}, direct, seen
+    )
+    # Who each number is registered to, for the entries this upload makes: every number
+    # added was either held (`direct`) or looked up just now (`seen`).
+    users_of = {p: (hit[0] if hit else None) for p, hit in direct.items()}
+    users_of.update((p, seen.get(p)) for p in adds if p not in users_of)
+
     news: set[str] = set()  # numbers this upload put in the book or renamed there
     if staging:
         counts = await _stage(tx, owner.user_id, batch_id, desired)
     elif request.force:
         counts, news = await _replace(
-            tx, owner.user_id, book, batch_id if open_batch else None, desired
+            tx, owner.user_id, book, batch_id if open_batch else None, desired, users_of
         )
     else:
         existing = {p: books[book] for p, books in held.items() if book in books}
-        counts, news = await _merge(tx, owner.user_id, book, desired, existing)
+        counts, news = await _merge(tx, owner.user_id, book, desired, existing, users_of)
 
-    registered = await _registered(tx, owner.user_id, {p: desired[p][0] for p in adds}, direct)
     # The caller's other devices hear of registered contacts this upload put in the book or
     # renamed; a re-check of what the book already holds writes nothing.
     response: dict[str, Any] = {
@@ -224,7 +232,7 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
     """{number: {book: name}} for the owner's entries of these numbers, in every book."""
     if not numbers:
         return {}
-    where, params = in_list(tx.dialect, "phone", numbers, "nums")
+    where, params = in_many(tx.dialect, "phone", numbers, "nums")
     columns = packed(tx.dialect, ("phone", "book", "name"))
     row = (
         await tx.conn.execute(
@@ -245,17 +253,18 @@ async def _held_matched(
     tx: Tx, owner_id: int, numbers: list[str], default_level: str
 ) -> tuple[dict[str, dict[str, str | None]], dict[str, tuple[int, bool, str] | None]]:
     """`_held`, and for each number held the user registered under it with what the policy
-    needs to know of them (`matching.Direct`), in the same statement: a re-check of numbers
-    the book holds looks up no number twice."""
+    needs to know of them (`matching.Direct`), in the same statement: the entry stores who
+    its number is registered to (`book_entries.user_id`), so a re-check of numbers the book
+    holds looks up no number in the users' index at all."""
     if not numbers:
         return {}, {}
-    where, params = in_list(tx.dialect, "b.phone", numbers, "nums")
+    where, params = in_many(tx.dialect, "b.phone", numbers, "nums")
     blocked, level = policy.learnable_facts_exprs("owner", "u", "default_level")
     columns = packed(tx.dialect, ("b.phone", "b.book", "b.name", "u.id", blocked, level))
     row = (
         await tx.conn.execute(
             sa.text(
-                f"SELECT {columns} FROM book_entries b LEFT JOIN users u ON u.phone = b.phone "
+                f"SELECT {columns} FROM book_entries b LEFT JOIN users u ON u.id = b.user_id "
                 f"WHERE b.owner_id = :owner AND {where}"
             ),
             {"owner": owner_id, "default_level": default_level, **params},
@@ -316,6 +325,7 @@ async def _merge(
     book: str,
     desired: dict[str, tuple[str | None, bool]],
     existing: dict[str, str | None],
+    users_of: Mapping[str, int | None],
 ) -> tuple[dict[str, int], set[str]]:
     create: list[tuple[str, str | None]] = []
     rename: list[tuple[str, str | None]] = []
@@ -333,7 +343,7 @@ async def _merge(
             rename.append((number, name))
         else:
             unchanged += 1
-    await _apply(tx, owner_id, book, create, rename, delete)
+    await _apply(tx, owner_id, book, create, rename, delete, users_of)
     counts = {
         "created": len(create),
         "updated": len(rename),
@@ -349,6 +359,7 @@ async def _replace(
     book: str,
     staged_batch: str | None,
     desired: dict[str, tuple[str | None, bool]],
+    users_of: Mapping[str, int | None],
 ) -> tuple[dict[str, int], set[str]]:
     """The book becomes exactly the staged parts plus this request (later entries win)."""
     wanted: dict[str, tuple[str | None, bool]] = {}
@@ -376,7 +387,7 @@ async def _replace(
         if n in existing and name is not None and name != existing[n]
     ]
     delete = [n for n in existing if n not in keep]
-    await _apply(tx, owner_id, book, create, rename, delete)
+    await _apply(tx, owner_id, book, create, rename, delete, users_of)
     counts = {
         "created": len(create),
         "updated": len(rename),
@@ -419,7 +430,10 @@ async def _apply(
     create: Sequence[tuple[str, str | None]],
     rename: Sequence[tuple[str, str | None]],
     delete: Sequence[str],
+    users_of: Mapping[str, int | None],
 ) -> None:
+    """Write the changes. A new entry stores the user its number is registered to: from
+    `users_of`, else (a number staged by an earlier part) looked up by the statement."""
     base = {"owner": owner_id, "book": book, "now": tx.now}
     if create or rename or delete:
         # First: the version row also orders concurrent writers of one book.
@@ -434,14 +448,22 @@ async def _apply(
             {**base, **params},
         )
     if create:
-        source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], create)
+        source, params = rows_source(
+            tx.dialect,
+            [("phone", "text"), ("name", "text"), ("user_id", "bigint"), ("known", "bool")],
+            [(n, name, users_of.get(n), n in users_of) for n, name in create],
+        )
         await tx.conn.execute(
             sa.text(
-                "INSERT INTO book_entries (owner_id, book, phone, name, created_at, updated_at) "
-                f"SELECT :owner, :book, t.phone, t.name, :now, :now FROM {source}"
+                "INSERT INTO book_entries "
+                "(owner_id, book, phone, name, created_at, updated_at, user_id) "
+                f"SELECT :owner, :book, t.phone, t.name, :now, :now, CASE WHEN t.known "
+                "THEN t.user_id ELSE (SELECT u.id FROM users u WHERE u.phone = t.phone) END "
+                f"FROM {source}"
             ),
             {**base, **params},
         )
+        joins.recheck_entries(tx, owner_id, [n for n, _ in create])
     if len(rename) > _KEYED_RENAMES and tx.dialect == "postgresql":
         source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], rename)
         await tx.conn.execute(
@@ -471,15 +493,21 @@ _KEYED_RENAMES = 100
 
 
 async def _registered(
-    tx: Tx, owner_id: int, names: dict[str, str | None], direct: matching.Direct
+    tx: Tx,
+    owner_id: int,
+    names: dict[str, str | None],
+    direct: matching.Direct,
+    seen: dict[str, int],
 ) -> list[dict[str, Any]]:
     """The registered users among `names`' numbers (and their variants), each once under the
     number in the book: never the caller, never a blocked pair. (`direct`: what the held
-    numbers' look-up found already.)"""
+    numbers' look-up found already; `seen` gets the users of the numbers looked up.)"""
     if not names:
         return []
     found = _once_per_user(
-        await matching.registered_for(tx, owner_id, list(names), exclude=owner_id, direct=direct)
+        await matching.registered_for(
+            tx, owner_id, list(names), exclude=owner_id, direct=direct, seen=seen
+        )
     )
     return [
         {"user_id": uid, "phone": number, "name": names[number]}

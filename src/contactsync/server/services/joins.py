@@ -81,12 +81,49 @@ async def register(
     await private_discovery.on_registered(
         tx, user, discoverable_by=discoverable_by, announce_join_to=announce_join_to
     )
+    await enter_books(tx, user)
     await attach_pending(tx, user)
     await on_user_joined(tx, user)
     # A relation by this number made at this very moment may commit after the attach above
-    # looked: look again once this registration is visible to every transaction.
+    # looked, a book entry of it likewise: look again once this registration is visible to
+    # every transaction.
     tx.then.append(lambda later: attach_late(later, [user]))
+    tx.then.append(lambda later: enter_books(later, user))
     return user, True
+
+
+async def enter_books(tx: Tx, user: User) -> None:
+    """The book entries of the new user's number store who it is (`book_entries.user_id`)."""
+    await tx.conn.execute(_ENTER_BOOKS, {"uid": user.id, "phone": user.phone})
+
+
+_ENTER_BOOKS = sa.text(
+    "UPDATE book_entries SET user_id = :uid WHERE phone = :phone AND user_id IS NULL"
+)
+
+
+def recheck_entries(tx: Tx, owner_id: int, numbers: Collection[str]) -> None:
+    """After this transaction commits, the owner's new book entries of numbers that registered
+    while it ran store who registered them: the upload's look-up could not see an uncommitted
+    registration, nor the registration's `enter_books` the upload's entries (see attach_late:
+    whichever commits last sees the other). It reads the users of the last minute: a few."""
+    wanted, since = set(numbers), tx.now - RACE_WINDOW_MS
+
+    async def recheck(later: Tx) -> None:
+        joined = [u for u in await users.joined_since(later, since) if u.phone in wanted]
+        if joined:
+            await later.conn.execute(
+                _RECHECK_ENTRIES,
+                [{"owner": owner_id, "uid": u.id, "phone": u.phone} for u in joined],
+            )
+
+    tx.then.append(recheck)
+
+
+_RECHECK_ENTRIES = sa.text(
+    "UPDATE book_entries SET user_id = :uid "
+    "WHERE owner_id = :owner AND phone = :phone AND user_id IS NULL"
+)
 
 
 async def attach_pending(tx: Tx, user: User, owners: Sequence[int] | None = None) -> set[int]:

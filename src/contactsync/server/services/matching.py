@@ -45,9 +45,12 @@ async def _match(
     exclude: int | None,
     viewer_id: int | None,
     direct: Direct | None = None,
+    seen: dict[str, int] | None = None,
 ) -> tuple[dict[str, tuple[int, str]], dict[int, tuple[bool, str]]]:
     """`registered`, and with a `viewer_id` what `policy.learnable_among` needs of each user
-    found, read in the same statement (or given in `direct`)."""
+    found, read in the same statement (or given in `direct`). `seen` gets {number: user id}
+    of every number looked up (not in `direct`) that a user is registered under, `exclude`
+    included: what a book entry of the number stores."""
     if not numbers:
         return {}, {}
     known: Direct = direct or {}
@@ -67,7 +70,7 @@ async def _match(
         asked = set(numbers)
         probes += [v for v in alias if v not in asked and v not in known]
     if probes:
-        users.update(await _probe(tx, probes, exclude, viewer_id, facts))
+        users.update(await _probe(tx, probes, exclude, viewer_id, facts, seen))
     found: dict[str, tuple[int, str]] = {}
     for number in numbers:
         if number in users:
@@ -88,9 +91,11 @@ async def _probe(
     exclude: int | None,
     viewer_id: int | None,
     facts: dict[int, tuple[bool, str]],
+    seen: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """{number: user id} of the users registered under `probes` (but `exclude`), with each
-    one's facts added to `facts` when there is a viewer."""
+    one's facts added to `facts` when there is a viewer (and every one found to `seen`)."""
+    seen = {} if seen is None else seen
     # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
     # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
     source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in probes])
@@ -99,7 +104,9 @@ async def _probe(
             sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
             params,
         )
-        return {phone: uid for uid, phone in rows if uid != exclude}
+        found = {phone: uid for uid, phone in rows}
+        seen.update(found)
+        return {phone: uid for phone, uid in found.items() if uid != exclude}
     learnable = policy.learnable_facts_sql("viewer", "u", "default_level")
     rows = await tx.conn.execute(
         sa.text(
@@ -113,6 +120,7 @@ async def _probe(
     )
     users = {}
     for uid, phone, blocked, level in rows:
+        seen[phone] = uid
         if uid != exclude:
             users[phone] = uid
             facts[uid] = (bool(blocked), level)
@@ -126,12 +134,13 @@ async def registered_for(
     *,
     exclude: int | None = None,
     direct: Direct | None = None,
+    seen: dict[str, int] | None = None,
 ) -> dict[str, tuple[int, str]]:
     """`registered`, as `viewer_id` may learn it (`policy.learnable`): a number whose user the
     viewer may not learn about is left out, exactly like a number nobody registered. The
     policy's facts come with the users, so nearly always this is one statement, and none when
     the caller read the numbers' users already (`direct`)."""
-    found, facts = await _match(tx, numbers, exclude, viewer_id, direct)
+    found, facts = await _match(tx, numbers, exclude, viewer_id, direct, seen)
     if not found:
         return found
     allowed = await policy.learnable_among(tx, viewer_id, facts)

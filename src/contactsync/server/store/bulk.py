@@ -56,6 +56,21 @@ def in_list(
     )
 
 
+def in_many(
+    dialect: str, column: str, values: Sequence[Any], name: str, kind: str = "text"
+) -> tuple[str, dict[str, Any]]:
+    """`in_list` for thousands of values that the rows are filtered by, not found by (the
+    numbers of an upload among the owner's book): on PostgreSQL a semi-join against the
+    unnested array. `= ANY` of a 5,000-element array cost 16 ms there (the planner estimates
+    each element, the filter searches the array row by row), the semi-join 2 ms."""
+    if dialect == "postgresql":
+        return (
+            f"{column} IN (SELECT unnest(CAST(:{name} AS {_PG_TYPES[kind]})))",
+            {name: list(values)},
+        )
+    return in_list(dialect, column, values, name, kind)
+
+
 def member(column: Any, values: Sequence[Any], dialect: str) -> Any:
     """`in_list` as a SQLAlchemy Core expression, for queries built with Core."""
     if dialect == "postgresql":

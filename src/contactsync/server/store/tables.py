@@ -122,7 +122,21 @@ book_entries = sa.Table(
     # When the number entered the book: the discovery quota counts recent ones.
     sa.Column("created_at", MS, nullable=False),
     sa.Column("updated_at", MS, nullable=False),
+    # The user registered under `phone` itself (not a variant of it), or NULL: set when the
+    # entry is made and when someone registers the number (services/joins.py).
+    sa.Column(
+        "user_id",
+        ID,
+        sa.ForeignKey("users.id", ondelete="SET NULL", name="fk_book_entries_user_id"),
+        nullable=True,
+    ),
     sa.Index("ix_book_entries_phone", "phone"),
+    sa.Index(
+        "ix_book_entries_user_id",
+        "user_id",
+        postgresql_where=sa.text("user_id IS NOT NULL"),
+        sqlite_where=sa.text("user_id IS NOT NULL"),
+    ),
 )
 
 # Raised by every change to a book (see services/addressbook.py): a page cursor carries it.
