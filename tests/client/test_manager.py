@@ -471,3 +471,61 @@ async def test_an_old_form_in_the_book_syncs_as_the_current_number(
     assert metrics.rewritten == [{"phone": "+52 1 55 1234 5678", "e164": "+525512345678"}]
     assert [r["user_id"] for r in metrics.registered] == [friend["user_id"]]
     assert await book(api, me) == {"+525512345678": "Amigo"}
+
+
+def _vcf(cards: list[tuple[str, str]]) -> str:
+    """A file as a program writes it (the layout a resync splits fastest): (name, phone)."""
+    return "".join(
+        f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:u{i}\r\nFN:{name}\r\nTEL;TYPE=CELL:{phone}\r\n"
+        "END:VCARD\r\n"
+        for i, (name, phone) in enumerate(cards)
+    )
+
+
+async def test_resyncs_of_a_big_file_send_each_edit_and_never_a_stale_card(
+    api: Api, managers: Factory, tmp_path: Path
+) -> None:
+    # enough cards for the source to remember the keys of the cards it read (a resync
+    # hashes only the edited ones) and for the sync to skip known cards whole-list
+    _, me = await api.user_with_token(ME)
+    cards = [(f"Person {i}", f"(415) 555-{2000 + i:04d}") for i in range(300)]
+    path = tmp_path / "book.vcf"
+    path.write_text(_vcf(cards))
+    manager = managers(VCardSource(path), me)
+    first = await manager.sync()
+    assert first.uploaded == 300 and first.error is None
+
+    original = list(cards)
+    cards[3] = ("Person 3 (edited)", cards[3][1])  # renamed
+    cards[150] = (cards[150][0], "415.555.2999")  # a new number: read and sent as E.164
+    cards[299] = ("Person 299", "+1 415 555 2998")  # both
+    path.write_text(_vcf(cards))
+    edits = await manager.sync()
+    assert edits.error is None and edits.unchanged == 297
+    server = await book(api, me)
+    assert server["+14155552003"] == "Person 3 (edited)"
+    assert server["+14155552999"] == "Person 150" and "+14155552150" not in server
+    assert server["+14155552998"] == "Person 299" and "+14155552299" not in server
+    assert len(server) == 300
+
+    # back to texts the source met before (it still knows their keys; the store does not
+    # hold them any more): read again and sent again, as on the first sync
+    path.write_text(_vcf(original))
+    back = await manager.sync()
+    assert back.error is None and back.unchanged == 297
+    server = await book(api, me)
+    assert server["+14155552003"] == "Person 3"
+    assert server["+14155552150"] == "Person 150" and "+14155552999" not in server
+    assert server["+14155552299"] == "Person 299" and "+14155552998" not in server
+    assert len(server) == 300
+
+    # a card written twice, then one removed: the copy keeps its number on the server
+    path.write_text(_vcf(original) + _vcf([original[5]]).replace("UID:u0", "UID:u5"))
+    twice = await manager.sync()
+    assert twice.error is None and twice.total == 301
+    path.write_text(_vcf(original[:5] + original[6:]) + _vcf([original[5]]).replace("u0", "u5"))
+    once = await manager.sync()
+    assert once.error is None and once.total == 300
+    server = await book(api, me)
+    assert server["+14155552005"] == "Person 5" and len(server) == 300
+    assert (await manager.sync()).uploaded == 0

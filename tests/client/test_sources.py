@@ -14,7 +14,7 @@ from contactsync.client import (
     VCardSource,
     open_source,
 )
-from contactsync.client._vcard import line_at, split_cards
+from contactsync.client._vcard import line_at, split_card_lists, split_cards
 
 V21 = (
     "BEGIN:VCARD\r\n"
@@ -151,6 +151,66 @@ def test_files_written_by_programs_split_like_any_other() -> None:
         assert [body for _, body in got] == [c[12:-10].replace("\n", eol).encode() for c in cards]
         assert [line_at(uniform, offset) for offset, _ in got] == [1, 10, 19]
         assert all(uniform[offset:].startswith(b"BEGIN:VCARD") for offset, _ in got)
+
+
+def test_a_value_that_looks_like_a_card_line_is_read_as_a_value() -> None:
+    cards = [V30, V30.replace("abc-1", "abc-2").replace("N:Smith", "NOTE:END:VCARD\nN:Smith")]
+    data = "".join(cards).encode()
+    got = list(split_cards(data))
+    assert [body for _, body in got] == [c[12:-10].encode() for c in cards]
+    assert split_card_lists(data) == ([o for o, _ in got], [b for _, b in got])
+
+
+def _program_file(n: int, edited: dict[int, str] | None = None) -> str:
+    edited = edited or {}
+    return "".join(
+        f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:u{i % 150}\r\nFN:{edited.get(i, f'P {i % 150}')}\r\n"
+        f"TEL:+1 415 555 {i % 150:04d}\r\nEND:VCARD\r\n"
+        for i in range(n)
+    )
+
+
+def test_a_rescanned_file_reads_as_a_fresh_read_of_it(tmp_path: Path) -> None:
+    # a file big enough for the source to remember its cards' keys between scans; cards
+    # 150.. repeat 0.. (identical cards get distinct keys)
+    path = write(tmp_path / "big.vcf", _program_file(200))
+    source = VCardSource(path)
+
+    def same_as_fresh() -> list[str]:
+        scanned = list(source.scan())
+        fresh = list(VCardSource(path).scan())
+        assert [k for k, _ in scanned] == [k for k, _ in fresh]
+        assert [source.parse(r) for _, r in scanned] == [source.parse(r) for _, r in fresh]
+        lists = source.scan_lists()
+        assert [p for keys, recs in lists for p in zip(keys, recs, strict=True)] == scanned
+        return [k for k, _ in scanned]
+
+    first = same_as_fresh()
+    assert len(set(first)) == 200
+    write(path, _program_file(200, {3: "Renamed", 160: "Other"}))
+    edited = same_as_fresh()
+    # (card 153 is a copy of card 3's first text: now the only one, it takes that text's key)
+    assert [i for i in range(200) if edited[i] != first[i]] == [3, 153, 160]
+    assert edited[153] == first[3]
+    renamed = source.parse(dict(source.scan())[edited[3]])
+    assert isinstance(renamed, Contact) and renamed.name == "Renamed"
+    # a new number at the end of a card
+    write(path, _program_file(200).replace("555 0007\r\n", "555 0999\r\n", 1))
+    renumbered = same_as_fresh()
+    assert [i for i in range(200) if renumbered[i] != first[i]] == [7, 157]
+    card = source.parse(dict(source.scan())[renumbered[7]])
+    assert isinstance(card, Contact) and card.phones == ("+1 415 555 0999",)
+    write(path, _program_file(200))  # back to the first text: the first keys
+    assert same_as_fresh() == first
+    # an unended card at the end, then a file that is not one a program wrote
+    write(path, _program_file(200) + "BEGIN:VCARD\r\nFN:Never ends\r\n")
+    assert same_as_fresh()[:200] == first
+    write(path, _program_file(200).replace("BEGIN:VCARD", "begin:vcard", 1))
+    assert same_as_fresh() == first
+    for many in range(15):  # many edits: what the source remembers stays bounded
+        write(path, _program_file(200, {i: f"E{many}" for i in range(0, 200, 2)}))
+        same_as_fresh()
+    assert len(source._keys_before[path]) <= 2 * 200 + 1_000 + 100
 
 
 def test_identical_cards_get_distinct_keys(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ from contactsync.client._models import (
 )
 from contactsync.client._numbers import Numbers, Result
 from contactsync.client._private import PrivateDiscovery
-from contactsync.client._sources import ContactSource
+from contactsync.client._sources import ContactSource, Records
 from contactsync.client._store import LocalStore
 from contactsync.client._tasks import cancel
 from contactsync.client._wire import answer, body
@@ -66,6 +66,7 @@ _FIRST_CHUNK = 1_000  # a first sync's first chunk (the next ones double, up to 
 _PREPARE_SLICE = 250  # records parsed and normalised between two turns of the event loop
 _SLICE = 2_000  # records scanned between two turns of the event loop
 _LISTING_ATTEMPTS = 5  # readings of the server's book that another device's upload may spoil
+_CHECKPOINT_ROWS = 5_000  # rows written by a run after which it checkpoints the store's log
 
 
 class AddressBookSync:
@@ -167,6 +168,7 @@ class AddressBookSync:
         self._planned_now(store, metrics)  # what a crash left queued goes first
         started = time.perf_counter()
         bytes_before = self.api.bytes_sent
+        changes_before = store.changes if store.is_open else 0
         try:
             if not self.source.has_access():
                 metrics.error = "no_access"
@@ -209,6 +211,8 @@ class AddressBookSync:
             self.last_metrics = metrics
             if store.is_open:
                 store.put_json("last_metrics", metrics.as_dict())
+                if store.changes - changes_before >= _CHECKPOINT_ROWS:
+                    store.checkpoint()  # now, rather than in the next (small) run
         return metrics
 
     def _wait_for_quota(self, store: LocalStore, metrics: SyncMetrics, exc: QuotaExceeded) -> None:
@@ -269,13 +273,15 @@ class AddressBookSync:
         run resumes from there.
         """
         region = self.region or ""
-        if store.get("region") not in (None, region):
+        stored_region = store.get("region")
+        if stored_region not in (None, region):
             # numbers without a country code now read differently: read everything again
             with store.transaction():
                 store.refresh_entries(store.remove_contacts(list(store.contact_keys())))
                 store.put("fingerprint", None)
             self._known = None
-        store.put("region", region)
+        if stored_region != region:
+            store.put("region", region)
         fingerprint = self.source.fingerprint()
         if not force and fingerprint is not None and fingerprint == store.get("fingerprint"):
             metrics.total = metrics.unchanged = store.count_contacts()
@@ -293,7 +299,7 @@ class AddressBookSync:
             stream = upload and not force and not known and self.on_progress is None
             seen = await self._pipeline(store, metrics, known, send=stream, failure=failure)
             with store.transaction():
-                gone = [key for key in known if key not in seen]
+                gone = list(known - seen)
                 store.refresh_entries(store.remove_contacts(gone))
                 store.put("fingerprint", fingerprint)
             self._known = seen
@@ -302,7 +308,7 @@ class AddressBookSync:
                 # process-wide LRU would keep a second copy of a huge book (~40 MB per 100k)
                 phones.cache_clear()
             metrics.total = len(seen)
-            metrics.unchanged = len(seen & known)
+            metrics.unchanged = len(known) - len(gone)  # the records seen again
             if failure:
                 # the source was still read to the end and stored: the next run only sends
                 self._collect_invalid(store, metrics)
@@ -366,16 +372,15 @@ class AddressBookSync:
         numbers = Numbers()
         pending: _Chunk | None = None
         try:
-            seen: set[str] = set()
+            scan = _Scan(self.source.scan_lists(), known)
             chunk: list[tuple[str, Any]] = []
             # a first sync sends each chunk as it is stored: the first is small so the server
             # starts early, the next ones double (fewer, larger requests cost the server less)
             size = min(chunk_size, _FIRST_CHUNK) if send else chunk_size
-            records = iter(self.source.scan())
             # the numbers of chunk k+1 are read (on a worker process when the chunk is big)
             # while chunk k is stored and sent
             while True:
-                done = await self._read(records, seen, known, chunk, size)
+                done = await scan.read(chunk, size)
                 if chunk:
                     if len(chunk) >= _FIRST_CHUNK and not done and numbers.parallel(chunk_size):
                         numbers.prepare()  # a big scan: have the worker ready by chunk 2
@@ -400,31 +405,10 @@ class AddressBookSync:
             for exc in failure:
                 if isinstance(exc, AuthError):
                     raise exc
-            return seen
+            return scan.seen
         finally:
             await cancel(sending, pending.reading if pending is not None else None)
             await numbers.close()
-
-    @staticmethod
-    async def _read(
-        records: Iterator[tuple[str, Any]],
-        seen: set[str],
-        known: set[str],
-        chunk: list[tuple[str, Any]],
-        size: int,
-    ) -> bool:
-        """Add new records to `chunk` until it holds `size`; True when the source is done.
-        Records are taken up to _SLICE at a time (whole-list steps: a resync goes through
-        every record of the book) and the loop is given a turn in between."""
-        while True:
-            batch = list(itertools.islice(records, min(_SLICE, size - len(chunk))))
-            if not batch:
-                return True
-            seen.update([key for key, _ in batch])
-            chunk += [item for item in batch if item[0] not in known] if known else batch
-            if len(chunk) >= size:
-                return False
-            await asyncio.sleep(0)
 
     async def _parse(
         self,
@@ -565,6 +549,53 @@ class AddressBookSync:
                 # (max: a caller who set on_progress during a first sync's streamed batches)
                 total = max(self._planned, metrics.uploaded)
                 self.on_progress(SyncProgress(metrics.uploaded, total, metrics.batches, metrics))
+
+
+class _Scan:
+    """The source's records as one scan reads them: the keys seen so far, and the records
+    with a new key, taken into chunks. The source gives its records as lists (a file's
+    cards): a record whose key is known is skipped without being looked at, so a resync's
+    pass over every record of the book is a few whole-list steps."""
+
+    def __init__(self, lists: Iterator[Records], known: set[str]) -> None:
+        self.lists = lists
+        self.known = known
+        self.seen: set[str] = set()
+        self.keys: list[str] = []  # the list being read, from `at`
+        self.records: Sequence[Any] = ()
+        self.at = 0
+
+    async def read(self, chunk: list[tuple[str, Any]], size: int) -> bool:
+        """Add new records to `chunk` until it holds `size`; True when the source is done.
+        The loop is given a turn each _SLICE records scanned."""
+        known = self.known
+        scanned = 0
+        while len(chunk) < size:
+            if self.at >= len(self.keys):
+                lists = next(self.lists, None)
+                if lists is None:
+                    return True
+                self.keys, self.records = lists
+                self.at = 0
+                continue
+            start = self.at
+            self.at = end = min(len(self.keys), start + min(_SLICE - scanned, size - len(chunk)))
+            keys = self.keys[start:end]
+            self.seen.update(keys)
+            if known:
+                # the few new keys, then their places (in order, each found after the last)
+                records, after = self.records, 0
+                for key in itertools.filterfalse(known.__contains__, keys):
+                    place = keys.index(key, after)
+                    chunk.append((key, records[start + place]))
+                    after = place + 1
+            else:
+                chunk += zip(keys, self.records[start:end], strict=True)
+            scanned += end - start
+            if scanned >= _SLICE and len(chunk) < size:
+                scanned = 0
+                await asyncio.sleep(0)
+        return False
 
 
 @dataclass

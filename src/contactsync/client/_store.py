@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS entries (
     queued INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_dirty ON entries (phone) WHERE dirty = 1;
+CREATE INDEX IF NOT EXISTS entries_queued ON entries (phone) WHERE queued = 1;
 CREATE TABLE IF NOT EXISTS numbers (
     raw TEXT NOT NULL, region TEXT NOT NULL, e164 TEXT, reason TEXT,
     PRIMARY KEY (raw, region)
@@ -114,6 +115,17 @@ class LocalStore:
         self.close()
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)
+
+    @property
+    def changes(self) -> int:
+        """Rows written through this connection since it was opened."""
+        return self.db.total_changes
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file now (PASSIVE: it never waits).
+        SQLite does it by itself at the first commit after the log reached 1,000 pages; a big
+        sync leaves it close to that, so the next small write (a resync's) would pay for it."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def transaction(self) -> sqlite3.Connection:
         """`with store.transaction() as db:` commits on success, rolls back on error."""

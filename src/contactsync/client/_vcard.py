@@ -115,10 +115,21 @@ def split_cards(data: bytes) -> Iterator[tuple[int, bytes | None]]:
     them; `line_at` turns an offset into a line number for the few cards that need one.
     Splitting at END lines is much cheaper than matching BEGIN…END pairs with one regex.
     """
-    fast = _split_plain(data)
-    if fast is not None:
-        yield from fast
-        return
+    offsets, bodies = split_card_lists(data)
+    return zip(offsets, bodies, strict=True)
+
+
+def split_card_lists(data: bytes) -> tuple[list[int], list[bytes | None]]:
+    """`split_cards` as two lists, (offsets, bodies), built without a Python step per card
+    for the usual file (a resync reads the whole file again: this is most of its scan)."""
+    uniform = _split_uniform(data)
+    if uniform is not None:
+        return uniform
+    cards = list(_split_plain(data) or _split_general(data))
+    return [offset for offset, _ in cards], [body for _, body in cards]
+
+
+def _split_general(data: bytes) -> Iterator[tuple[int, bytes | None]]:
     parts = _END.split(data)  # [before, END line, before, END line, …, tail]
     offset = 0
     for i in range(0, len(parts) - 1, 2):
@@ -144,9 +155,6 @@ def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
     if data.count(b"END:VCARD") != data.upper().count(b"END:VCARD"):
         return None
     pieces = data.split(b"END:VCARD")
-    uniform = _split_uniform(data, pieces)
-    if uniform is not None:
-        return uniform
     starts: list[int] = []
     for piece in pieces[:-1]:
         begin = piece.find(b"BEGIN:VCARD")
@@ -179,35 +187,31 @@ def _split_plain(data: bytes) -> Iterator[tuple[int, bytes | None]] | None:
     return cards()
 
 
-def _split_uniform(data: bytes, pieces: list[bytes]) -> Iterator[tuple[int, bytes]] | None:
+def _split_uniform(data: bytes) -> tuple[list[int], list[bytes | None]] | None:
     """The cards of a file written by a program: every card is exactly BEGIN:VCARD, its
-    lines, END:VCARD, one line ending throughout, no blank lines between cards. A few
-    whole-list checks replace the per-card searches of the general case (a resync reads the
-    whole file again, so this is most of what a resync after a few edits costs)."""
-    count = len(pieces) - 1
-    if count == 0:
-        return None
-    eol = b"\r\n" if pieces[0].startswith(b"BEGIN:VCARD\r\n") else b"\n"
+    lines, END:VCARD, one line ending throughout, no blank lines between cards, upper-case
+    BEGIN and END lines. One split at the line pairs between cards and a few counts replace
+    the per-card searches of the general case; None when the file is anything else."""
+    eol = b"\r\n" if data.startswith(b"BEGIN:VCARD\r\n") else b"\n"
     first = b"BEGIN:VCARD" + eol
-    later = eol + first
-    middle = pieces[1:-1]
-    if (
-        data.count(b"BEGIN:VCARD") != count
-        or not pieces[0].startswith(first)
-        or not all(map(bytes.startswith, middle, itertools.repeat(later)))
-        or not all(map(bytes.endswith, pieces[:-1], itertools.repeat(b"\n")))
-        or pieces[-1] not in (b"", eol)
-    ):
+    if not data.startswith(first):
         return None
-
-    # whole-list operations, no per-card Python frame: this is most of a resync's scan
-    skip = len(later)
-    bodies = [pieces[0][len(first) :], *[piece[skip:] for piece in middle]]
-    # card k > 0 starts at the end of piece k-1 and its END:VCARD line's 9 bytes, plus the
-    # line ending that opens piece k
-    ends = itertools.accumulate(map(len, pieces[: count - 1]))
-    offsets = [0, *map(operator.add, ends, range(9 + len(eol), 9 * count + len(eol), 9))]
-    return zip(offsets, bodies, strict=True)
+    if data.endswith(b"\nEND:VCARD" + eol):
+        tail = 9 + len(eol)
+    elif data.endswith(b"\nEND:VCARD"):
+        tail = 9
+    else:
+        return None
+    between = b"END:VCARD" + eol + first
+    bodies: list[bytes | None] = data[len(first) : len(data) - tail].split(between)  # type: ignore[assignment]
+    count = len(bodies)
+    # Each BEGIN and END is one of those split at or the file's first and last lines (no
+    # ":VCARD" in any case anywhere else), and every END line starts a line.
+    if data.upper().count(b":VCARD") != 2 * count or data.count(b"\nEND:VCARD") != count:
+        return None
+    # card k > 0 starts after the bodies before it, each followed by the END and BEGIN lines
+    steps = map(operator.add, map(len, bodies[: count - 1]), itertools.repeat(len(between)))  # type: ignore[arg-type]
+    return list(itertools.accumulate(steps, initial=0)), bodies
 
 
 def line_at(data: bytes, offset: int) -> int:
