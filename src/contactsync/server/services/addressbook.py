@@ -36,7 +36,14 @@ from contactsync.server.services import (
     quota,
     sessions,
 )
-from contactsync.server.store.bulk import in_list, in_many, packed, rows_source, unpack
+from contactsync.server.store.bulk import (
+    checked_rows,
+    in_list,
+    in_many,
+    packed,
+    rows_source,
+    unpack,
+)
 from contactsync.server.store.tables import (
     book_entries,
     book_versions,
@@ -453,16 +460,17 @@ async def _apply(
             [("phone", "text"), ("name", "text"), ("user_id", "bigint"), ("known", "bool")],
             [(n, name, users_of.get(n), n in users_of) for n, name in create],
         )
-        await tx.conn.execute(
-            sa.text(
-                "INSERT INTO book_entries "
-                "(owner_id, book, phone, name, created_at, updated_at, user_id) "
-                f"SELECT :owner, :book, t.phone, t.name, :now, :now, CASE WHEN t.known "
-                "THEN t.user_id ELSE (SELECT u.id FROM users u WHERE u.phone = t.phone) END "
-                f"FROM {source}"
-            ),
-            {**base, **params},
-        )
+        async with checked_rows(tx.conn, tx.dialect, len(create)):
+            await tx.conn.execute(
+                sa.text(
+                    "INSERT INTO book_entries "
+                    "(owner_id, book, phone, name, created_at, updated_at, user_id) "
+                    f"SELECT :owner, :book, t.phone, t.name, :now, :now, CASE WHEN t.known "
+                    "THEN t.user_id ELSE (SELECT u.id FROM users u WHERE u.phone = t.phone) END "
+                    f"FROM {source}"
+                ),
+                {**base, **params},
+            )
         joins.recheck_entries(tx, owner_id, [n for n, _ in create])
     if len(rename) > _KEYED_RENAMES and tx.dialect == "postgresql":
         source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], rename)

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.server.context import ReadTx, Tx
+from contactsync.server.store.bulk import checked_rows
 from contactsync.server.store.tables import events
 
 MAX_PAGE = 1000
@@ -134,16 +135,17 @@ async def append(tx: Tx, new: Sequence[NewEvent]) -> list[tuple[int, int]]:
                 key = id(row["data"])
                 if key not in encoded:
                     encoded[key] = json.dumps(row["data"], separators=(",", ":"))
-            await tx.conn.execute(
-                _INSERT_PG,
-                {
-                    "users": [r["user_id"] for r in rows],
-                    "seqs": [r["seq"] for r in rows],
-                    "types": [r["type"] for r in rows],
-                    "at": tx.now,
-                    "datas": [encoded[id(r["data"])] for r in rows],
-                },
-            )
+            async with checked_rows(tx.conn, tx.dialect, len(rows)):
+                await tx.conn.execute(
+                    _INSERT_PG,
+                    {
+                        "users": [r["user_id"] for r in rows],
+                        "seqs": [r["seq"] for r in rows],
+                        "types": [r["type"] for r in rows],
+                        "at": tx.now,
+                        "datas": [encoded[id(r["data"])] for r in rows],
+                    },
+                )
         else:
             await tx.conn.execute(sa.insert(events), rows)
     return written

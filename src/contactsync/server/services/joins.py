@@ -93,8 +93,10 @@ async def register(
 
 
 async def enter_books(tx: Tx, user: User) -> None:
-    """The book entries of the new user's number store who it is (`book_entries.user_id`)."""
-    await tx.conn.execute(_ENTER_BOOKS, {"uid": user.id, "phone": user.phone})
+    """The book entries of the new user's number store who it is (`book_entries.user_id`):
+    as many rows as books hold the number, each with its foreign-key check."""
+    async with bulk.checked_rows(tx.conn, tx.dialect, None):
+        await tx.conn.execute(_ENTER_BOOKS, {"uid": user.id, "phone": user.phone})
 
 
 _ENTER_BOOKS = sa.text(

@@ -7,13 +7,15 @@ with json_each. Either way a 10,000-contact upload is a handful of statements, n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 _PG_TYPES = {"text": "TEXT[]", "bigint": "BIGINT[]", "bool": "BOOLEAN[]"}
 
@@ -131,3 +133,32 @@ def unpack(dialect: str, row: Sequence[Any] | None) -> list[tuple[Any, ...]]:
     if dialect == "postgresql":
         return list(zip(*row, strict=True))
     return [tuple(r) for r in json.loads(row[0])]
+
+
+# Rows from which a statement's foreign-key checks are planned once (`checked_rows`).
+CHECKED_ROWS = 100
+_PLAN_ONCE = sa.text("SET LOCAL plan_cache_mode = auto")
+_PLAN_EACH = sa.text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+@asynccontextmanager
+async def checked_rows(
+    conn: AsyncConnection, dialect: str, rows: int | None
+) -> AsyncIterator[None]:
+    """Around one statement that writes `rows` rows with foreign keys or sets them (None: an
+    unknown number, possibly many).
+
+    PostgreSQL checks a foreign key with a small statement per row written, run from a plan
+    it keeps. Our sessions plan every statement with its real parameters (plan_cache_mode
+    force_custom_plan, see `Database.from_url`), and that applies to those checks too: each
+    was planned again, per row. Measured, 5,000 new book entries: 58 ms of checks against 20
+    ms with kept plans, a third of the upload. So for a statement of many rows the
+    transaction goes back to the server's default for that statement, and then returns to
+    planning each execution. (No reset on failure: the transaction is rolled back, and its
+    SET LOCAL with it.) SQLite has no plan cache: nothing to do."""
+    if dialect != "postgresql" or (rows is not None and rows < CHECKED_ROWS):
+        yield
+        return
+    await conn.execute(_PLAN_ONCE)
+    yield
+    await conn.execute(_PLAN_EACH)
