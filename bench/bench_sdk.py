@@ -222,7 +222,9 @@ async def _measure(backend: str, registered: list[str]) -> list[Figure]:
         seeded = await _prepare(url, registered)
         with tempfile.TemporaryDirectory() as tmp:
             server = ServerProcess(
-                Path(tmp) / "server", url.replace("+asyncpg", "") if backend != "sqlite" else None
+                Path(tmp) / "server",
+                url.replace("+asyncpg", "") if backend != "sqlite" else None,
+                env={"CONTACTSYNC_NUMBER_WORKERS": None},  # the server's own default
             )
             # the users' private-discovery tags, as registered users have them: a server
             # started on untagged users tags them all in the background (some 80 CPU-s for a

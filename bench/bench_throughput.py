@@ -331,10 +331,12 @@ def _bucket_p99(before: dict[float, float], after: dict[float, float]) -> float:
 
 # The server as deployed: its own concurrency limit and database timeouts, not the generous
 # ones ServerProcess gives end-to-end tests on a loaded machine.
-SERVER_DEFAULTS = {
-    name: str(Settings.model_fields[name.removeprefix("CONTACTSYNC_").lower()].default)
-    for name in SLOW_MACHINE
-}
+def _default(name: str) -> str | None:
+    value = Settings.model_fields[name.removeprefix("CONTACTSYNC_").lower()].default
+    return None if value is None else str(value)
+
+
+SERVER_DEFAULTS = {name: _default(name) for name in SLOW_MACHINE}
 
 
 async def _prepare(url: str, data_dir: Path) -> tuple[float, float]:

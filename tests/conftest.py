@@ -15,7 +15,7 @@ import queue
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,10 @@ def settings_template() -> Settings:
         # and bursts of concurrent requests queue for a slot rather than being refused at once
         # (tests/test_overload.py sets the real, short wait).
         overload_wait_seconds=30,
+        # numbers are read in process: a test app is made per test, and a pool of worker
+        # processes per app would cost more than the tests' few big uploads
+        # (tests/test_number_workers.py runs the pool)
+        number_workers=0,
     )
 
 
@@ -377,6 +381,31 @@ class Api:
         response = await self.client.get(f"/v1/events?after={after}&limit=1000", headers=headers)
         assert response.status_code == 200, response.text
         return list(response.json()["events"])
+
+
+OpenApp = Callable[..., Awaitable[Api]]
+PEER = "203.0.113.7"  # the address the tests' client connects from
+
+
+@pytest.fixture
+async def open_app(settings: Settings, clock: ManualClock) -> AsyncIterator[OpenApp]:
+    """Build apps with some settings changed (`open_app(name=value, ...)`), each with its
+    client (connecting from PEER); all are stopped at the end of the test."""
+    opened: list[LifespanManager] = []
+
+    async def make(**changes: object) -> Api:
+        app = create_app(
+            settings.model_copy(update=changes), clock=clock, otp_sender=MemorySender()
+        )
+        manager = LifespanManager(app)
+        await manager.__aenter__()
+        opened.append(manager)
+        transport = httpx.ASGITransport(app=manager.app, client=(PEER, 40000))
+        return Api(httpx.AsyncClient(transport=transport, base_url="http://testserver"), app)
+
+    yield make
+    for manager in opened:
+        await manager.__aexit__(None, None, None)
 
 
 @pytest.fixture

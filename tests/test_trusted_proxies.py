@@ -4,47 +4,28 @@ header; from a trusted proxy the address it names is the client's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import ValidationError
 
-from contactsync.server.app import create_app
-from contactsync.server.clock import ManualClock
 from contactsync.server.config import Settings
-from contactsync.server.services.otp_senders import MemorySender
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, PEER, Api, OpenApp
 from tests.e2e.server import ServerProcess
 from tests.test_console import csrf_of
 
-PEER = "203.0.113.7"  # the address the test client connects from
 LIMIT = 3
-OpenApp = Callable[..., Awaitable[Api]]
 
 
 @pytest.fixture
-async def open_app(settings: Settings, clock: ManualClock) -> AsyncIterator[OpenApp]:
-    """Build an app with some settings changed; the client connects from PEER."""
-    opened: list[LifespanManager] = []
+def open_app(open_app: OpenApp) -> OpenApp:
+    """conftest's, with the per-address limit at LIMIT."""
 
     async def make(**changes: object) -> Api:
-        app = create_app(
-            settings.model_copy(update={"otp_per_address_per_hour": LIMIT, **changes}),
-            clock=clock,
-            otp_sender=MemorySender(),
-        )
-        manager = LifespanManager(app)
-        await manager.__aenter__()
-        opened.append(manager)
-        transport = httpx.ASGITransport(app=manager.app, client=(PEER, 40000))
-        return Api(httpx.AsyncClient(transport=transport, base_url="http://testserver"), app)
+        return await open_app(otp_per_address_per_hour=LIMIT, **changes)
 
-    yield make
-    for manager in opened:
-        await manager.__aexit__(None, None, None)
+    return make
 
 
 async def otp(api: Api, number: int, forwarded: str | None) -> int:

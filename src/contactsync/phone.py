@@ -20,7 +20,7 @@ matching looks up too. Both cost nothing for a number without rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,6 +44,8 @@ __all__ = [
     "valid_region",
     "mask",
     "read_all",
+    "outcomes",
+    "outcome",
     "invalid_entry",
 ]
 
@@ -118,7 +120,19 @@ def try_normalize(raw: str, region: str | None = None) -> Normalized:
     """Like :func:`normalize` but returns the reason instead of raising (for bulk paths)."""
     if not isinstance(raw, str):
         return _FAILED["not_a_number"]
-    found = _cached(raw, region.upper() if region else None)
+    return outcome(_cached(raw, region.upper() if region else None))
+
+
+def outcomes(raws: Sequence[str], region: str | None) -> list[str]:
+    """Each number's outcome in the compact form the cache keeps: "+E164", "~+E164" (an old
+    form rewritten) or "!reason". What a worker process reading numbers for another one hands
+    back (`read_all(..., found=)` takes it): a list of short strings is cheap to send."""
+    key = region.upper() if region else None
+    return [_cached(raw, key) if isinstance(raw, str) else "!not_a_number" for raw in raws]
+
+
+def outcome(found: str) -> Normalized:
+    """The result an `outcomes` string stands for."""
     if found[0] == "+":
         return Normalized(found)
     return _FAILED[found[1:]] if found[0] == "!" else Normalized(found[1:], None, True)
@@ -148,14 +162,20 @@ def rewritten_entry(raw: str, e164: str, index: int) -> dict[str, Any]:
 
 
 def read_all(
-    raws: Iterable[object], region: str | None
+    raws: Iterable[object], region: str | None, found: Sequence[str] | None = None
 ) -> tuple[list[tuple[int, Normalized]], list[dict[str, Any]]]:
     """Normalise a request's numbers: `(index, result)` for each one that reads (its `e164`
-    set), in order, and the `invalid_entry` report (by index) of the ones that do not."""
+    set), in order, and the `invalid_entry` report (by index) of the ones that do not.
+    `found`: their `outcomes`, read elsewhere (a worker process), to report instead."""
     valid: list[tuple[int, Normalized]] = []
     invalid: list[dict[str, Any]] = []
     for index, raw in enumerate(raws):
-        result = try_normalize(raw, region) if isinstance(raw, str) else _FAILED["not_a_number"]
+        if found is not None:
+            result = outcome(found[index])
+        elif isinstance(raw, str):
+            result = try_normalize(raw, region)
+        else:
+            result = _FAILED["not_a_number"]
         if result.e164 is None:
             invalid.append(invalid_entry(raw, result.reason or "invalid_number", index))
         else:

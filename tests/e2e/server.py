@@ -18,6 +18,8 @@ SLOW_MACHINE = {
     "CONTACTSYNC_DB_CONNECT_TIMEOUT_SECONDS": "30",
     "CONTACTSYNC_DB_COMMAND_TIMEOUT_SECONDS": "60",
     "CONTACTSYNC_OVERLOAD_WAIT_SECONDS": "30",
+    # no worker processes for the numbers of big requests (tests/test_number_workers.py)
+    "CONTACTSYNC_NUMBER_WORKERS": "0",
 }
 
 
@@ -30,7 +32,7 @@ class ServerProcess:
         database_url: str | None = None,
         *,
         admin_key: str | None = ADMIN_KEY,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         port: int | None = None,
         args: list[str] | None = None,
     ) -> None:
@@ -38,8 +40,9 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Generous database timeouts on a loaded test machine (see tests/conftest.py settings);
-        # a test that is about timeouts passes its own in `env`.
-        self.env = {**os.environ, **SLOW_MACHINE, **(env or {})}
+        # a test that is about timeouts passes its own in `env` (None: the server's default).
+        merged = {**os.environ, **SLOW_MACHINE, **(env or {})}
+        self.env = {name: value for name, value in merged.items() if value is not None}
         self.env["CONTACTSYNC_DATA_DIR"] = str(data_dir)
         if database_url:
             self.env["CONTACTSYNC_DATABASE_URL"] = database_url

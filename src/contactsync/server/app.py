@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from contactsync import __version__
-from contactsync.server import console, realtime, ws
+from contactsync.server import console, number_workers, realtime, ws
 from contactsync.server import logging as server_logging
 from contactsync.server import metrics as metrics_http
 from contactsync.server.bus.base import Bus
@@ -180,6 +180,14 @@ def create_app(
         trimmer = retention.Trimmer(ctx, settings.event_trim_interval_seconds)
         ctx.services.trimmer = trimmer
         await trimmer.start()
+        pool_size = (
+            number_workers.default_size()
+            if settings.number_workers is None
+            else settings.number_workers
+        )
+        if pool_size:
+            ctx.services.number_workers = number_workers.NumberWorkers(pool_size)
+            ctx.services.number_workers.start()
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's passes, which otherwise walk it on every full collection.
         gc.freeze()
@@ -190,6 +198,9 @@ def create_app(
         try:
             yield
         finally:
+            if ctx.services.number_workers is not None:
+                await ctx.services.number_workers.close()
+                ctx.services.number_workers = None
             await trimmer.stop()
             await realtime.stop(ctx)
             await private_discovery.stop(ctx)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from contactsync.server.edge import Limiter
     from contactsync.server.metrics import Metrics
+    from contactsync.server.number_workers import NumberWorkers
     from contactsync.server.services.admin import AdminKey
     from contactsync.server.services.otp_senders import OtpSender
     from contactsync.server.services.private_discovery import FilterCache, KeyRing
@@ -47,6 +48,8 @@ class Services:
     limiter: Limiter | None = None
     admin_key: AdminKey | None = None
     trimmer: Trimmer | None = None
+    # Worker processes reading a big request's phone numbers (None: read in process).
+    number_workers: NumberWorkers | None = None
     # Run in a transaction that changed the app settings, with the settings before and after
     # (private discovery re-lists users who follow a changed default).
     settings_changed: list[Callable[[Tx, Any, Any], Awaitable[None]]] = field(default_factory=list)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import BookChanged, Conflict, InvalidRequest, TooManyContacts
+from contactsync.server import number_workers
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     app_settings,
@@ -87,8 +88,8 @@ def book_of(device_id: str | None) -> str:
     return GLOBAL_BOOK if not device_id else sessions.check_device_id(device_id)
 
 
-def _normalise(
-    contacts: Sequence[ContactLike], region: str | None, stored: Container[str] = ()
+async def _normalise(
+    tx: Tx, contacts: Sequence[ContactLike], region: str | None, stored: Container[str] = ()
 ) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]]]:
     """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, and the
     entries whose old form was rewritten to the current number.
@@ -99,7 +100,9 @@ def _normalise(
     desired: dict[str, tuple[str | None, bool]] = {}
     rewritten: list[dict[str, Any]] = []
     unknown = [i for i, contact in enumerate(contacts) if contact.phone not in stored]
-    valid, invalid = phones.read_all([contacts[i].phone for i in unknown], region)
+    valid, invalid = await number_workers.read_all(
+        tx.services.number_workers, [contacts[i].phone for i in unknown], region
+    )
     for entry in invalid:
         entry["index"] = unknown[entry["index"]]
     read = {unknown[j]: result for j, result in valid}
@@ -172,7 +175,7 @@ async def upload(
     verbatim = list({c.phone for c in request.contacts if c.phone[:1] == "+"})
     level = settings.discoverable_by_default
     held, direct = await _held_matched(tx, owner.user_id, verbatim, level)
-    desired, invalid, rewritten = _normalise(request.contacts, region, held)
+    desired, invalid, rewritten = await _normalise(tx, request.contacts, region, held)
     looked_up = set(verbatim)
     others = [p for p in desired if p not in looked_up]
     if others:

@@ -32,7 +32,7 @@ from contactsync.errors import (
     SelfRelation,
     TooManyContacts,
 )
-from contactsync.server import cursors
+from contactsync.server import cursors, number_workers
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     addressbook,
@@ -416,7 +416,7 @@ async def sync(
             details={"max": MAX_SYNC_PHONES, "received": len(raw_phones)},
         )
     read_in = numbers.resolve_region(region, caller.region, default_region)
-    valid, invalid = phones.read_all(raw_phones, read_in)
+    valid, invalid = await number_workers.read_all(tx.services.number_workers, raw_phones, read_in)
     wanted: dict[str, int] = {}
     for index, result in valid:
         assert result.e164 is not None
