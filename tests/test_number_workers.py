@@ -3,6 +3,8 @@ answer as read in process, and a worker that dies costs no request. Both databas
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -111,3 +113,24 @@ async def test_no_workers_when_told_none(open_app: OpenApp) -> None:
     _, me = await api.user_with_token("+14155550100")
     answer = await upload(api, me, book(POOL_MIN))
     assert answer["created"] == len(expected(book(POOL_MIN))[0])
+
+
+async def test_a_hung_worker_costs_a_request_its_timeout_only(open_app: OpenApp) -> None:
+    api = await open_app(number_workers=2)
+    workers = workers_of(api)
+    workers.timeout = 0.5
+    _, me = await api.user_with_token("+14155550100")
+    await upload(api, me, book(POOL_MIN))
+    hung = workers.pids()[0]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        second = book(POOL_MIN, first=POOL_MIN)
+        async with asyncio.timeout(20):  # read in process once the worker timed out
+            answer = await upload(api, me, second)
+        assert answer["invalid"] == expected(second)[1]
+        workers.timeout = 60  # new workers start on a loaded machine: no time limit here
+        await upload(api, me, book(POOL_MIN, first=2 * POOL_MIN))
+        assert workers.jobs == 2 and hung not in workers.pids()  # new workers
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)

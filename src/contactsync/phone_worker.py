@@ -66,15 +66,22 @@ class Worker:
     def pid(self) -> int:
         return self.proc.pid
 
-    async def outcomes(self, raws: list[str], region: str | None) -> list[str]:
-        """`phone.outcomes(raws, region)`, read by the worker; WorkerFailed if it cannot."""
+    async def outcomes(
+        self, raws: list[str], region: str | None, timeout: float | None = None
+    ) -> list[str]:
+        """`phone.outcomes(raws, region)`, read by the worker; WorkerFailed if it cannot, or
+        (the worker is then stopped) gives no answer within `timeout` seconds."""
         async with self._lock:
             stdin, stdout = self.proc.stdin, self.proc.stdout
             assert stdin is not None and stdout is not None
             try:
                 stdin.write(json.dumps([region, raws]).encode() + b"\n")
-                await stdin.drain()
-                line = await stdout.readline()
+                await asyncio.wait_for(stdin.drain(), timeout)
+                line = await asyncio.wait_for(stdout.readline(), timeout)
+            except TimeoutError as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()  # a hung worker: what is in its pipe is lost anyway
+                raise WorkerFailed(f"no answer within {timeout} s") from exc
             except (OSError, ValueError) as exc:  # a broken pipe, a line over the limit
                 raise WorkerFailed(str(exc)) from exc
             if not line:

@@ -28,6 +28,9 @@ log = logging.getLogger("contactsync.server")
 
 POOL_MIN = 2_000  # numbers to read in one request before the workers pay for sending them
 _PART_MIN = 1_000  # numbers in a worker's share, at least
+# A worker's answer comes within this or the worker is taken for hung (a share of 10,000
+# numbers takes about 0.1 s): the request reads them itself.
+JOB_TIMEOUT_S = 10.0
 
 
 def default_size() -> int:
@@ -40,8 +43,9 @@ def default_size() -> int:
 class NumberWorkers:
     """`size` worker processes reading numbers (see the module's text)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, timeout: float = JOB_TIMEOUT_S) -> None:
         self.size = size
+        self.timeout = timeout
         self._starting: asyncio.Task[list[Worker]] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
         self.jobs = 0  # requests whose numbers the workers read
@@ -83,7 +87,7 @@ class NumberWorkers:
             step = -(-len(raws) // parts)
             found = await asyncio.gather(
                 *(
-                    worker.outcomes(list(raws[i : i + step]), region)
+                    worker.outcomes(list(raws[i : i + step]), region, self.timeout)
                     for worker, i in zip(workers, range(0, len(raws), step), strict=False)
                 )
             )
