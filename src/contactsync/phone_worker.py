@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 
 if __name__ == "__main__":  # a worker: the package is in the folder its parent named
@@ -114,7 +115,10 @@ def _warm() -> None:
 
 
 def _serve() -> None:
-    """The worker: one job per input line until the input ends."""
+    """The worker: one job per input line until the input ends (its parent closed the pipe,
+    or ended). Ctrl-C in a terminal reaches the whole process group: the parent decides what
+    it means, the worker does not print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm()
     for line in sys.stdin.buffer:
         region, raws = json.loads(line)

@@ -35,6 +35,7 @@ class ServerProcess:
         env: dict[str, str | None] | None = None,
         port: int | None = None,
         args: list[str] | None = None,
+        new_session: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -49,6 +50,9 @@ class ServerProcess:
         if admin_key:
             self.env["CONTACTSYNC_ADMIN_KEY"] = admin_key
         self.args = list(args or [])
+        # its own process group (and session), as a server started from a terminal: a signal
+        # to the group (Ctrl-C) reaches it and its helpers, not the tests
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90) -> ServerProcess:
@@ -67,6 +71,7 @@ class ServerProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.new_session,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,9 @@ def default_size() -> int:
     """The machine's cores, at most 4; none on a single core (the workers would take turns
     with the server on it, and the numbers would travel twice for nothing)."""
     cores = os.cpu_count() or 1
-    return 0 if cores < 2 else min(cores, 4)
+    if cores < 2 or not sys.executable or getattr(sys, "frozen", False):
+        return 0  # (a frozen app's executable is the app, not a Python to run a worker with)
+    return min(cores, 4)
 
 
 class NumberWorkers:
