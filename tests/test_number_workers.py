@@ -9,9 +9,14 @@ import os
 import signal
 from typing import Any
 
+import pytest
+
 from contactsync import phone as phones
 from contactsync.server.number_workers import POOL_MIN, NumberWorkers
 from tests.conftest import Api, OpenApp
+
+# Real helper processes, started and killed: in the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
 
 
 def book(count: int, first: int = 0) -> list[dict[str, Any]]:
