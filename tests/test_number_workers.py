@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from contactsync import phone as phones
-from contactsync.server.number_workers import POOL_MIN, NumberWorkers
+from contactsync.server.number_workers import POOL_MIN, NumberWorkers, default_size
 from tests.conftest import Api, OpenApp
 
 # Real helper processes, started and killed: in the full suite, not the fast loop.
@@ -139,3 +139,12 @@ async def test_a_hung_worker_costs_a_request_its_timeout_only(open_app: OpenApp)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung, signal.SIGCONT)
+
+
+def test_the_default_is_a_share_of_the_cores() -> None:
+    assert default_size(cores=1) == 0  # the workers would take turns with the server
+    assert default_size(cores=2) == 2
+    assert default_size(cores=16) == 4
+    assert default_size(processes=2, cores=2) == 1  # serve --workers 2 on 2 cores
+    assert default_size(processes=4, cores=8) == 2
+    assert default_size(processes=8, cores=4) == 1

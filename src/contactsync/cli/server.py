@@ -131,6 +131,11 @@ def serve(
         for name, value in options.items():
             if value is not None:
                 os.environ[f"CONTACTSYNC_{name.upper()}"] = str(value)
+        if settings.number_workers is None:
+            # the cores are shared by the processes: each gets its part of the number workers
+            from contactsync.server.number_workers import default_size
+
+            os.environ["CONTACTSYNC_NUMBER_WORKERS"] = str(default_size(processes=workers))
         asyncio.run(server_app.prepare(settings))
         application = "contactsync.server.app:worker_app"
     typer.echo(

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     overload_wait_seconds: float = 0.5
     # Worker processes that read the phone numbers of a big request (2,000+ new numbers: a
     # first upload) on the other cores, so the event loop keeps serving the rest meanwhile
-    # (server/number_workers.py). None: the machine's cores, at most 4 (none on one core);
-    # 0: numbers are always read in the request's process.
+    # (server/number_workers.py). None: the machine's cores, at most 4 (none on one core),
+    # shared among `serve --workers` processes; 0: always read in the request's process.
     number_workers: int | None = Field(default=None, ge=0, le=64)
 
     otp_sender: Literal["console", "webhook", "memory"] = "console"

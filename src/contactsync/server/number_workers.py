@@ -10,7 +10,8 @@ fails or cannot be started the numbers are read in process, and new workers are 
 the next request.
 
 `number_workers` (settings) sets how many; the default is the machine's cores, at most 4
-(none on a single core). They start with the server, in the background.
+(none on a single core), shared among the processes of `serve --workers N`. They start with
+the server, in the background.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ _PART_MIN = 1_000  # numbers in a worker's share, at least
 JOB_TIMEOUT_S = 10.0
 
 
-def default_size() -> int:
-    """The machine's cores, at most 4; none on a single core (the workers would take turns
+def default_size(processes: int = 1, cores: int | None = None) -> int:
+    """A server process's share of the machine's cores (`processes` of them share it: serve
+    --workers), at least 1 and at most 4; none on a single core (the workers would take turns
     with the server on it, and the numbers would travel twice for nothing)."""
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     if cores < 2 or not sys.executable or getattr(sys, "frozen", False):
         return 0  # (a frozen app's executable is the app, not a Python to run a worker with)
-    return min(cores, 4)
+    return max(1, min(cores // max(processes, 1), 4))
 
 
 class NumberWorkers:
