@@ -123,9 +123,10 @@ async def test_no_workers_when_told_none(open_app: OpenApp) -> None:
 async def test_a_hung_worker_costs_a_request_its_timeout_only(open_app: OpenApp) -> None:
     api = await open_app(number_workers=2)
     workers = workers_of(api)
-    workers.timeout = 0.5
     _, me = await api.user_with_token("+14155550100")
-    await upload(api, me, book(POOL_MIN))
+    await upload(api, me, book(POOL_MIN))  # the workers up (no time limit: a loaded machine)
+    assert workers.jobs == 1
+    workers.timeout = 0.5
     hung = workers.pids()[0]
     os.kill(hung, signal.SIGSTOP)
     try:

@@ -87,9 +87,14 @@ class Worker:
                 raise WorkerFailed(str(exc)) from exc
             if not line:
                 raise WorkerFailed("the worker ended")
-            answer = json.loads(line)
+            try:
+                answer = json.loads(line)
+            except ValueError as exc:
+                raise WorkerFailed("the worker answered something else") from exc
             if not isinstance(answer, list) or len(answer) != len(raws):
                 raise WorkerFailed("the worker answered another job")
+            if not all(isinstance(outcome, str) and outcome for outcome in answer):
+                raise WorkerFailed("the worker answered something else")
             return answer
 
     async def stop(self) -> None:

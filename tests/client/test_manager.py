@@ -302,7 +302,13 @@ async def test_a_started_manager_sends_what_waited_once_the_quota_refills(
     # the refill time comes: the server's clock and the client's move on alike
     clock.advance(first.retry_after * 3)
     now += first.retry_after * 3
-    await eventually(lambda: book_size(api, me, 5), timeout=10)
+
+    async def sent_and_recorded() -> bool:
+        # the run records its metrics after the server has stored the last batch
+        metrics = manager.last_metrics
+        return await book_size(api, me, 5) and metrics is not None and metrics.waiting == 0
+
+    await eventually(sent_and_recorded, timeout=10)
     assert manager.last_metrics is not None and manager.last_metrics.waiting == 0
 
 
