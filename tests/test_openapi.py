@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from contactsync import errors
@@ -21,6 +20,7 @@ from contactsync.server.app import create_app
 from contactsync.server.config import Settings
 from tests.conftest import ADMIN_KEY, Api
 from tests.e2e.server import ServerProcess
+from tests.e2e.test_realtime import user_token
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +125,7 @@ def test_the_api_answers_as_its_schema_says(tmp_path: Path) -> None:
     documented statuses, content types, headers and bodies."""
     server = ServerProcess(tmp_path / "data").start()
     try:
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            user = client.post("/v1/admin/users", json={"phone": "+14155550100"}, headers=admin)
-            token = client.post(
-                f"/v1/admin/users/{user.json()['user_id']}/tokens",
-                json={"device_id": "fuzz"},
-                headers=admin,
-            ).json()["token"]
+        _, token = user_token(server.url, "+14155550100", device="fuzz")
         api_schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
         tried = 0
         for result in api_schema.get_all_operations():

@@ -33,6 +33,12 @@ _LIMIT = 1 << 26  # the longest answer line taken (a job of ~2,000,000 numbers)
 _STOP_WAIT_S = 5.0
 
 
+def can_start() -> bool:
+    """Whether this process can start a worker: a frozen app's executable is the app, not a
+    Python to run this file with."""
+    return bool(sys.executable) and not getattr(sys, "frozen", False)
+
+
 class WorkerFailed(Exception):
     """A worker could not be started, ended, or answered another job."""
 

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_KEY
 from tests.e2e.server import ServerProcess
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+from tests.e2e.test_realtime import user_token
 
 
 def helpers_of(pid: int) -> list[int]:
@@ -52,19 +50,15 @@ def test_a_served_big_upload_and_ctrl_c(tmp_path: Path) -> None:
         while len(helpers := helpers_of(server.proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(helpers) == 2
-        with httpx.Client(base_url=server.url, timeout=60) as http:
-            uid = http.post("/v1/admin/users", json={"phone": "+14155550100"}, headers=ADMIN)
-            r = http.post(
-                f"/v1/admin/users/{uid.json()['user_id']}/tokens",
-                json={"device_id": "d"},
-                headers=ADMIN,
-            )
-            me = {"Authorization": f"Bearer {r.json()['token']}"}
-            contacts = [{"phone": f"(415) 555-{i:04d}", "name": f"F{i}"} for i in range(3000)]
-            contacts.append({"phone": "call me"})
-            r = http.post(
-                "/v1/addressbook", json={"contacts": contacts, "region": "US"}, headers=me
-            )
+        _, token = user_token(server.url, "+14155550100")
+        contacts = [{"phone": f"(415) 555-{i:04d}", "name": f"F{i}"} for i in range(3000)]
+        contacts.append({"phone": "call me"})
+        r = httpx.post(
+            server.url + "/v1/addressbook",
+            json={"contacts": contacts, "region": "US"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["created"] == 3000
         assert r.json()["invalid"] == [

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
 from contactsync import phone as phones
-from contactsync.phone_worker import Worker, WorkerFailed
+from contactsync.phone_worker import Worker, WorkerFailed, can_start
 
 Result = tuple[str | None, str | None, bool]  # (e164, reason, rewritten)
 
@@ -54,11 +53,9 @@ class Numbers:
     """Reads numbers for one sync run; `close()` ends the worker, if one was started."""
 
     def __init__(self, *, worker: bool | None = None) -> None:
-        # a frozen app's executable is the app, not a Python to run the worker with
-        runnable = bool(sys.executable) and not getattr(sys, "frozen", False)
         if worker is None:
             worker = _worker_pays()
-        self._use_worker = worker and runnable and (os.cpu_count() or 1) > 1
+        self._use_worker = worker and can_start() and (os.cpu_count() or 1) > 1
         self._worker: asyncio.Task[Worker] | None = None
 
     def prepare(self) -> None:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from contactsync import phone as phones
-from contactsync.phone_worker import Worker, WorkerFailed
+from contactsync.phone_worker import Worker, WorkerFailed, can_start
 
 log = logging.getLogger("contactsync.server")
 
@@ -40,8 +39,8 @@ def default_size(processes: int = 1, cores: int | None = None) -> int:
     --workers), at least 1 and at most 4; none on a single core (the workers would take turns
     with the server on it, and the numbers would travel twice for nothing)."""
     cores = cores or os.cpu_count() or 1
-    if cores < 2 or not sys.executable or getattr(sys, "frozen", False):
-        return 0  # (a frozen app's executable is the app, not a Python to run a worker with)
+    if cores < 2 or not can_start():
+        return 0
     return max(1, min(cores // max(processes, 1), 4))
 
 
