@@ -10,8 +10,10 @@ import signal
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from contactsync import phone as phones
+from contactsync.server.config import Settings
 from contactsync.server.number_workers import POOL_MIN, NumberWorkers, default_size
 from tests.conftest import Api, OpenApp
 
@@ -149,3 +151,12 @@ def test_the_default_is_a_share_of_the_cores() -> None:
     assert default_size(processes=2, cores=2) == 1  # serve --workers 2 on 2 cores
     assert default_size(processes=4, cores=8) == 2
     assert default_size(processes=8, cores=4) == 1
+
+
+@pytest.mark.parametrize("given", ["-1", "65", "two", "1.5"])
+def test_a_bad_number_of_workers_is_refused_by_name(
+    given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTACTSYNC_NUMBER_WORKERS", given)
+    with pytest.raises(ValidationError, match="number_workers"):
+        Settings()
