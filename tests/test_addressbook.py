@@ -347,6 +347,35 @@ async def test_discovery_quota(api: Api, clock: ManualClock) -> None:
     await upload(api, me, [{"phone": "+14155553102"}])
 
 
+async def test_numbers_held_in_another_book_are_not_new_and_are_matched(api: Api) -> None:
+    """A number the caller holds in a device book costs no quota in the global book, and is
+    entered there with its own name; its user is reported (the entry's stored user), whether
+    the number is written as stored or in another form."""
+    async with api.ctx.tx() as tx:
+        await app_settings.update(tx, {"discovery_quota": 2})
+    friend = await api.create_user(B, "Bob")
+    _, me = await api.user_with_token("+14155550100")
+    await upload(
+        api, me, [{"phone": A, "name": "Ann"}, {"phone": B, "name": "Bob"}], device_id="ipad"
+    )
+    # the quota is spent: only numbers held already can still be uploaded
+    national = "(415) 555-" + B[-4:]
+    r = await upload(
+        api, me, [{"phone": A, "name": "Ann G."}, {"phone": national, "name": "B."}], region="US"
+    )
+    assert (r["created"], r["updated"], r["unchanged"]) == (2, 0, 0)
+    assert [(u["user_id"], u["phone"], u["name"]) for u in r["registered"]] == [
+        (friend["user_id"], B, "B.")
+    ]
+    assert await book(api, me) == {A: "Ann G.", B: "B."}
+    assert await book(api, me, "ipad") == {A: "Ann", B: "Bob"}
+    again = await upload(api, me, [{"phone": A}, {"phone": B, "name": "B."}])
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 2)
+    assert [u["user_id"] for u in again["registered"]] == [friend["user_id"]]
+    r = await api.client.post("/v1/addressbook", headers=me, json={"contacts": [{"phone": C}]})
+    assert r.json()["error"]["code"] == "discovery_quota_exceeded"
+
+
 async def test_list_pages_with_a_cursor(api: Api) -> None:
     _, me = await api.user_with_token("+14155550100")
     numbers = sorted(f"+1415555{4000 + i:04d}" for i in range(25))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from contactsync.server.store.bulk import (
     packed,
     rows_source,
     unpack,
+    unpack_each,
 )
 from contactsync.server.store.tables import (
     book_entries,
@@ -90,22 +91,29 @@ def book_of(device_id: str | None) -> str:
 
 async def _normalise(
     tx: Tx, contacts: Sequence[ContactLike], region: str | None, stored: Container[str] = ()
-) -> tuple[dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, and the
-    entries whose old form was rewritten to the current number.
+) -> tuple[
+    dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]], list[str]
+]:
+    """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, the
+    entries whose old form was rewritten to the current number, and the numbers that were
+    read (parsed) to get there.
 
     A number written exactly as one of the owner's books stores it (`stored`) is taken as it
     is: the book holds numbers only in the canonical form normalisation gave them, which
     normalises to itself. So a re-check of what the book holds parses no number."""
-    desired: dict[str, tuple[str | None, bool]] = {}
-    rewritten: list[dict[str, Any]] = []
     unknown = [i for i, contact in enumerate(contacts) if contact.phone not in stored]
+    if not unknown:
+        desired = {c.phone: (c.name or None, c.destroy) for c in contacts}
+        if len(desired) == len(contacts):  # (else a number written twice: see below)
+            return desired, [], [], []
     valid, invalid = await number_workers.read_all(
         tx.services.number_workers, [contacts[i].phone for i in unknown], region
     )
     for entry in invalid:
         entry["index"] = unknown[entry["index"]]
     read = {unknown[j]: result for j, result in valid}
+    desired = {}
+    rewritten: list[dict[str, Any]] = []
     for index, contact in enumerate(contacts):
         number = contact.phone
         if index in read:
@@ -118,7 +126,8 @@ async def _normalise(
             continue  # invalid
         desired.pop(number, None)  # re-insert so dict order follows the last occurrence
         desired[number] = (contact.name or None, contact.destroy)
-    return desired, invalid, rewritten
+    parsed = [result.e164 for _, result in valid if result.e164 is not None]
+    return desired, invalid, rewritten, parsed
 
 
 async def upload(
@@ -172,38 +181,31 @@ async def upload(
 
     # A set difference against what is stored before any number is parsed: what the owner's
     # books hold, looked up as written (E.164, as the SDK sends), is not normalised again.
-    verbatim = list({c.phone for c in request.contacts if c.phone[:1] == "+"})
+    verbatim = {c.phone for c in request.contacts if c.phone[:1] == "+"}
     level = settings.discoverable_by_default
-    held, direct = await _held_matched(tx, owner.user_id, verbatim, level)
-    desired, invalid, rewritten = await _normalise(tx, request.contacts, region, held)
-    looked_up = set(verbatim)
-    others = [p for p in desired if p not in looked_up]
+    held = await _held_in_books(tx, owner.user_id, book, list(verbatim), level)
+    desired, invalid, rewritten, parsed = await _normalise(
+        tx, request.contacts, region, held.numbers
+    )
+    # numbers that were not written as the book would hold them: looked up once normalised
+    others = [p for p in dict.fromkeys(parsed) if p not in verbatim]
     if others:
-        more, more_direct = await _held_matched(tx, owner.user_id, others, level)
-        held.update(more)
-        direct.update(more_direct)
+        held = held.with_(await _held_in_books(tx, owner.user_id, book, others, level))
     adds = [p for p, (_, destroy) in desired.items() if not destroy]
-    await quota.check_numbers(tx, owner.user_id, adds, set(held), remember=staging)
+    await quota.check_numbers(tx, owner.user_id, adds, held.numbers, remember=staging)
 
     seen: dict[str, int] = {}
-    registered = await _registered(
-        tx, owner.user_id, {p: desired[p][0] for p in adds}, direct, seen
-    )
-    # Who each number is registered to, for the entries this upload makes: every number
-    # added was either held (`direct`) or looked up just now (`seen`).
-    users_of = {p: (hit[0] if hit else None) for p, hit in direct.items()}
-    users_of.update((p, seen.get(p)) for p in adds if p not in users_of)
+    registered = await _registered(tx, owner.user_id, adds, desired, held.direct, seen)
 
     news: set[str] = set()  # numbers this upload put in the book or renamed there
     if staging:
         counts = await _stage(tx, owner.user_id, batch_id, desired)
     elif request.force:
         counts, news = await _replace(
-            tx, owner.user_id, book, batch_id if open_batch else None, desired, users_of
+            tx, owner.user_id, book, batch_id if open_batch else None, desired, held, seen
         )
     else:
-        existing = {p: books[book] for p, books in held.items() if book in books}
-        counts, news = await _merge(tx, owner.user_id, book, desired, existing, users_of)
+        counts, news = await _merge(tx, owner.user_id, book, desired, held, seen)
 
     # The caller's other devices hear of registered contacts this upload put in the book or
     # renamed; a re-check of what the book already holds writes nothing.
@@ -221,8 +223,9 @@ async def upload(
     tx.counts["matches"] += len(registered)
     learnt = [user for user in registered if user["phone"] in news]
     # a new user who announces the join to mutual contacts: those this upload makes mutual
+    before = held.numbers
     await joins.on_contacts_held(
-        tx, owner.user_id, [u["user_id"] for u in learnt if u["phone"] not in held]
+        tx, owner.user_id, [u["user_id"] for u in learnt if u["phone"] not in before]
     )
     if learnt:
         await events.append(
@@ -259,36 +262,80 @@ async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str
     return held
 
 
-async def _held_matched(
-    tx: Tx, owner_id: int, numbers: list[str], default_level: str
-) -> tuple[dict[str, dict[str, str | None]], dict[str, tuple[int, bool, str] | None]]:
-    """`_held`, and for each number held the user registered under it with what the policy
-    needs to know of them (`matching.Direct`), in the same statement: the entry stores who
-    its number is registered to (`book_entries.user_id`), so a re-check of numbers the book
-    holds looks up no number in the users' index at all."""
+@dataclass(frozen=True)
+class Held:
+    """What the owner's books hold of some numbers (`_held_in_books`)."""
+
+    names: dict[str, str | None]  # in the book written to: {number: its name there}
+    elsewhere: set[str]  # in the owner's other books
+    direct: matching.Direct  # who each of these numbers is registered to, as the entries say
+
+    @property
+    def numbers(self) -> Collection[str]:
+        """The numbers held in any of the owner's books."""
+        return self.names if not self.elsewhere else self.names.keys() | self.elsewhere
+
+    def with_(self, more: Held) -> Held:
+        """What both looks-ups found (of different numbers)."""
+        names = {**self.names, **more.names}
+        elsewhere = self.elsewhere | more.elsewhere
+        return Held(
+            names,
+            elsewhere,
+            matching.Direct(
+                names if not elsewhere else names.keys() | elsewhere,
+                {**self.direct.users, **more.direct.users},
+            ),
+        )
+
+
+async def _held_in_books(
+    tx: Tx, owner_id: int, book: str, numbers: list[str], default_level: str
+) -> Held:
+    """Which of `numbers` the owner's books hold (the book written to with its names), and
+    for those the user registered under each with what the policy needs to know of them, in
+    one statement: the entry stores who its number is registered to (`book_entries.user_id`),
+    so a re-check of numbers the book holds looks up no number in the users' index at all.
+    Only the rows that say more than "held" come back as rows (entries of registered numbers,
+    entries in other books): a re-check of a book gets its numbers and names as two arrays."""
     if not numbers:
-        return {}, {}
-    where, params = in_many(tx.dialect, "b.phone", numbers, "nums")
-    blocked, level = policy.learnable_facts_exprs("owner", "u", "default_level")
-    columns = packed(tx.dialect, ("b.phone", "b.book", "b.name", "u.id", blocked, level))
+        return Held({}, set(), matching.Direct((), {}))
+    where, params = in_many(tx.dialect, "phone", numbers, "nums")
+    columns = ", ".join(
+        (
+            packed(tx.dialect, ("phone", "name"), where="book = :book"),
+            packed(tx.dialect, ("phone",), where="book <> :book"),
+            packed(tx.dialect, ("phone", "user_id"), where="user_id IS NOT NULL"),
+        )
+    )
     row = (
         await tx.conn.execute(
-            sa.text(
-                f"SELECT {columns} FROM book_entries b LEFT JOIN users u ON u.id = b.user_id "
-                f"WHERE b.owner_id = :owner AND {where}"
-            ),
-            {"owner": owner_id, "default_level": default_level, **params},
+            sa.text(f"SELECT {columns} FROM book_entries WHERE owner_id = :owner AND {where}"),
+            {"owner": owner_id, "book": book, **params},
         )
     ).first()
-    held: dict[str, dict[str, str | None]] = {}
-    direct: dict[str, tuple[int, bool, str] | None] = {}
-    for number, book, name, uid, is_blocked, their_level in unpack(tx.dialect, row):
-        if number in held:
-            held[number][book] = name
-            continue
-        held[number] = {book: name}
-        direct[number] = None if uid is None else (uid, bool(is_blocked), their_level)
-    return held, direct
+    names_of, elsewhere, registered = unpack_each(tx.dialect, row, 2, 1, 2)
+    names: dict[str, str | None] = dict(names_of)
+    held = Held(names, {number for (number,) in elsewhere}, matching.Direct((), {}))
+    facts = await _facts(tx, owner_id, {uid for _, uid in registered}, default_level)
+    users = {number: (uid, *facts[uid]) for number, uid in registered}
+    return Held(names, held.elsewhere, matching.Direct(held.numbers, users))
+
+
+async def _facts(
+    tx: Tx, owner_id: int, user_ids: set[int], default_level: str
+) -> dict[int, tuple[bool, str]]:
+    """{user id: (blocked, level)}: what the policy needs to know of these users as the
+    owner's contacts (`policy.learnable_facts_exprs`)."""
+    if not user_ids:
+        return {}
+    where, params = in_list(tx.dialect, "u.id", sorted(user_ids), "ids", "bigint")
+    blocked, level = policy.learnable_facts_exprs("owner", "u", "default_level")
+    rows = await tx.conn.execute(
+        sa.text(f"SELECT u.id, {blocked}, {level} FROM users u WHERE {where}"),
+        {"owner": owner_id, "default_level": default_level, **params},
+    )
+    return {uid: (bool(is_blocked), their_level) for uid, is_blocked, their_level in rows}
 
 
 async def charge_discovery(tx: Tx, owner_id: int, numbers: Sequence[str]) -> None:
@@ -334,9 +381,10 @@ async def _merge(
     owner_id: int,
     book: str,
     desired: dict[str, tuple[str | None, bool]],
-    existing: dict[str, str | None],
-    users_of: Mapping[str, int | None],
+    held: Held,
+    seen: Mapping[str, int],
 ) -> tuple[dict[str, int], set[str]]:
+    existing = held.names
     create: list[tuple[str, str | None]] = []
     rename: list[tuple[str, str | None]] = []
     delete: list[str] = []
@@ -353,7 +401,7 @@ async def _merge(
             rename.append((number, name))
         else:
             unchanged += 1
-    await _apply(tx, owner_id, book, create, rename, delete, users_of)
+    await _apply(tx, owner_id, book, create, rename, delete, _users_of(create, held, seen, desired))
     counts = {
         "created": len(create),
         "updated": len(rename),
@@ -369,7 +417,8 @@ async def _replace(
     book: str,
     staged_batch: str | None,
     desired: dict[str, tuple[str | None, bool]],
-    users_of: Mapping[str, int | None],
+    held: Held,
+    seen: Mapping[str, int],
 ) -> tuple[dict[str, int], set[str]]:
     """The book becomes exactly the staged parts plus this request (later entries win)."""
     wanted: dict[str, tuple[str | None, bool]] = {}
@@ -397,7 +446,7 @@ async def _replace(
         if n in existing and name is not None and name != existing[n]
     ]
     delete = [n for n in existing if n not in keep]
-    await _apply(tx, owner_id, book, create, rename, delete, users_of)
+    await _apply(tx, owner_id, book, create, rename, delete, _users_of(create, held, seen, desired))
     counts = {
         "created": len(create),
         "updated": len(rename),
@@ -431,6 +480,28 @@ async def _stage(
         )
     )
     return {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0, "staged": int(staged or 0)}
+
+
+def _users_of(
+    create: Sequence[tuple[str, str | None]],
+    held: Held,
+    seen: Mapping[str, int],
+    desired: Mapping[str, tuple[str | None, bool]],
+) -> dict[str, int | None]:
+    """{number: the user registered under it, or None} for the new entries whose user this
+    upload knows: a number held already (its entry says), or looked up by this upload (every
+    number it adds is, `seen`). A number staged by an earlier part is not here: the INSERT
+    looks it up."""
+    users, looked = held.direct.users, held.direct.numbers
+    known: dict[str, int | None] = {}
+    for number, _ in create:
+        if number in users:
+            known[number] = users[number][0]
+        elif number in looked:
+            known[number] = None
+        elif number in desired:
+            known[number] = seen.get(number)
+    return known
 
 
 async def _apply(
@@ -506,22 +577,24 @@ _KEYED_RENAMES = 100
 async def _registered(
     tx: Tx,
     owner_id: int,
-    names: dict[str, str | None],
+    numbers: list[str],
+    desired: Mapping[str, tuple[str | None, bool]],
     direct: matching.Direct,
     seen: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """The registered users among `names`' numbers (and their variants), each once under the
-    number in the book: never the caller, never a blocked pair. (`direct`: what the held
-    numbers' look-up found already; `seen` gets the users of the numbers looked up.)"""
-    if not names:
+    """The registered users among `numbers` (and their variants), each once under the number
+    in the book with its name there (`desired`): never the caller, never a blocked pair.
+    (`direct`: what the held numbers' look-up found already; `seen` gets the users of the
+    numbers looked up.)"""
+    if not numbers:
         return []
     found = _once_per_user(
         await matching.registered_for(
-            tx, owner_id, list(names), exclude=owner_id, direct=direct, seen=seen
+            tx, owner_id, numbers, exclude=owner_id, direct=direct, seen=seen
         )
     )
     return [
-        {"user_id": uid, "phone": number, "name": names[number]}
+        {"user_id": uid, "phone": number, "name": desired[number][0]}
         for number, uid in sorted(found.items())
     ]
 

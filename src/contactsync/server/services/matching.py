@@ -12,7 +12,8 @@ Nearly every number has no variants; for those this is the exact look-up it alwa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -22,11 +23,17 @@ from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import app_settings, policy
 from contactsync.server.store.bulk import in_list, rows_source
 
-Direct = Mapping[str, "tuple[int, bool, str] | None"]
-"""What a caller's own statement already read of some numbers' users: {number: (user id,
-blocked, level) of the user registered under the number itself (`policy.learnable_facts_exprs`
-for blocked and level), or None when nobody is}. `registered_for` looks those numbers up no
-more: only their variants, where the number itself matched nobody."""
+
+@dataclass(frozen=True)
+class Direct:
+    """What a caller's own statement already read of some numbers' users: `numbers`, the
+    numbers it looked up; `users`, {number: (user id, blocked, level)} for those of them that
+    a user is registered under, the number itself and not a variant
+    (`policy.learnable_facts_exprs` for blocked and level). `registered_for` looks those
+    numbers up no more: only their variants, where the number itself matched nobody."""
+
+    numbers: Collection[str]
+    users: Mapping[str, tuple[int, bool, str]]
 
 
 async def registered(
@@ -53,13 +60,13 @@ async def _match(
     included: what a book entry of the number stores."""
     if not numbers:
         return {}, {}
-    known: Direct = direct or {}
+    known: Container[str] = direct.numbers if direct else ()
     users: dict[str, int] = {}
     facts: dict[int, tuple[bool, str]] = {}
-    for number, hit in known.items():
-        if hit is not None and hit[0] != exclude:
-            users[number] = hit[0]
-            facts[hit[0]] = (hit[1], hit[2])
+    for number, (uid, blocked, level) in (direct.users if direct else {}).items():
+        if uid != exclude:
+            users[number] = uid
+            facts[uid] = (blocked, level)
     alias: dict[str, list[str]] = {}  # variant -> the numbers it is a variant of
     unmatched = [n for n in numbers if n not in users]
     for number, others in phone_variants.variants_of(unmatched).items():

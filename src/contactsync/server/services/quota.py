@@ -14,7 +14,7 @@ remaining, used, refill_per_day, new_in_request, retry_after} (a stable shape cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 import sqlalchemy as sa
 
@@ -63,7 +63,9 @@ async def charge(tx: Tx, user_id: int, n_new: int) -> None:
     )
 
 
-async def new_numbers(tx: Tx, user_id: int, numbers: Sequence[str], held: set[str]) -> list[str]:
+async def new_numbers(
+    tx: Tx, user_id: int, numbers: Sequence[str], held: Container[str]
+) -> list[str]:
     """The numbers among `numbers` that a check would count: not in one of the user's books
     (`held`) and not checked within the day."""
     unheld = [p for p in dict.fromkeys(numbers) if p not in held]
@@ -84,7 +86,7 @@ async def new_numbers(tx: Tx, user_id: int, numbers: Sequence[str], held: set[st
 
 
 async def check_numbers(
-    tx: Tx, user_id: int, numbers: Sequence[str], held: set[str], *, remember: bool
+    tx: Tx, user_id: int, numbers: Sequence[str], held: Container[str], *, remember: bool
 ) -> None:
     """Charge the quota for the new ones among `numbers`; with `remember`, note them as checked
     today (numbers that do not go into a book: staged uploads, relations by number)."""

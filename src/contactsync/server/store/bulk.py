@@ -116,14 +116,17 @@ def json_text(dialect: str, column: str, *path: str) -> str:
     return f"CAST(json_extract({column}, '$.{'.'.join(path)}') AS TEXT)"
 
 
-def packed(dialect: str, columns: Sequence[str]) -> str:
-    """A select list that packs all the rows a query finds into one row of arrays (`unpack`
-    gives the rows back): the driver decodes a few arrays in C instead of building a row
-    object a number, for queries that return thousands of rows (the book held by an upload)."""
+def packed(dialect: str, columns: Sequence[str], where: str | None = None) -> str:
+    """A select list that packs all the rows a query finds (those of them that match `where`)
+    into one row of arrays (`unpack` gives the rows back): the driver decodes a few arrays in
+    C instead of building a row object a number, for queries that return thousands of rows
+    (the book held by an upload). Several packs of different rows may share one select list
+    (`unpack_each`)."""
+    only = f" FILTER (WHERE {where})" if where else ""
     if dialect == "postgresql":
         # one scan feeds every aggregate in the same order
-        return ", ".join(f"array_agg({c})" for c in columns)
-    return f"json_group_array(json_array({', '.join(columns)}))"
+        return ", ".join(f"array_agg({c}){only}" for c in columns)
+    return f"json_group_array(json_array({', '.join(columns)})){only}"
 
 
 def unpack(dialect: str, row: Sequence[Any] | None) -> list[tuple[Any, ...]]:
@@ -133,6 +136,19 @@ def unpack(dialect: str, row: Sequence[Any] | None) -> list[tuple[Any, ...]]:
     if dialect == "postgresql":
         return list(zip(*row, strict=True))
     return [tuple(r) for r in json.loads(row[0])]
+
+
+def unpack_each(
+    dialect: str, row: Sequence[Any] | None, *widths: int
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each of several `packed` lists in one select list, of `widths` columns."""
+    out: list[list[tuple[Any, ...]]] = []
+    at = 0
+    for width in widths:
+        size = width if dialect == "postgresql" else 1
+        out.append(unpack(dialect, None if row is None else row[at : at + size]))
+        at += size
+    return out
 
 
 # Rows from which a statement's foreign-key checks are planned once (`checked_rows`).
