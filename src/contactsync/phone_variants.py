@@ -227,12 +227,17 @@ def variants(e164: str) -> tuple[str, ...]:
     return ()
 
 
+def of_same_line_countries(numbers: Iterable[str]) -> list[str]:
+    """Those of `numbers` (E.164) of a country with same-line rules, the only ones that may
+    have variants: one C-level prefix test a number (nearly none is)."""
+    return [n for n in numbers if n.startswith(_SAME_PREFIXES)]
+
+
 def variants_of(numbers: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """{number: variants} for those of `numbers` (E.164) that have any; the bulk form of
     :func:`variants`, for uploads of thousands of numbers."""
     found: dict[str, tuple[str, ...]] = {}
-    # (one C-level prefix test a number: nearly none is of a country with such rules)
-    for number in [n for n in numbers if n.startswith(_SAME_PREFIXES)]:
+    for number in of_same_line_countries(numbers):
         for length in _SAME_CC_LENGTHS:
             if number[1 : 1 + length] in _SAME and (others := _variants(number, length)):
                 found[number] = others

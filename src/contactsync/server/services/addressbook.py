@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Container, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from contactsync import phone as phones
 from contactsync.errors import BookChanged, Conflict, InvalidRequest, TooManyContacts
 from contactsync.server import number_workers
+from contactsync.server.cache import BookCache, books_forget
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import (
     app_settings,
@@ -89,30 +90,48 @@ def book_of(device_id: str | None) -> str:
     return GLOBAL_BOOK if not device_id else sessions.check_device_id(device_id)
 
 
+@dataclass
+class Desired:
+    """What a request asks of the book once its numbers are read, the last mention of a
+    number deciding: `keep`, {number: its name, or None to keep the book's}, and `drop`, the
+    numbers to remove (`destroy`), as an ordered set."""
+
+    keep: dict[str, str | None]
+    drop: dict[str, None]
+
+    def rows(self) -> list[tuple[str, str | None, bool]]:
+        """(number, name, destroy) of each."""
+        return [(p, name, False) for p, name in self.keep.items()] + [
+            (p, None, True) for p in self.drop
+        ]
+
+
 async def _normalise(
-    tx: Tx, contacts: Sequence[ContactLike], region: str | None, stored: Container[str] = ()
-) -> tuple[
-    dict[str, tuple[str | None, bool]], list[dict[str, Any]], list[dict[str, Any]], list[str]
-]:
-    """{e164: (name, destroy)} with the last occurrence winning, the invalid entries, the
-    entries whose old form was rewritten to the current number, and the numbers that were
-    read (parsed) to get there.
+    tx: Tx,
+    contacts: Sequence[ContactLike],
+    written: Sequence[str],
+    region: str | None,
+    stored: Collection[str],
+) -> tuple[Desired, list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """What the request asks (`Desired`), the invalid entries, the entries whose old form
+    was rewritten to the current number, and the numbers that were read (parsed) to get there.
+    `written`: the contacts' numbers as written.
 
     A number written exactly as one of the owner's books stores it (`stored`) is taken as it
     is: the book holds numbers only in the canonical form normalisation gave them, which
-    normalises to itself. So a re-check of what the book holds parses no number."""
-    unknown = [i for i, contact in enumerate(contacts) if contact.phone not in stored]
-    if not unknown:
-        desired = {c.phone: (c.name or None, c.destroy) for c in contacts}
-        if len(desired) == len(contacts):  # (else a number written twice: see below)
-            return desired, [], [], []
+    normalises to itself. So a re-check of what the book holds parses no number, and when
+    it also removes none its answer is one comprehension."""
+    if not set(written).difference(stored) and not any(c.destroy for c in contacts):
+        return Desired({c.phone: c.name or None for c in contacts}, {}), [], [], []
+    unknown = [i for i, number in enumerate(written) if number not in stored]
     valid, invalid = await number_workers.read_all(
-        tx.services.number_workers, [contacts[i].phone for i in unknown], region
+        tx.services.number_workers, [written[i] for i in unknown], region
     )
     for entry in invalid:
         entry["index"] = unknown[entry["index"]]
     read = {unknown[j]: result for j, result in valid}
-    desired = {}
+    keep: dict[str, str | None] = {}
+    drop: dict[str, None] = {}
     rewritten: list[dict[str, Any]] = []
     for index, contact in enumerate(contacts):
         number = contact.phone
@@ -124,10 +143,15 @@ async def _normalise(
             number = result.e164
         elif number not in stored:
             continue  # invalid
-        desired.pop(number, None)  # re-insert so dict order follows the last occurrence
-        desired[number] = (contact.name or None, contact.destroy)
+        # re-insert so the order follows the last mention
+        keep.pop(number, None)
+        drop.pop(number, None)
+        if contact.destroy:
+            drop[number] = None
+        else:
+            keep[number] = contact.name or None
     parsed = [result.e164 for _, result in valid if result.e164 is not None]
-    return desired, invalid, rewritten, parsed
+    return Desired(keep, drop), invalid, rewritten, parsed
 
 
 async def upload(
@@ -181,21 +205,21 @@ async def upload(
 
     # A set difference against what is stored before any number is parsed: what the owner's
     # books hold, looked up as written (E.164, as the SDK sends), is not normalised again.
-    verbatim = {c.phone for c in request.contacts if c.phone[:1] == "+"}
+    written = [c.phone for c in request.contacts]
+    verbatim = {p for p in set(written) if p[:1] == "+"}
     level = settings.discoverable_by_default
     held = await _held_in_books(tx, owner.user_id, book, list(verbatim), level)
     desired, invalid, rewritten, parsed = await _normalise(
-        tx, request.contacts, region, held.numbers
+        tx, request.contacts, written, region, held.numbers
     )
     # numbers that were not written as the book would hold them: looked up once normalised
     others = [p for p in dict.fromkeys(parsed) if p not in verbatim]
     if others:
         held = held.with_(await _held_in_books(tx, owner.user_id, book, others, level))
-    adds = [p for p, (_, destroy) in desired.items() if not destroy]
-    await quota.check_numbers(tx, owner.user_id, adds, held.numbers, remember=staging)
+    await quota.check_numbers(tx, owner.user_id, desired.keep, held.numbers, remember=staging)
 
     seen: dict[str, int] = {}
-    registered = await _registered(tx, owner.user_id, adds, desired, held.direct, seen)
+    registered = await _registered(tx, owner.user_id, desired.keep, held.direct, seen)
 
     news: set[str] = set()  # numbers this upload put in the book or renamed there
     if staging:
@@ -289,17 +313,39 @@ class Held:
         )
 
 
+# From this many numbers to look up, the book uploaded to is read whole and kept in the
+# process (`BookCache`), its version checked by every upload: a re-check of a big book then
+# sends no list of numbers at all (a 5,000-number look-up cost ~10 ms on PostgreSQL).
+WHOLE_BOOK_FROM = 1000
+
+
 async def _held_in_books(
     tx: Tx, owner_id: int, book: str, numbers: list[str], default_level: str
 ) -> Held:
     """Which of `numbers` the owner's books hold (the book written to with its names), and
-    for those the user registered under each with what the policy needs to know of them, in
-    one statement: the entry stores who its number is registered to (`book_entries.user_id`),
-    so a re-check of numbers the book holds looks up no number in the users' index at all.
-    Only the rows that say more than "held" come back as rows (entries of registered numbers,
-    entries in other books): a re-check of a book gets its numbers and names as two arrays."""
+    for those the user registered under each with what the policy needs to know of them: the
+    entry stores who its number is registered to (`book_entries.user_id`), so a re-check of
+    numbers the book holds looks up no number in the users' index at all."""
     if not numbers:
         return Held({}, set(), matching.Direct((), {}))
+    if tx.caches is not None and len(numbers) >= WHOLE_BOOK_FROM:
+        held = await _held_by_the_book(tx, tx.caches.books, owner_id, book, numbers)
+        asked = set(numbers)  # (the whole book's registered entries came back)
+        registered: Mapping[str, tuple[int, bool, str]] = {
+            n: hit for n, hit in held.direct.users.items() if n in asked
+        }
+    else:
+        held = await _held_looked_up(tx, owner_id, book, numbers)
+        registered = held.direct.users
+    facts = await _facts(tx, owner_id, {uid for uid, _, _ in registered.values()}, default_level)
+    users = {number: (uid, *facts[uid]) for number, (uid, _, _) in registered.items()}
+    return Held(held.names, held.elsewhere, matching.Direct(held.numbers, users))
+
+
+async def _held_looked_up(tx: Tx, owner_id: int, book: str, numbers: list[str]) -> Held:
+    """`_held_in_books` by looking the numbers up in one statement. Only the rows that say more
+    than "held" come back as rows (entries of registered numbers, entries in other books): the
+    book's numbers and names come as two arrays. (`direct.users` without the facts.)"""
     where, params = in_many(tx.dialect, "phone", numbers, "nums")
     columns = ", ".join(
         (
@@ -315,11 +361,73 @@ async def _held_in_books(
         )
     ).first()
     names_of, elsewhere, registered = unpack_each(tx.dialect, row, 2, 1, 2)
-    names: dict[str, str | None] = dict(names_of)
-    held = Held(names, {number for (number,) in elsewhere}, matching.Direct((), {}))
-    facts = await _facts(tx, owner_id, {uid for _, uid in registered}, default_level)
-    users = {number: (uid, *facts[uid]) for number, uid in registered}
-    return Held(names, held.elsewhere, matching.Direct(held.numbers, users))
+    users = {number: (uid, False, "") for number, uid in registered}
+    return Held(dict(names_of), {n for (n,) in elsewhere}, matching.Direct((), users))
+
+
+_VERSION = "(SELECT version FROM book_versions WHERE owner_id = :owner AND book = :book)"
+
+
+async def _held_by_the_book(
+    tx: Tx, books: BookCache, owner_id: int, book: str, numbers: list[str]
+) -> Held:
+    """`_held_in_books` from the whole book uploaded to: kept (`books`) when its version is
+    still the book's, else read and kept. `names` is then the whole book, every number of
+    which is held. Each part comes from one statement, so its rows and the version it is
+    checked against are of one snapshot."""
+    base = {"owner": owner_id, "book": book}
+    # the version, whether other books exist, the entries that store a user (an index of
+    # their own: a twentieth of a book, typically)
+    row = (
+        await tx.conn.execute(
+            sa.text(
+                f"SELECT {_VERSION}, EXISTS (SELECT 1 FROM book_versions WHERE "
+                "owner_id = :owner AND book <> :book), "
+                + packed(tx.dialect, ("phone", "user_id"))
+                + " FROM book_entries WHERE owner_id = :owner AND book = :book "
+                "AND user_id IS NOT NULL"
+            ),
+            base,
+        )
+    ).first()
+    assert row is not None
+    version = int(row[0] or 0)
+    names = books.get(owner_id, book, version)
+    if names is None:
+        whole = (
+            await tx.conn.execute(
+                sa.text(
+                    f"SELECT {_VERSION}, "
+                    + packed(tx.dialect, ("phone", "name"))
+                    + " FROM book_entries WHERE owner_id = :owner AND book = :book"
+                ),
+                base,
+            )
+        ).first()
+        assert whole is not None
+        if int(whole[0] or 0) != version:  # changed between the two: look the numbers up
+            return await _held_looked_up(tx, owner_id, book, numbers)
+        names = dict(unpack(tx.dialect, whole[1:]))
+        books.put(owner_id, book, version, names)
+    users = {number: (uid, False, "") for number, uid in unpack(tx.dialect, row[2:])}
+    elsewhere: set[str] = set()
+    if row[1]:
+        where, params = in_many(tx.dialect, "phone", numbers, "nums")
+        found = (
+            await tx.conn.execute(
+                sa.text(
+                    "SELECT "
+                    + packed(tx.dialect, ("phone", "user_id"))
+                    + f" FROM book_entries WHERE owner_id = :owner AND book <> :book AND {where}"
+                ),
+                {**base, **params},
+            )
+        ).first()
+        for number, uid in unpack(tx.dialect, found):
+            elsewhere.add(number)
+            if uid is not None:
+                users[number] = (uid, False, "")
+    return Held(names, elsewhere, matching.Direct((), users))
 
 
 async def _facts(
@@ -380,33 +488,26 @@ async def _merge(
     tx: Tx,
     owner_id: int,
     book: str,
-    desired: dict[str, tuple[str | None, bool]],
+    desired: Desired,
     held: Held,
     seen: Mapping[str, int],
 ) -> tuple[dict[str, int], set[str]]:
     existing = held.names
-    create: list[tuple[str, str | None]] = []
-    rename: list[tuple[str, str | None]] = []
-    delete: list[str] = []
-    unchanged = 0
-    for number, (name, destroy) in desired.items():
-        if destroy:
-            if number in existing:
-                delete.append(number)
-            else:
-                unchanged += 1
-        elif number not in existing:
-            create.append((number, name))
-        elif name is not None and name != existing[number]:
-            rename.append((number, name))
-        else:
-            unchanged += 1
+    # (set operations on the dicts' views: a re-check compares its names in C)
+    differ = desired.keep.items() - existing.items()
+    create = [(n, name) for n, name in desired.keep.items() if n not in existing] if differ else []
+    rename = [(n, name) for n, name in differ if name is not None and n in existing]
+    delete = [n for n in desired.drop if n in existing]
     await _apply(tx, owner_id, book, create, rename, delete, _users_of(create, held, seen, desired))
     counts = {
         "created": len(create),
         "updated": len(rename),
         "deleted": len(delete),
-        "unchanged": unchanged,
+        "unchanged": len(desired.keep)
+        + len(desired.drop)
+        - len(create)
+        - len(rename)
+        - len(delete),
     }
     return counts, {number for number, _ in (*create, *rename)}
 
@@ -416,7 +517,7 @@ async def _replace(
     owner_id: int,
     book: str,
     staged_batch: str | None,
-    desired: dict[str, tuple[str | None, bool]],
+    desired: Desired,
     held: Held,
     seen: Mapping[str, int],
 ) -> tuple[dict[str, int], set[str]]:
@@ -436,7 +537,7 @@ async def _replace(
                 staged_contacts.c.owner_id == owner_id, staged_contacts.c.batch_id == staged_batch
             )
         )
-    wanted.update(desired)
+    wanted.update((number, (name, destroy)) for number, name, destroy in desired.rows())
     keep = {number: name for number, (name, destroy) in wanted.items() if not destroy}
     existing = await _whole_book(tx, owner_id, book)
     create = [(n, name) for n, name in keep.items() if n not in existing]
@@ -456,14 +557,10 @@ async def _replace(
     return counts, {number for number, _ in (*create, *rename)}
 
 
-async def _stage(
-    tx: Tx, owner_id: int, batch_id: str, desired: dict[str, tuple[str | None, bool]]
-) -> dict[str, int]:
-    if desired:
+async def _stage(tx: Tx, owner_id: int, batch_id: str, desired: Desired) -> dict[str, int]:
+    if rows := desired.rows():
         source, params = rows_source(
-            tx.dialect,
-            [("phone", "text"), ("name", "text"), ("destroy", "bool")],
-            [(p, name, destroy) for p, (name, destroy) in desired.items()],
+            tx.dialect, [("phone", "text"), ("name", "text"), ("destroy", "bool")], rows
         )
         await tx.conn.execute(
             sa.text(
@@ -486,7 +583,7 @@ def _users_of(
     create: Sequence[tuple[str, str | None]],
     held: Held,
     seen: Mapping[str, int],
-    desired: Mapping[str, tuple[str | None, bool]],
+    desired: Desired,
 ) -> dict[str, int | None]:
     """{number: the user registered under it, or None} for the new entries whose user this
     upload knows: a number held already (its entry says), or looked up by this upload (every
@@ -499,7 +596,7 @@ def _users_of(
             known[number] = users[number][0]
         elif number in looked:
             known[number] = None
-        elif number in desired:
+        elif number in desired.keep:
             known[number] = seen.get(number)
     return known
 
@@ -518,7 +615,16 @@ async def _apply(
     base = {"owner": owner_id, "book": book, "now": tx.now}
     if create or rename or delete:
         # First: the version row also orders concurrent writers of one book.
-        await _changed(tx, owner_id, book)
+        version = await _changed(tx, owner_id, book)
+        if tx.caches is not None:
+            # This transaction alone took the book from version - 1 (the row is locked till
+            # it ends): a kept copy of that version follows these changes once committed.
+            books, names, gone = tx.caches.books, dict((*create, *rename)), list(delete)
+
+            async def follow() -> None:
+                books.advance(owner_id, book, version - 1, version, names, gone)
+
+            tx.after_commit.append(follow)
     if delete:
         where, params = in_list(tx.dialect, "phone", delete, "gone")
         await _remember_leaving(tx, owner_id, book, where, params)
@@ -577,24 +683,23 @@ _KEYED_RENAMES = 100
 async def _registered(
     tx: Tx,
     owner_id: int,
-    numbers: list[str],
-    desired: Mapping[str, tuple[str | None, bool]],
+    names: dict[str, str | None],
     direct: matching.Direct,
     seen: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """The registered users among `numbers` (and their variants), each once under the number
-    in the book with its name there (`desired`): never the caller, never a blocked pair.
+    """The registered users among `names`' numbers (and their variants), each once under the
+    number in the book with its name there: never the caller, never a blocked pair.
     (`direct`: what the held numbers' look-up found already; `seen` gets the users of the
     numbers looked up.)"""
-    if not numbers:
+    if not names:
         return []
     found = _once_per_user(
         await matching.registered_for(
-            tx, owner_id, numbers, exclude=owner_id, direct=direct, seen=seen
+            tx, owner_id, names, exclude=owner_id, direct=direct, seen=seen
         )
     )
     return [
-        {"user_id": uid, "phone": number, "name": desired[number][0]}
+        {"user_id": uid, "phone": number, "name": names[number]}
         for number, uid in sorted(found.items())
     ]
 
@@ -659,14 +764,17 @@ _RECORD_PG = sa.text(
 ).bindparams(_RESPONSE)
 
 
-async def _changed(tx: Tx, owner_id: int, book: str) -> None:
-    """Raise the book's version (see `list_contacts`)."""
-    await tx.conn.execute(
-        sa.text(
-            "INSERT INTO book_versions (owner_id, book, version) VALUES (:owner, :book, 1) "
-            "ON CONFLICT (owner_id, book) DO UPDATE SET version = book_versions.version + 1"
-        ),
-        {"owner": owner_id, "book": book},
+async def _changed(tx: Tx, owner_id: int, book: str) -> int:
+    """Raise the book's version (see `list_contacts` and `BookCache`); the version it is now."""
+    return int(
+        await tx.conn.scalar(
+            sa.text(
+                "INSERT INTO book_versions (owner_id, book, version) VALUES (:owner, :book, 1) "
+                "ON CONFLICT (owner_id, book) DO UPDATE SET version = book_versions.version + 1 "
+                "RETURNING version"
+            ),
+            {"owner": owner_id, "book": book},
+        )
     )
 
 
@@ -753,6 +861,7 @@ async def registered_in_book(
 
 async def clear(tx: Tx, owner_id: int, device_id: str | None) -> int:
     await _changed(tx, owner_id, book_of(device_id))
+    books_forget(tx, owner_id)  # no process keeps a copy of a cleared book
     await _remember_leaving(tx, owner_id, book_of(device_id), "", {})
     result = await tx.conn.execute(
         sa.delete(book_entries).where(

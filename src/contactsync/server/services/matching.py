@@ -12,7 +12,7 @@ Nearly every number has no variants; for those this is the exact look-up it alwa
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -48,7 +48,7 @@ async def registered(
 
 async def _match(
     tx: ReadTx,
-    numbers: Sequence[str],
+    numbers: Collection[str],
     exclude: int | None,
     viewer_id: int | None,
     direct: Direct | None = None,
@@ -60,7 +60,7 @@ async def _match(
     included: what a book entry of the number stores."""
     if not numbers:
         return {}, {}
-    known: Container[str] = direct.numbers if direct else ()
+    known: Collection[str] = direct.numbers if direct else ()
     users: dict[str, int] = {}
     facts: dict[int, tuple[bool, str]] = {}
     for number, (uid, blocked, level) in (direct.users if direct else {}).items():
@@ -68,20 +68,21 @@ async def _match(
             users[number] = uid
             facts[uid] = (blocked, level)
     alias: dict[str, list[str]] = {}  # variant -> the numbers it is a variant of
-    unmatched = [n for n in numbers if n not in users]
+    unmatched = [n for n in phone_variants.of_same_line_countries(numbers) if n not in users]
     for number, others in phone_variants.variants_of(unmatched).items():
         for variant in others:
             alias.setdefault(variant, []).append(number)
-    probes = [n for n in numbers if n not in known]
+    probes = (
+        [n for n in numbers if n not in known]
+        if not known
+        else list(set(numbers).difference(known))
+    )
     if alias:
         asked = set(numbers)
         probes += [v for v in alias if v not in asked and v not in known]
     if probes:
         users.update(await _probe(tx, probes, exclude, viewer_id, facts, seen))
-    found: dict[str, tuple[int, str]] = {}
-    for number in numbers:
-        if number in users:
-            found[number] = (users[number], number)
+    found = {number: (users[number], number) for number in numbers if number in users}
     for variant, holders in alias.items():
         if variant in users:
             for number in holders:
@@ -137,7 +138,7 @@ async def _probe(
 async def registered_for(
     tx: ReadTx,
     viewer_id: int,
-    numbers: Sequence[str],
+    numbers: Collection[str],
     *,
     exclude: int | None = None,
     direct: Direct | None = None,

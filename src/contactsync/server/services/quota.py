@@ -14,7 +14,7 @@ remaining, used, refill_per_day, new_in_request, retry_after} (a stable shape cl
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Collection
 
 import sqlalchemy as sa
 
@@ -64,13 +64,13 @@ async def charge(tx: Tx, user_id: int, n_new: int) -> None:
 
 
 async def new_numbers(
-    tx: Tx, user_id: int, numbers: Sequence[str], held: Container[str]
+    tx: Tx, user_id: int, numbers: Collection[str], held: Collection[str]
 ) -> list[str]:
     """The numbers among `numbers` that a check would count: not in one of the user's books
     (`held`) and not checked within the day."""
-    unheld = [p for p in dict.fromkeys(numbers) if p not in held]
-    if not unheld:
+    if not set(numbers).difference(held):  # (in C: a re-check holds every number)
         return []
+    unheld = [p for p in dict.fromkeys(numbers) if p not in held]
     where, params = in_list(tx.dialect, "phone", unheld, "unheld")
     known = {
         number
@@ -86,7 +86,7 @@ async def new_numbers(
 
 
 async def check_numbers(
-    tx: Tx, user_id: int, numbers: Sequence[str], held: Container[str], *, remember: bool
+    tx: Tx, user_id: int, numbers: Collection[str], held: Collection[str], *, remember: bool
 ) -> None:
     """Charge the quota for the new ones among `numbers`; with `remember`, note them as checked
     today (numbers that do not go into a book: staged uploads, relations by number)."""

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from contactsync import phone as phones
 from contactsync.errors import NotFound
-from contactsync.server.cache import sessions_changed
+from contactsync.server.cache import books_forget, sessions_changed
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.store.tables import event_counters, users
 
@@ -118,3 +118,4 @@ async def delete(tx: Tx, user_id: int) -> None:
     if result.rowcount == 0:
         raise NotFound("No such user.", details={"user_id": user_id})
     sessions_changed(tx, user_id)  # its tokens went with it: end its sockets everywhere
+    books_forget(tx, user_id)  # and its books: no process keeps a copy

@@ -137,6 +137,14 @@ book_entries = sa.Table(
         postgresql_where=sa.text("user_id IS NOT NULL"),
         sqlite_where=sa.text("user_id IS NOT NULL"),
     ),
+    # a book's entries of registered numbers, read whole by big uploads
+    sa.Index(
+        "ix_book_entries_registered",
+        "owner_id",
+        "book",
+        postgresql_where=sa.text("user_id IS NOT NULL"),
+        sqlite_where=sa.text("user_id IS NOT NULL"),
+    ),
 )
 
 # Raised by every change to a book (see services/addressbook.py): a page cursor carries it.
