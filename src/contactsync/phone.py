@@ -29,7 +29,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from contactsync import phone_variants
+from contactsync import phone_validity, phone_variants
 from contactsync.phone_variants import variants
 
 __all__ = [
@@ -238,12 +238,11 @@ def _validate_e164(text: str) -> Normalized:
         country_code = int(text[1 : 1 + length])
         if country_code in COUNTRY_CODE_TO_REGION_CODE:
             national = text[1 + length :]
-            number = PhoneNumber(country_code=country_code, national_number=int(national))
+            # the national significant number as libphonenumber spells it: Italian-style
+            # numbers keep their leading zeros in E.164
             zeros = len(national) - len(national.lstrip("0"))
-            if zeros:  # Italian-style numbers keep their leading zero in E.164
-                number.italian_leading_zero = True
-                number.number_of_leading_zeros = zeros
-            if phonenumbers.is_valid_number(number):
+            nsn = "0" * zeros + str(int(national))
+            if phone_validity.is_valid(country_code, nsn):  # phonenumbers.is_valid_number
                 return Normalized(text)
             # Not valid as written: the full path gives the precise reason (or the old form).
             return _full(text)
