@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -209,13 +211,26 @@ async def upload(
     verbatim = {p for p in set(written) if p[:1] == "+"}
     level = settings.discoverable_by_default
     held = await _held_in_books(tx, owner.user_id, book, list(verbatim), level)
-    desired, invalid, rewritten, parsed = await _normalise(
-        tx, request.contacts, written, region, held.numbers
-    )
+    # The numbers written as E.164 that no book holds are looked up among the users while
+    # they are being read (on the number workers, or in this process while the database
+    # answers): the one that reads is the one that is stored, and those that do not read are
+    # left out below. (A refused upload tells nothing of what was looked up.)
+    unheld = verbatim.difference(held.numbers)
+    reading = asyncio.ensure_future(_normalise(tx, request.contacts, written, region, held.numbers))
+    try:
+        looked = await matching.look_up(tx, owner.user_id, unheld, level) if unheld else None
+        desired, invalid, rewritten, parsed = await reading
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
     # numbers that were not written as the book would hold them: looked up once normalised
     others = [p for p in dict.fromkeys(parsed) if p not in verbatim]
     if others:
         held = held.with_(await _held_in_books(tx, owner.user_id, book, others, level))
+    if looked is not None:
+        held = held.with_users(looked)
     await quota.check_numbers(tx, owner.user_id, desired.keep, held.numbers, remember=staging)
 
     seen: dict[str, int] = {}
@@ -298,6 +313,16 @@ class Held:
     def numbers(self) -> Collection[str]:
         """The numbers held in any of the owner's books."""
         return self.names if not self.elsewhere else self.names.keys() | self.elsewhere
+
+    def with_users(self, more: matching.Direct) -> Held:
+        """And who is registered under some other numbers, looked up (`matching.look_up`)."""
+        return Held(
+            self.names,
+            self.elsewhere,
+            matching.Direct(
+                {*self.direct.numbers, *more.numbers}, {**self.direct.users, **more.users}
+            ),
+        )
 
     def with_(self, more: Held) -> Held:
         """What both looks-ups found (of different numbers)."""

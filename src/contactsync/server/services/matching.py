@@ -100,9 +100,11 @@ async def _probe(
     viewer_id: int | None,
     facts: dict[int, tuple[bool, str]],
     seen: dict[str, int] | None = None,
+    default_level: str | None = None,
 ) -> dict[str, int]:
     """{number: user id} of the users registered under `probes` (but `exclude`), with each
-    one's facts added to `facts` when there is a viewer (and every one found to `seen`)."""
+    one's facts added to `facts` when there is a viewer (and every one found to `seen`).
+    (`default_level`: the app's discoverable-by default, when the caller has it.)"""
     seen = {} if seen is None else seen
     # Driven from the numbers: one unique-index probe each. `phone = ANY(array)` against a
     # million users goes through a bitmap scan whose recheck is linear in the array (5x slower).
@@ -123,7 +125,7 @@ async def _probe(
         {
             **params,
             "viewer": viewer_id,
-            "default_level": (await app_settings.load(tx)).discoverable_by_default,
+            "default_level": default_level or (await app_settings.load(tx)).discoverable_by_default,
         },
     )
     users = {}
@@ -133,6 +135,18 @@ async def _probe(
             users[phone] = uid
             facts[uid] = (bool(blocked), level)
     return users
+
+
+async def look_up(
+    tx: ReadTx, viewer_id: int, numbers: Collection[str], default_level: str
+) -> Direct:
+    """Who is registered under each of `numbers` itself (no variants), with what the policy
+    needs to know of them as `viewer_id`'s contacts: a `Direct` for `registered_for`, which
+    then looks those numbers up no more."""
+    facts: dict[int, tuple[bool, str]] = {}
+    seen: dict[str, int] = {}
+    await _probe(tx, list(numbers), None, viewer_id, facts, seen, default_level)
+    return Direct(set(numbers), {n: (uid, *facts[uid]) for n, uid in seen.items()})
 
 
 async def registered_for(
