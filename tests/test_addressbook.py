@@ -449,6 +449,24 @@ async def test_replacing_or_staging_does_not_refill_the_quota(api: Api) -> None:
     await upload(api, you, other[:2])  # 3 staged + 2 = 5: allowed
 
 
+async def test_numbers_checked_today_are_not_new_however_many_the_day_holds(api: Api) -> None:
+    """The day's checks are found whether they are more than the request's new numbers (looked
+    up by number) or fewer (read whole): either way a number checked today counts once."""
+    async with api.ctx.tx() as tx:
+        await app_settings.update(tx, {"discovery_quota": 10})
+    _, me = await api.user_with_token("+14155550100")
+    staged = [{"phone": f"+1415555{7000 + i:04d}"} for i in range(4)]
+    fresh = [{"phone": f"+1415555{8000 + i:04d}"} for i in range(7)]
+    await upload(api, me, staged, force=True, batch_id="never-final", final=False)  # 4 used
+    # 2 numbers to ask about, 4 checks today: one of them was checked, one is new
+    await upload(api, me, [staged[3], fresh[0]])
+    # 8 to ask about, 4 checks today: three of them were checked, five are new: 10 in all
+    await upload(api, me, staged[:3] + fresh[1:6])
+    r = await upload(api, me, [fresh[6]], 429)
+    assert r["error"]["details"]["used"] == 10
+    assert set(await book(api, me)) == {c["phone"] for c in staged + fresh[:6]}
+
+
 async def test_relations_by_number_count_against_the_same_quota(api: Api) -> None:
     async with api.ctx.tx() as tx:
         await app_settings.update(tx, {"discovery_quota": 5})
