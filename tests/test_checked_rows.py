@@ -49,29 +49,22 @@ async def test_a_big_upload_plans_the_rest_of_its_transaction_as_before(api: Api
 
 async def test_the_keys_are_still_checked_and_a_failure_leaves_nothing(api: Api) -> None:
     me, _ = await api.user_with_token("+14155550100")
-    # the first row is the caller's own; the others name an owner who does not exist
-    rows = [{"o": me["user_id"] + 1000, "p": f"+1415555{i:04d}"} for i in range(200)]
-    rows[0]["o"] = me["user_id"]
+    # the first row's user is the caller; the others name a user who does not exist
+    rows = [
+        {"o": me["user_id"], "p": f"+1415555{i:04d}", "u": me["user_id"] + 1000} for i in range(200)
+    ]
+    rows[0]["u"] = me["user_id"]
+    insert = sa.text(
+        "INSERT INTO book_entries (owner_id, book, phone, created_at, updated_at, user_id) "
+        "VALUES (:o, '', :p, 1, 1, :u)"
+    )
     with pytest.raises(IntegrityError):
         async with api.ctx.tx() as tx:
-            await tx.conn.execute(
-                sa.text(
-                    "INSERT INTO book_entries (owner_id, book, phone, created_at, updated_at) "
-                    "VALUES (:o, '', :p, 1, 1)"
-                ),
-                rows[:1],
-            )
+            await tx.conn.execute(insert, rows[:1])
             async with bulk.checked_rows(tx.conn, tx.dialect, len(rows)):
                 if tx.dialect == "postgresql":
                     assert await _mode(tx.conn) == "auto"
-                await tx.conn.execute(
-                    sa.text(
-                        "INSERT INTO book_entries "
-                        "(owner_id, book, phone, created_at, updated_at) "
-                        "VALUES (:o, '', :p, 1, 1)"
-                    ),
-                    rows[1:],
-                )
+                await tx.conn.execute(insert, rows[1:])
     async with api.ctx.tx() as tx:
         if tx.dialect == "postgresql":
             assert await _mode(tx.conn) == "force_custom_plan"

@@ -13,7 +13,7 @@ from contactsync import phone as phones
 from contactsync.errors import NotFound
 from contactsync.server.cache import books_forget, sessions_changed
 from contactsync.server.context import ReadTx, Tx
-from contactsync.server.store.tables import event_counters, users
+from contactsync.server.store.tables import book_entries, event_counters, users
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,13 @@ async def update(
 
 
 async def delete(tx: Tx, user_id: int) -> None:
-    """Delete the user and, through ON DELETE CASCADE, everything that belongs to them."""
+    """Delete the user and, through ON DELETE CASCADE, everything that belongs to them; their
+    book entries, which hold no foreign key (tables.py), afterwards: the cascade to their
+    book versions waits for any upload of theirs still writing, so this statement sees what
+    it wrote."""
     result = await tx.conn.execute(sa.delete(users).where(users.c.id == user_id))
     if result.rowcount == 0:
         raise NotFound("No such user.", details={"user_id": user_id})
+    await tx.conn.execute(sa.delete(book_entries).where(book_entries.c.owner_id == user_id))
     sessions_changed(tx, user_id)  # its tokens went with it: end its sockets everywhere
     books_forget(tx, user_id)  # and its books: no process keeps a copy
