@@ -44,6 +44,18 @@ def rows_source(
     6.7 ms).
     """
     names = [name for name, _ in columns]
+    if len(columns) == 1:  # (one column: a plain list, its values as they are)
+        ((name, kind),) = columns
+        values = _json([row[0] for row in rows])
+        if dialect == "postgresql":
+            each = f"json_array_elements_text(CAST(:{alias}_rows AS json))"
+            return (
+                f"(SELECT CAST(v AS {_PG_TYPES[kind][:-2]}) AS {name} FROM {each} AS v) AS {alias}",
+                {f"{alias}_rows": values},
+            )
+        return f"(SELECT value AS {name} FROM json_each(:{alias}_rows)) AS {alias}", {
+            f"{alias}_rows": values
+        }
     if dialect == "postgresql":
         fields = ", ".join(
             f"CAST(e->>{i} AS {_PG_TYPES[kind][:-2]}) AS {name}"
