@@ -46,34 +46,52 @@ _COMPILED: dict[tuple[int, str, int], re.Pattern[str]] = {}
 def is_valid(country_code: int, nsn: str) -> bool:
     """`phonenumbers.is_valid_number` of the number with this calling code and national
     significant number (as `phonenumbers.national_significant_number` spells it)."""
+    plan = _PLANS.get(country_code)
+    if plan is None:
+        plan = _PLANS[country_code] = _plan(country_code)
+    if not isinstance(plan, list):
+        return plan is not None and _typed(plan, nsn)
+    # a calling code shared by several regions (`_region_code_for_number_from_list`): the
+    # first whose leading digits begin the number is its region, or with none, the first
+    # whose types match it; then the number is valid if of a type of that region
+    for leading, metadata, own in plan:
+        if leading is not None:
+            if leading.match(nsn):
+                return own and _typed(metadata, nsn)
+        elif _typed(metadata, nsn):
+            return own
+    return False
+
+
+_Plan = PhoneMetadata | list[tuple[re.Pattern[str] | None, PhoneMetadata, bool]] | None
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(country_code: int) -> _Plan:
+    """What `is_valid` looks at for a calling code, read from the metadata once: its one
+    region's metadata (None: no number of it is valid), or its regions' in order."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     if regions is None:
-        return False
-    region = regions[0] if len(regions) == 1 else _region_of(regions, nsn)
-    if region is None:
-        return False
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
-    if metadata is None or (
-        region != REGION_CODE_FOR_NON_GEO_ENTITY
-        and country_code != country_code_for_valid_region(region)
-    ):
-        return False
-    return _typed(metadata, nsn)
-
-
-def _region_of(regions: tuple[str, ...], nsn: str) -> str | None:
-    """The region of a calling code shared by several (`_region_code_for_number_from_list`):
-    the first whose leading digits begin the number, or with none, whose types match it."""
-    for code in regions:
-        metadata = PhoneMetadata.metadata_for_region(code.upper(), None)
+        return None
+    if len(regions) == 1:
+        region = regions[0]
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
+        if metadata is None or (
+            region != REGION_CODE_FOR_NON_GEO_ENTITY
+            and country_code != country_code_for_valid_region(region)
+        ):
+            return None
+        return metadata
+    shared: list[tuple[re.Pattern[str] | None, PhoneMetadata, bool]] = []
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
         if metadata is None:
             continue
-        if metadata.leading_digits is not None:
-            if re.match(metadata.leading_digits, nsn):
-                return code
-        elif _typed(metadata, nsn):
-            return code
-    return None
+        leading = metadata.leading_digits
+        # (whether the region has this calling code: is_valid_number_for_region's check)
+        own = country_code == country_code_for_valid_region(region)
+        shared.append((None if leading is None else re.compile(leading), metadata, own))
+    return shared
 
 
 def _typed(metadata: PhoneMetadata, nsn: str) -> bool:
