@@ -6,6 +6,7 @@ full parse does."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import phonenumbers
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumber, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from contactsync import phone
+from contactsync import phone, phone_validity
 from contactsync.phone_validity import is_valid
 
 TYPES = [v for k, v in vars(PhoneNumberType).items() if k.isupper()]
@@ -76,3 +77,26 @@ def test_the_e164_path_reads_as_the_full_parse() -> None:
         fast = phone.try_normalize(text)
         full = phone._full(text)
         assert fast == full, text
+
+
+def test_patterns_that_refer_back_to_a_group_are_matched_one_by_one() -> None:
+    """Joined, a back-reference would point at another pattern's group."""
+
+    def desc(pattern: str) -> SimpleNamespace:
+        return SimpleNamespace(possible_length=(4,), national_number_pattern=pattern)
+
+    metadata = SimpleNamespace(
+        general_desc=desc(r"\d{4}"),
+        same_mobile_and_fixed_line_pattern=False,
+        **{name: None for name in phone_validity._TYPES},
+    )
+    metadata.fixed_line = desc(r"(1)2\1\d")  # 121x
+    metadata.mobile = desc(r"(9)\d\1\d")  # 9x9x
+    matcher = phone_validity._compile(metadata, 4)  # type: ignore[arg-type]
+    assert [bool(matcher.fullmatch(n)) for n in ("1213", "9092", "1223", "9012", "12")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]

@@ -40,7 +40,24 @@ _TYPES = (
 )
 _NEVER = re.compile(r"(?!)")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
-_COMPILED: dict[tuple[int, str, int], re.Pattern[str]] = {}
+
+
+class _InTurn:
+    """Patterns that cannot be joined into one expression (one refers back to a group of its
+    own, which joining would renumber; no metadata has one today): matched one after
+    another, as libphonenumber does. The general pattern first, then any of the types."""
+
+    def __init__(self, general: str, kinds: list[str]) -> None:
+        self.general = re.compile(general)
+        self.kinds = [re.compile(kind) for kind in kinds]
+
+    def fullmatch(self, nsn: str) -> bool | None:
+        if self.general.fullmatch(nsn) is None:
+            return None
+        return any(kind.fullmatch(nsn) for kind in self.kinds) or None
+
+
+_COMPILED: dict[tuple[int, str, int], re.Pattern[str] | _InTurn] = {}
 
 
 def is_valid(country_code: int, nsn: str) -> bool:
@@ -104,7 +121,7 @@ def _typed(metadata: PhoneMetadata, nsn: str) -> bool:
     return pattern.fullmatch(nsn) is not None
 
 
-def _compile(metadata: PhoneMetadata, length: int) -> re.Pattern[str]:
+def _compile(metadata: PhoneMetadata, length: int) -> re.Pattern[str] | _InTurn:
     general = _pattern(metadata.general_desc, length)
     if general is None:
         return _NEVER
@@ -112,8 +129,8 @@ def _compile(metadata: PhoneMetadata, length: int) -> re.Pattern[str]:
     kinds = [p for name in names if (p := _pattern(getattr(metadata, name), length)) is not None]
     if not kinds:
         return _NEVER
-    if any(_BACKREFERENCE.search(p) for p in (general, *kinds)):  # (none today)
-        raise ValueError(f"a pattern of {metadata.id} refers back to a group")
+    if any(_BACKREFERENCE.search(p) for p in (general, *kinds)):
+        return _InTurn(general, kinds)
     alternatives = "|".join(f"(?:{p})" for p in kinds)
     return re.compile(f"(?=(?:{general})\\Z)(?:{alternatives})")
 
