@@ -20,7 +20,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -210,7 +210,7 @@ async def upload(
     written = [c.phone for c in request.contacts]
     verbatim = {p for p in set(written) if p[:1] == "+"}
     level = settings.discoverable_by_default
-    held = await _held_in_books(tx, owner.user_id, book, list(verbatim), level)
+    held = await _held_in_books(tx, owner.user_id, book, verbatim, level)
     # The numbers written as E.164 that no book holds are looked up among the users while
     # they are being read (on the number workers, or in this process while the database
     # answers): the one that reads is the one that is stored, and those that do not read are
@@ -280,27 +280,6 @@ async def upload(
     return response
 
 
-async def _held(tx: Tx, owner_id: int, numbers: list[str]) -> dict[str, dict[str, str | None]]:
-    """{number: {book: name}} for the owner's entries of these numbers, in every book."""
-    if not numbers:
-        return {}
-    where, params = in_many(tx.dialect, "phone", numbers, "nums")
-    columns = packed(tx.dialect, ("phone", "book", "name"))
-    row = (
-        await tx.conn.execute(
-            sa.text(f"SELECT {columns} FROM book_entries WHERE owner_id = :owner AND {where}"),
-            {"owner": owner_id, **params},
-        )
-    ).first()
-    held: dict[str, dict[str, str | None]] = {}
-    for number, book, name in unpack(tx.dialect, row):
-        if number in held:
-            held[number][book] = name
-        else:
-            held[number] = {book: name}
-    return held
-
-
 @dataclass(frozen=True)
 class Held:
     """What the owner's books hold of some numbers (`_held_in_books`)."""
@@ -309,6 +288,18 @@ class Held:
     elsewhere: set[str]  # in the owner's other books
     direct: matching.Direct  # who each of these numbers is registered to, as the entries say
 
+    @classmethod
+    def of(
+        cls,
+        names: dict[str, str | None],
+        elsewhere: set[str],
+        users: Mapping[str, tuple[int, bool, str]],
+    ) -> Held:
+        """The numbers held, and the users of those registered (all the held numbers were
+        looked up)."""
+        held = cls(names, elsewhere, matching.Direct((), {}))
+        return replace(held, direct=matching.Direct(held.numbers, users))
+
     @property
     def numbers(self) -> Collection[str]:
         """The numbers held in any of the owner's books."""
@@ -316,25 +307,19 @@ class Held:
 
     def with_users(self, more: matching.Direct) -> Held:
         """And who is registered under some other numbers, looked up (`matching.look_up`)."""
-        return Held(
-            self.names,
-            self.elsewhere,
-            matching.Direct(
+        return replace(
+            self,
+            direct=matching.Direct(
                 {*self.direct.numbers, *more.numbers}, {**self.direct.users, **more.users}
             ),
         )
 
     def with_(self, more: Held) -> Held:
         """What both looks-ups found (of different numbers)."""
-        names = {**self.names, **more.names}
-        elsewhere = self.elsewhere | more.elsewhere
-        return Held(
-            names,
-            elsewhere,
-            matching.Direct(
-                names if not elsewhere else names.keys() | elsewhere,
-                {**self.direct.users, **more.direct.users},
-            ),
+        return Held.of(
+            {**self.names, **more.names},
+            self.elsewhere | more.elsewhere,
+            {**self.direct.users, **more.direct.users},
         )
 
 
@@ -345,33 +330,36 @@ WHOLE_BOOK_FROM = 1000
 
 
 async def _held_in_books(
-    tx: Tx, owner_id: int, book: str, numbers: list[str], default_level: str
+    tx: Tx, owner_id: int, book: str, numbers: Collection[str], default_level: str
 ) -> Held:
     """Which of `numbers` the owner's books hold (the book written to with its names), and
     for those the user registered under each with what the policy needs to know of them: the
     entry stores who its number is registered to (`book_entries.user_id`), so a re-check of
     numbers the book holds looks up no number in the users' index at all."""
     if not numbers:
-        return Held({}, set(), matching.Direct((), {}))
+        return Held.of({}, set(), {})
     if tx.caches is not None and len(numbers) >= WHOLE_BOOK_FROM:
-        held = await _held_by_the_book(tx, tx.caches.books, owner_id, book, numbers)
+        names, elsewhere, registered = await _held_by_the_book(
+            tx, tx.caches.books, owner_id, book, numbers
+        )
         asked = set(numbers)  # (the whole book's registered entries came back)
-        registered: Mapping[str, tuple[int, bool, str]] = {
-            n: hit for n, hit in held.direct.users.items() if n in asked
-        }
+        registered = {n: uid for n, uid in registered.items() if n in asked}
     else:
-        held = await _held_looked_up(tx, owner_id, book, numbers)
-        registered = held.direct.users
-    facts = await _facts(tx, owner_id, {uid for uid, _, _ in registered.values()}, default_level)
-    users = {number: (uid, *facts[uid]) for number, (uid, _, _) in registered.items()}
-    return Held(held.names, held.elsewhere, matching.Direct(held.numbers, users))
+        names, elsewhere, registered = await _held_looked_up(tx, owner_id, book, numbers)
+    facts = await _facts(tx, owner_id, set(registered.values()), default_level)
+    return Held.of(names, elsewhere, {n: (uid, *facts[uid]) for n, uid in registered.items()})
 
 
-async def _held_looked_up(tx: Tx, owner_id: int, book: str, numbers: list[str]) -> Held:
+# (the book's {number: name}, the numbers in the owner's other books, {number: user id} of
+# the entries that store a user)
+_Found = tuple[dict[str, str | None], set[str], dict[str, int]]
+
+
+async def _held_looked_up(tx: Tx, owner_id: int, book: str, numbers: Collection[str]) -> _Found:
     """`_held_in_books` by looking the numbers up in one statement. Only the rows that say more
     than "held" come back as rows (entries of registered numbers, entries in other books): the
-    book's numbers and names come as two arrays. (`direct.users` without the facts.)"""
-    where, params = in_many(tx.dialect, "phone", numbers, "nums")
+    book's numbers and names come as two arrays."""
+    where, params = in_many(tx.dialect, "phone", list(numbers), "nums")
     columns = ", ".join(
         (
             packed(tx.dialect, ("phone", "name"), where="book = :book"),
@@ -386,16 +374,15 @@ async def _held_looked_up(tx: Tx, owner_id: int, book: str, numbers: list[str]) 
         )
     ).first()
     names_of, elsewhere, registered = unpack_each(tx.dialect, row, 2, 1, 2)
-    users = {number: (uid, False, "") for number, uid in registered}
-    return Held(dict(names_of), {n for (n,) in elsewhere}, matching.Direct((), users))
+    return dict(names_of), {n for (n,) in elsewhere}, dict(registered)
 
 
 _VERSION = "(SELECT version FROM book_versions WHERE owner_id = :owner AND book = :book)"
 
 
 async def _held_by_the_book(
-    tx: Tx, books: BookCache, owner_id: int, book: str, numbers: list[str]
-) -> Held:
+    tx: Tx, books: BookCache, owner_id: int, book: str, numbers: Collection[str]
+) -> _Found:
     """`_held_in_books` from the whole book uploaded to: kept (`books`) when its version is
     still the book's, else read and kept. `names` is then the whole book, every number of
     which is held. Each part comes from one statement, so its rows and the version it is
@@ -434,10 +421,10 @@ async def _held_by_the_book(
             return await _held_looked_up(tx, owner_id, book, numbers)
         names = dict(unpack(tx.dialect, whole[1:]))
         books.put(owner_id, book, version, names)
-    users = {number: (uid, False, "") for number, uid in unpack(tx.dialect, row[2:])}
+    users: dict[str, int] = dict(unpack(tx.dialect, row[2:]))
     elsewhere: set[str] = set()
     if row[1]:
-        where, params = in_many(tx.dialect, "phone", numbers, "nums")
+        where, params = in_many(tx.dialect, "phone", list(numbers), "nums")
         found = (
             await tx.conn.execute(
                 sa.text(
@@ -451,8 +438,8 @@ async def _held_by_the_book(
         for number, uid in unpack(tx.dialect, found):
             elsewhere.add(number)
             if uid is not None:
-                users[number] = (uid, False, "")
-    return Held(names, elsewhere, matching.Direct((), users))
+                users[number] = uid
+    return names, elsewhere, users
 
 
 async def _facts(
@@ -478,8 +465,9 @@ async def charge_discovery(tx: Tx, owner_id: int, numbers: Sequence[str]) -> Non
     """
     if not numbers:
         return
-    held = await _held(tx, owner_id, list(numbers))
-    await quota.check_numbers(tx, owner_id, numbers, set(held), remember=True)
+    names, elsewhere, _ = await _held_looked_up(tx, owner_id, GLOBAL_BOOK, numbers)
+    held = Held.of(names, elsewhere, {})
+    await quota.check_numbers(tx, owner_id, numbers, held.numbers, remember=True)
 
 
 async def _remember_leaving(

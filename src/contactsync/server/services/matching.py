@@ -72,11 +72,8 @@ async def _match(
     for number, others in phone_variants.variants_of(unmatched).items():
         for variant in others:
             alias.setdefault(variant, []).append(number)
-    probes = (
-        [n for n in numbers if n not in known]
-        if not known
-        else list(set(numbers).difference(known))
-    )
+    # (a set difference in C: a caller's statement may have read most of them already)
+    probes = list(set(numbers).difference(known))
     if alias:
         asked = set(numbers)
         probes += [v for v in alias if v not in asked and v not in known]

@@ -17,7 +17,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_PG_TYPES = {"text": "TEXT[]", "bigint": "BIGINT[]", "bool": "BOOLEAN[]"}
+_PG_SCALARS = {"text": "TEXT", "bigint": "BIGINT", "bool": "BOOLEAN"}
+_PG_TYPES = {kind: f"{scalar}[]" for kind, scalar in _PG_SCALARS.items()}
 
 
 def _json(values: Sequence[Any]) -> str:
@@ -48,17 +49,14 @@ def rows_source(
         ((name, kind),) = columns
         values = _json([row[0] for row in rows])
         if dialect == "postgresql":
-            each = f"json_array_elements_text(CAST(:{alias}_rows AS json))"
-            return (
-                f"(SELECT CAST(v AS {_PG_TYPES[kind][:-2]}) AS {name} FROM {each} AS v) AS {alias}",
-                {f"{alias}_rows": values},
-            )
-        return f"(SELECT value AS {name} FROM json_each(:{alias}_rows)) AS {alias}", {
-            f"{alias}_rows": values
-        }
+            each = f"json_array_elements_text(CAST(:{alias}_rows AS json)) AS e(v)"
+            sql = f"(SELECT CAST(e.v AS {_PG_SCALARS[kind]}) AS {name} FROM {each}) AS {alias}"
+        else:
+            sql = f"(SELECT value AS {name} FROM json_each(:{alias}_rows)) AS {alias}"
+        return sql, {f"{alias}_rows": values}
     if dialect == "postgresql":
         fields = ", ".join(
-            f"CAST(e->>{i} AS {_PG_TYPES[kind][:-2]}) AS {name}"
+            f"CAST(e->>{i} AS {_PG_SCALARS[kind]}) AS {name}"
             for i, (name, kind) in enumerate(columns)
         )
         sql = f"(SELECT {fields} FROM json_array_elements(CAST(:{alias}_rows AS json)) AS e)"
