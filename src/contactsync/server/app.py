@@ -169,6 +169,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if migrate_on_start:
             await migrate.upgrade(ctx.db)
+        await ctx.db.start_checkpoints()
         key = await admin.ensure_admin_key(ctx)
         ctx.services.admin_key = key
         if key.source == "generated":
@@ -204,6 +205,7 @@ def create_app(
             await trimmer.stop()
             await realtime.stop(ctx)
             await private_discovery.stop(ctx)
+            await ctx.db.stop_checkpoints()
             if db is None:
                 await ctx.db.dispose()
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contactsync.errors import Overloaded, StoreUnavailable
+from contactsync.server.store.checkpoints import BACKSTOP_PAGES, Checkpointer
 
 if TYPE_CHECKING:
     from contactsync.server.config import Settings
@@ -69,8 +70,10 @@ class Database:
         self.acquire_timeout = pool_timeout + connect_timeout
         self._ping: asyncio.Task[bool] | None = None
         self._writer = asyncio.Lock()
+        # SQLite's WAL checkpoints, in the background while a server runs (checkpoints.py)
+        self.checkpointer: Checkpointer | None = None
         if self.is_sqlite:
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, self)
 
     @classmethod
     def from_url(
@@ -144,6 +147,23 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    async def start_checkpoints(self) -> None:
+        """SQLite on a file: its WAL checkpoints from now on run in the background, not in
+        the commit that fills the log (checkpoints.py). The connections open so far are
+        closed, so that every one the pool opens from now on leaves them to it."""
+        path = self.engine.url.database
+        if not self.is_sqlite or not path or _in_memory(str(self.engine.url)):
+            return
+        if self.checkpointer is None:
+            await self.engine.dispose()
+            self.checkpointer = Checkpointer(path)
+            self.checkpointer.start()
+
+    async def stop_checkpoints(self) -> None:
+        if self.checkpointer is not None:
+            checkpointer, self.checkpointer = self.checkpointer, None
+            await checkpointer.stop()
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         async with self._transaction(write=True) as conn:
@@ -185,6 +205,8 @@ class Database:
                     yield conn
             finally:
                 self._writer.release()
+            if self.checkpointer is not None:
+                self.checkpointer.wrote()
             return
         async with self._transaction_on(write=write) as conn:
             yield conn
@@ -367,7 +389,7 @@ async def _give_back(conn: AsyncConnection) -> None:
         raise
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, database: Database) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -379,6 +401,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+        if database.checkpointer is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
