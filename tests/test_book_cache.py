@@ -98,3 +98,18 @@ def test_the_cache_keeps_a_version_and_at_most_its_numbers() -> None:
     # a book bigger than the whole cache is not kept
     books.put(5, "", 1, {f"+2{i}": None for i in range(300)})
     assert books.get(5, "", 1) is None
+
+
+async def test_a_new_books_first_upload_leaves_it_kept_whole(api: Api) -> None:
+    """A book that never had a version is empty: its first big upload is not read back, and
+    what it committed is the kept copy the next part of the upload starts from."""
+    _, me = await api.user_with_token("+14155550100")
+    first, second = BIG[:WHOLE_BOOK_FROM], BIG[WHOLE_BOOK_FROM:]
+    assert counts(await upload(api, me, first)) == (len(first), 0, 0, 0)
+    assert len(api.ctx.caches.books) == len(first)
+    renamed = [{**c, "name": "Renamed"} for c in first[:10]]
+    more = second + renamed + [{"phone": c["phone"]} for c in first[10:WHOLE_BOOK_FROM]]
+    assert counts(await upload(api, me, more)) == (len(second), 10, 0, len(first) - 10)
+    expected = {c["phone"]: c["name"] for c in BIG} | {c["phone"]: "Renamed" for c in renamed}
+    assert await book(api, me) == expected
+    assert len(api.ctx.caches.books) == len(BIG)

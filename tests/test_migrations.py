@@ -75,3 +75,39 @@ async def test_user_ids_are_never_reused(db_url: str) -> None:
         assert second != first
     finally:
         await db.dispose()
+
+
+async def test_books_filled_before_their_versions_get_one(db_url: str) -> None:
+    """Books with entries and no version row (filled before migration 0010) get one: a book
+    without a version row is taken to be empty."""
+    from alembic import command
+
+    db = Database.from_url(db_url)
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(lambda c: command.downgrade(migrate.alembic_config(c), "0015"))
+            owner = await conn.scalar(
+                sa.text(
+                    "INSERT INTO users (phone, restricted, created_at) "
+                    "VALUES ('+14155550100', false, 1) RETURNING id"
+                )
+            )
+            for book in ("", "tablet"):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO book_entries (owner_id, book, phone, name, created_at, "
+                        "updated_at) VALUES (:o, :b, '+14155550101', 'A', 1, 1)"
+                    ),
+                    {"o": owner, "b": book},
+                )
+            await conn.execute(
+                sa.text("INSERT INTO book_versions VALUES (:o, 'tablet', 7)"), {"o": owner}
+            )
+        await migrate.upgrade(db)
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(sa.text("SELECT book, version FROM book_versions ORDER BY book"))
+            ).all()
+        assert [tuple(r) for r in rows] == [("", 1), ("tablet", 7)]
+    finally:
+        await db.dispose()

@@ -87,7 +87,8 @@ class BookCache:
     def put(self, owner_id: int, book: str, version: int, names: dict[str, str | None]) -> None:
         """Keep the book as read (committed) at `version`; the caller changes `names` no more."""
         self.forget(owner_id, book)
-        if not names or len(names) > self.max_numbers:
+        # (an empty book is kept too: the first upload into it knows the whole book after)
+        if len(names) > self.max_numbers:
             return
         while self._entries and self._numbers + len(names) > self.max_numbers:
             _, _, oldest = self._entries.pop(next(iter(self._entries)))

@@ -122,13 +122,23 @@ async def _stop_all(starting: asyncio.Task[list[Worker]]) -> None:
     await asyncio.gather(*(worker.stop() for worker in workers))
 
 
+async def outcomes(
+    workers: NumberWorkers | None, raws: Sequence[str], region: str | None
+) -> list[str]:
+    """`phones.outcomes` of a request's numbers: by the workers when there are enough of them
+    to pay (and workers), else in process."""
+    if workers is not None and len(raws) >= POOL_MIN:
+        found = await workers.outcomes(raws, region)
+        if found is not None:
+            return found
+    return phones.outcomes(raws, region)
+
+
 async def read_all(
     workers: NumberWorkers | None, raws: Sequence[Any], region: str | None
 ) -> tuple[list[tuple[int, phones.Normalized]], list[dict[str, Any]]]:
     """`phones.read_all` of a request's numbers: by the workers when there are enough of them
     to pay (and workers), else in process."""
-    if workers is not None and len(raws) >= POOL_MIN and all(isinstance(r, str) for r in raws):
-        found = await workers.outcomes(raws, region)
-        if found is not None:
-            return phones.read_all(raws, region, found)
+    if all(isinstance(r, str) for r in raws):
+        return phones.read_all(raws, region, await outcomes(workers, raws, region))
     return phones.read_all(raws, region)

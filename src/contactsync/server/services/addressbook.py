@@ -125,26 +125,30 @@ async def _normalise(
     it also removes none its answer is one comprehension."""
     if not set(written).difference(stored) and not any(c.destroy for c in contacts):
         return Desired({c.phone: c.name or None for c in contacts}, {}), [], [], []
-    unknown = [i for i, number in enumerate(written) if number not in stored]
-    valid, invalid = await number_workers.read_all(
-        tx.services.number_workers, [written[i] for i in unknown], region
+    # each number not stored as written, read: its `phones.outcomes` string, in order
+    found = iter(
+        await number_workers.outcomes(
+            tx.services.number_workers, [n for n in written if n not in stored], region
+        )
     )
-    for entry in invalid:
-        entry["index"] = unknown[entry["index"]]
-    read = {unknown[j]: result for j, result in valid}
     keep: dict[str, str | None] = {}
     drop: dict[str, None] = {}
+    invalid: list[dict[str, Any]] = []
     rewritten: list[dict[str, Any]] = []
+    parsed: list[str] = []
     for index, contact in enumerate(contacts):
         number = contact.phone
-        if index in read:
-            result = read[index]
-            assert result.e164 is not None
-            if result.rewritten:
-                rewritten.append(phones.rewritten_entry(number, result.e164, index))
-            number = result.e164
-        elif number not in stored:
-            continue  # invalid
+        if number not in stored:
+            outcome = next(found)
+            if outcome[0] == "+":
+                number = outcome
+            elif outcome[0] == "~":  # an old form, read as the current number
+                number = outcome[1:]
+                rewritten.append(phones.rewritten_entry(contact.phone, number, index))
+            else:
+                invalid.append(phones.invalid_entry(contact.phone, outcome[1:], index))
+                continue
+            parsed.append(number)
         # re-insert so the order follows the last mention
         keep.pop(number, None)
         drop.pop(number, None)
@@ -152,7 +156,6 @@ async def _normalise(
             drop[number] = None
         else:
             keep[number] = contact.name or None
-    parsed = [result.e164 for _, result in valid if result.e164 is not None]
     return Desired(keep, drop), invalid, rewritten, parsed
 
 
@@ -405,6 +408,11 @@ async def _held_by_the_book(
     assert row is not None
     version = int(row[0] or 0)
     names = books.get(owner_id, book, version)
+    if names is None and version == 0:
+        # A book that never had a version has no entries (they are written only after the
+        # version is raised): kept empty, so that this upload's commit leaves it whole.
+        names = {}
+        books.put(owner_id, book, version, names)
     if names is None:
         whole = (
             await tx.conn.execute(
