@@ -46,6 +46,7 @@ from contactsync.server.store.bulk import (
     in_many,
     packed,
     rows_source,
+    sql,
     unpack,
     unpack_each,
 )
@@ -372,7 +373,7 @@ async def _held_looked_up(tx: Tx, owner_id: int, book: str, numbers: Collection[
     )
     row = (
         await tx.conn.execute(
-            sa.text(f"SELECT {columns} FROM book_entries WHERE owner_id = :owner AND {where}"),
+            sql(f"SELECT {columns} FROM book_entries WHERE owner_id = :owner AND {where}"),
             {"owner": owner_id, "book": book, **params},
         )
     ).first()
@@ -395,7 +396,7 @@ async def _held_by_the_book(
     # their own: a twentieth of a book, typically)
     row = (
         await tx.conn.execute(
-            sa.text(
+            sql(
                 f"SELECT {_VERSION}, EXISTS (SELECT 1 FROM book_versions WHERE "
                 "owner_id = :owner AND book <> :book), "
                 + packed(tx.dialect, ("phone", "user_id"))
@@ -416,7 +417,7 @@ async def _held_by_the_book(
     if names is None:
         whole = (
             await tx.conn.execute(
-                sa.text(
+                sql(
                     f"SELECT {_VERSION}, "
                     + packed(tx.dialect, ("phone", "name"))
                     + " FROM book_entries WHERE owner_id = :owner AND book = :book"
@@ -435,7 +436,7 @@ async def _held_by_the_book(
         where, params = in_many(tx.dialect, "phone", list(numbers), "nums")
         found = (
             await tx.conn.execute(
-                sa.text(
+                sql(
                     "SELECT "
                     + packed(tx.dialect, ("phone", "user_id"))
                     + f" FROM book_entries WHERE owner_id = :owner AND book <> :book AND {where}"
@@ -460,7 +461,7 @@ async def _facts(
     where, params = in_list(tx.dialect, "u.id", sorted(user_ids), "ids", "bigint")
     blocked, level = policy.learnable_facts_exprs("owner", "u", "default_level")
     rows = await tx.conn.execute(
-        sa.text(f"SELECT u.id, {blocked}, {level} FROM users u WHERE {where}"),
+        sql(f"SELECT u.id, {blocked}, {level} FROM users u WHERE {where}"),
         {"owner": owner_id, "default_level": default_level, **params},
     )
     return {uid: (bool(is_blocked), their_level) for uid, is_blocked, their_level in rows}
@@ -483,7 +484,7 @@ async def _remember_leaving(
 ) -> None:
     """Numbers about to leave the book that were checked within the day keep counting."""
     await tx.conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO discovery_checks (owner_id, phone, at) "
             "SELECT owner_id, phone, created_at FROM book_entries "
             "WHERE owner_id = :owner AND book = :book AND created_at > :since"
@@ -584,7 +585,7 @@ async def _stage(tx: Tx, owner_id: int, batch_id: str, desired: Desired) -> dict
             tx.dialect, [("phone", "text"), ("name", "text"), ("destroy", "bool")], rows
         )
         await tx.conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO staged_contacts (owner_id, batch_id, phone, name, destroy) "
                 f"SELECT :owner, :batch, t.phone, t.name, t.destroy FROM {source} WHERE true "
                 "ON CONFLICT (owner_id, batch_id, phone) "
@@ -650,9 +651,7 @@ async def _apply(
         where, params = in_list(tx.dialect, "phone", delete, "gone")
         await _remember_leaving(tx, owner_id, book, where, params)
         await tx.conn.execute(
-            sa.text(
-                f"DELETE FROM book_entries WHERE owner_id = :owner AND book = :book AND {where}"
-            ),
+            sql(f"DELETE FROM book_entries WHERE owner_id = :owner AND book = :book AND {where}"),
             {**base, **params},
         )
     if create:
@@ -665,7 +664,7 @@ async def _apply(
         )
         async with checked_rows(tx.conn, tx.dialect, len(create)):
             await tx.conn.execute(
-                sa.text(
+                sql(
                     "INSERT INTO book_entries "
                     "(owner_id, book, phone, name, created_at, updated_at, user_id) "
                     f"SELECT :owner, :book, t.phone, t.name, :now, :now, CASE WHEN t.known "
@@ -678,7 +677,7 @@ async def _apply(
     if len(rename) > _KEYED_RENAMES and tx.dialect == "postgresql":
         source, params = rows_source(tx.dialect, [("phone", "text"), ("name", "text")], rename)
         await tx.conn.execute(
-            sa.text(
+            sql(
                 f"UPDATE book_entries SET name = t.name, updated_at = :now FROM {source} "
                 "WHERE book_entries.owner_id = :owner AND book_entries.book = :book "
                 "AND book_entries.phone = t.phone"
@@ -691,7 +690,7 @@ async def _apply(
         # book: 7 ms of a 10,000-entry book to rename 10) while it takes a new owner's book for
         # a few rows, which is until the next ANALYZE.
         await tx.conn.execute(
-            sa.text(
+            sql(
                 "UPDATE book_entries SET name = :name, updated_at = :now "
                 "WHERE owner_id = :owner AND book = :book AND phone = :phone"
             ),
@@ -791,7 +790,7 @@ async def _changed(tx: Tx, owner_id: int, book: str) -> int:
     """Raise the book's version (see `list_contacts` and `BookCache`); the version it is now."""
     return int(
         await tx.conn.scalar(
-            sa.text(
+            sql(
                 "INSERT INTO book_versions (owner_id, book, version) VALUES (:owner, :book, 1) "
                 "ON CONFLICT (owner_id, book) DO UPDATE SET version = book_versions.version + 1 "
                 "RETURNING version"
@@ -851,7 +850,7 @@ async def registered_in_book(
     number in the book with the book's name for it."""
     base = {"owner": owner_id, "book": book_of(device_id)}
     rows = await tx.conn.execute(
-        sa.text(
+        sql(
             "SELECT u.id, u.phone, b.name FROM book_entries b JOIN users u ON u.phone = b.phone "
             "WHERE b.owner_id = :owner AND b.book = :book AND u.id <> :owner ORDER BY u.phone"
         ),
@@ -862,7 +861,7 @@ async def registered_in_book(
     # found with a range scan of the book's key (nothing to read for most books).
     for low, high in matching.variant_ranges():
         rest = await tx.conn.execute(
-            sa.text(
+            sql(
                 "SELECT phone, name FROM book_entries WHERE owner_id = :owner AND book = :book "
                 "AND phone >= :low AND phone < :high"
             ),

@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from contactsync import phone as phones
 from contactsync import phone_variants
 from contactsync.server.context import ReadTx, Tx
 from contactsync.server.services import app_settings, policy
-from contactsync.server.store.bulk import in_list, rows_source
+from contactsync.server.store.bulk import in_list, rows_source, sql
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ async def _probe(
     source, params = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in probes])
     if viewer_id is None:
         rows = await tx.conn.execute(
-            sa.text(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
+            sql(f"SELECT u.id, u.phone FROM {source} JOIN users u ON u.phone = t.phone"),
             params,
         )
         found = {phone: uid for uid, phone in rows}
@@ -116,9 +114,7 @@ async def _probe(
         return {phone: uid for phone, uid in found.items() if uid != exclude}
     learnable = policy.learnable_facts_sql("viewer", "u", "default_level")
     rows = await tx.conn.execute(
-        sa.text(
-            f"SELECT u.id, u.phone, {learnable} FROM {source} JOIN users u ON u.phone = t.phone"
-        ),
+        sql(f"SELECT u.id, u.phone, {learnable} FROM {source} JOIN users u ON u.phone = t.phone"),
         {
             **params,
             "viewer": viewer_id,
@@ -183,7 +179,7 @@ async def forms_held(tx: Tx, user_id: int, e164: str) -> list[str]:
     taken = {
         phone
         for (phone,) in await tx.conn.execute(
-            sa.text(f"SELECT phone FROM users WHERE id <> :uid AND {where}"),
+            sql(f"SELECT phone FROM users WHERE id <> :uid AND {where}"),
             {"uid": user_id, **params},
         )
     }

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from contactsync.errors import DiscoveryQuotaExceeded
 from contactsync.server.context import Tx
 from contactsync.server.services import app_settings, ratelimit
-from contactsync.server.store.bulk import in_list, rows_source
+from contactsync.server.store.bulk import in_list, rows_source, sql
 from contactsync.server.store.tables import discovery_checks
 
 DAY_MS = 24 * 3600 * 1000
@@ -75,13 +75,11 @@ async def new_numbers(
     # The day's checks of the user, when there are no more of them than numbers to ask about
     # (nearly always: none), instead of sending thousands of numbers to look them up by.
     recent = "SELECT phone FROM discovery_checks WHERE owner_id = :owner AND at > :since"
-    rows = await tx.conn.execute(
-        sa.text(f"{recent} LIMIT :most"), {**since, "most": len(unheld) + 1}
-    )
+    rows = await tx.conn.execute(sql(f"{recent} LIMIT :most"), {**since, "most": len(unheld) + 1})
     known = {number for (number,) in rows}
     if len(known) > len(unheld):
         where, params = in_list(tx.dialect, "phone", unheld, "unheld")
-        rows = await tx.conn.execute(sa.text(f"{recent} AND {where}"), {**since, **params})
+        rows = await tx.conn.execute(sql(f"{recent} AND {where}"), {**since, **params})
         known = {number for (number,) in rows}
     return [p for p in unheld if p not in known]
 
@@ -103,7 +101,7 @@ async def check_numbers(
     if remember:
         source, rows = rows_source(tx.dialect, [("phone", "text")], [(p,) for p in new])
         await tx.conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO discovery_checks (owner_id, phone, at) "
                 f"SELECT :owner, t.phone, :now FROM {source} WHERE true "
                 "ON CONFLICT (owner_id, phone) DO UPDATE SET at = excluded.at"

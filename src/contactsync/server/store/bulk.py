@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -27,6 +28,15 @@ def _json(values: Sequence[Any]) -> str:
     return msgspec.json.encode(
         values if isinstance(values, list | tuple) else list(values)
     ).decode()
+
+
+@lru_cache(maxsize=1024)
+def sql(text: str) -> sa.TextClause:
+    """`sa.text(text)`, built once per distinct text: the hot statements are assembled from
+    fragments (these helpers', the dialect's) but not from values, so there are few distinct
+    texts, and building one (its bind parameters found by a regular expression) cost ~5% of
+    an incremental upload's CPU."""
+    return sa.text(text)
 
 
 def rows_source(
