@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contactsync.server import cursors
 from contactsync.server.clock import ManualClock
-from contactsync.server.services import app_settings
+from contactsync.server.services import addressbook, app_settings
 from contactsync.server.store.tables import metadata
 from tests.conftest import Api
 
@@ -562,3 +564,10 @@ async def test_a_recheck_answers_who_is_registered_now(api: Api) -> None:
     assert r.status_code == 200, r.text
     r = await upload(api, me, contacts)
     assert {u["phone"] for u in r["registered"]} == {A, zed_written}
+
+
+@given(st.sets(st.text(max_size=6)))
+def test_the_numbers_written_as_e164_are_those_starting_with_a_plus(numbers: set[str]) -> None:
+    assert addressbook._e164_like(set(numbers)) == {n for n in numbers if n.startswith("+")}
+    plus = {"+" + n for n in numbers}
+    assert addressbook._e164_like(set(plus)) == plus
