@@ -49,7 +49,7 @@ def bearer_token(request: Request) -> str:
 
 
 async def get_session(request: Request) -> Session:
-    ctx: Context = request.app.state.ctx
+    ctx = await get_context(request)
     token = bearer_token(request)
     # A session this process knows needs no transaction at all.
     known = sessions.cached(ctx.caches, token)
@@ -60,7 +60,7 @@ async def get_session(request: Request) -> Session:
 
 
 async def require_admin(request: Request) -> None:
-    ctx: Context = request.app.state.ctx
+    ctx = await get_context(request)
     token = bearer_token(request)
     assert ctx.services.admin_key is not None, "the app reads the admin key on start"
     key_hash = ctx.services.admin_key.key_hash

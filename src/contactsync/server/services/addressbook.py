@@ -723,7 +723,7 @@ async def _apply(
         )
 
 
-_ABSENT = object()
+_ABSENT = object()  # (a number the book does not hold, in `_merge`)
 _NUMBER = itemgetter(0)  # (sorting by the number alone: a third faster than by the tuple)
 # Renames up to this many go as keyed updates on PostgreSQL too (see `_apply`).
 _KEYED_RENAMES = 100
