@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from contactsync.server.store.checkpoints import BACKSTOP_PAGES
+from contactsync.server.store.checkpoints import BACKSTOP_PAGES, Checkpoint, Checkpointer
 from tests.conftest import Api
 from tests.test_addressbook import book, upload
 
@@ -59,3 +59,25 @@ async def test_a_database_without_a_running_server_keeps_sqlites_own_checkpoints
     assert await _autocheckpoint(api) == 1000
     _, me = await api.user_with_token("+14155550100")
     assert (await upload(api, me, BOOK))["created"] == len(BOOK)
+
+
+async def test_stopping_while_a_checkpoint_runs_waits_for_it_and_leaves_no_connection(
+    api: Api,
+) -> None:
+    """A checkpoint's thread runs on when its task is cancelled (a server stopping): the
+    connection is closed only after it, and no checkpoint opens the file again afterwards.
+    (Closing it under a running checkpoint crashed the process.)"""
+    _, me = await api.user_with_token("+14155550100")
+    await upload(api, me, BOOK)
+    path = str(api.ctx.db.engine.url.database)
+    for _ in range(30):
+        checkpointer = Checkpointer(path, every_s=0)
+        running = [asyncio.ensure_future(checkpointer.checkpoint()) for _ in range(3)]
+        await asyncio.sleep(0)  # their threads start
+        await checkpointer.stop()
+        outcomes = await asyncio.gather(*running, return_exceptions=True)
+        assert checkpointer._conn is None
+        for outcome in outcomes:  # each ran before the close, or was refused after it
+            assert isinstance(outcome, Checkpoint | sqlite3.ProgrammingError), outcome
+    with pytest.raises(sqlite3.ProgrammingError):
+        await checkpointer.checkpoint()

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("contactsync.server")
@@ -48,7 +49,12 @@ class Checkpointer:
         self.last: Checkpoint | None = None
         self._wrote = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The connection is used in worker threads, and a checkpoint's thread runs on when
+        # the task awaiting it is cancelled (at stop): each use holds the lock, so the close
+        # waits for a checkpoint in flight, and none opens the file again after it.
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -70,9 +76,7 @@ class Checkpointer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await asyncio.to_thread(conn.close)
+        await asyncio.to_thread(self._close)
 
     async def checkpoint(self) -> Checkpoint:
         """One PASSIVE checkpoint now, in a thread."""
@@ -82,15 +86,24 @@ class Checkpointer:
         return result
 
     def _checkpoint(self) -> Checkpoint:
-        if self._conn is None:
-            # (opened, used and closed in worker threads, one at a time)
-            self._conn = sqlite3.connect(
-                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
-            )
-        busy, log_pages, done_pages = self._conn.execute(
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        ).fetchone()
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the checkpointer is stopped")
+            if self._conn is None:
+                self._conn = sqlite3.connect(
+                    self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+                )
+            busy, log_pages, done_pages = self._conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
         return Checkpoint(bool(busy), int(log_pages), int(done_pages))
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                conn.close()
 
     async def _run(self) -> None:
         while True:
